@@ -1,0 +1,30 @@
+"""The `hybrid` command line. Each command imports its stage lazily, so the runtime commands
+(eval, generate, bench) work in an install without torch."""
+
+from __future__ import annotations
+
+import sys
+import typer
+
+from hybrid.runtime.errors import HybridError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train small hybrid attention/FF/QRNN language models, export them to ONNX, run them anywhere.")
+
+
+# Each stage registers its own commands; their modules import only typer at the top, so the
+# runtime commands work where torch is not installed.
+from hybrid.train import commands as train_commands  # noqa: E402
+
+train_commands.register(app)
+
+
+def main():
+    try:
+        app()
+    except HybridError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,101 @@
+"""`hybrid train` and `hybrid info`. Heavy imports (torch) happen inside the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hybrid.runtime.errors import HybridError
+
+
+def info(preset: Optional[str] = typer.Argument(None, help="Preset name; all presets when omitted."),
+         config: Optional[Path] = typer.Option(None, help="A model config JSON (or a run's config.json).")):
+    """Parameters per block type and in total, for one preset / config or all presets."""
+    from hybrid.train.config import PRESETS, load_model_config, preset as get_preset
+    from hybrid.train.model import HybridLM, count_parameters
+
+    if config is not None:
+        cfgs = [load_model_config(config)]
+    elif preset is not None:
+        cfgs = [get_preset(preset)]
+    else:
+        cfgs = [get_preset(n) for n in PRESETS]
+    cols = ["embedding", "attention", "feed-forward", "qrnn", "other", "total"]
+    typer.echo(f"{'model':<20} {'pattern':<26} " + " ".join(f"{c:>13}" for c in cols))
+    for cfg in cfgs:
+        counts = count_parameters(HybridLM(cfg))
+        typer.echo(f"{cfg.name:<20} {cfg.pattern:<26} " + " ".join(f"{counts[c]:>13,}" for c in cols))
+
+
+def _default_run_dir(preset_name: str) -> Path:
+    base = Path("runs") / preset_name
+    if not base.exists():
+        return base
+    n = 2
+    while Path(f"{base}-{n}").exists():
+        n += 1
+    return Path(f"{base}-{n}")
+
+
+def train(
+    preset: str = typer.Option("hybrid-tiny", help="Model preset (see `hybrid info`)."),
+    config: Optional[Path] = typer.Option(None, help="Model config JSON; overrides --preset."),
+    corpus: Optional[Path] = typer.Option(None, help="Text file to train on (default: the built-in Tiny Shakespeare)."),
+    tokenizer: str = typer.Option("byte", help="byte or word."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<preset>, numbered if taken)."),
+    steps: int = typer.Option(600, help="Optimizer steps."),
+    batch_size: int = typer.Option(16, help="Parallel contiguous streams per step."),
+    seq_len: int = typer.Option(128, help="Segment length T."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate."),
+    warmup: int = typer.Option(60, help="Warm-up steps."),
+    eval_every: int = typer.Option(200, help="Validate every N steps."),
+    save_every: int = typer.Option(200, help="Checkpoint every N steps."),
+    seed: int = typer.Option(1234),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    resume: bool = typer.Option(False, help="Continue from the last valid checkpoint in --out."),
+    overwrite: bool = typer.Option(False, help="Start afresh in an existing --out."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Train a model. With no arguments: the tiny Hybrid Transformer on Tiny Shakespeare, on the CPU."""
+    import shutil
+
+    from hybrid.train.config import TrainConfig, load_model_config, preset as get_preset
+    from hybrid.train.data import load_text_corpus
+    from hybrid.train.model import HybridLM
+    from hybrid.train.trainer import pick_device, train as run_training
+
+    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--seq-len", seq_len),
+                    ("--eval-every", eval_every), ("--save-every", save_every)):
+        if v <= 0:
+            raise HybridError(f"{name} must be positive, got {v}")
+    if lr <= 0:
+        raise HybridError(f"--lr must be positive, got {lr}")
+    dev = pick_device(device)
+    data = load_text_corpus(corpus, tokenizer)
+    model_cfg = load_model_config(config) if config else get_preset(preset)
+    if model_cfg.vocab_size != data.tokenizer.vocab_size:
+        model_cfg.vocab_size = data.tokenizer.vocab_size
+    name = model_cfg.name if model_cfg.name != "custom" else preset
+    if out is None:
+        out = _default_run_dir(name) if not resume else Path("runs") / name
+    elif out.exists() and any(out.iterdir()) and not (resume or overwrite):
+        raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, steps=steps, lr=lr, warmup_steps=warmup,
+                            eval_every=eval_every, save_every=save_every, seed=seed)
+    typer.echo(data.describe())
+    typer.echo(f"model {name}: pattern {model_cfg.pattern}, "
+               f"{sum(p.numel() for p in HybridLM(model_cfg).parameters()):,} parameters; "
+               f"device {dev}; run dir {out}")
+    result = run_training(out, model_cfg, train_cfg, data, resume=resume, device=dev, progress=progress, log=typer.echo)
+    if result.interrupted:
+        raise typer.Exit(130)
+    typer.echo(f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f}  ({result.run_dir})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(info)
+    app.command()(train)

@@ -1,0 +1,180 @@
+"""One JSON-serialisable config drives every model; presets name the paper's four architectures.
+
+The layer pattern is a string over three blocks:  A = attention,  F = feed-forward,  Q = QRNN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hybrid.runtime.errors import HybridError
+
+BLOCKS = {"A": "attention", "F": "feed-forward", "Q": "qrnn"}
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 256
+    d_model: int = 128
+    n_heads: int = 4
+    d_inner: int = 512
+    pattern: str = "QFAFQFQF"
+    qrnn_window: int = 2  # QRNN convolution width k (1 or 2)
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    zoneout: float = 0.0  # QRNN forget-gate zoneout (training only)
+    mem_len: int = 128  # attention memory of earlier segments, in tokens
+    tie_embeddings: bool = True
+    name: str = "custom"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise HybridError(f"model config: {msg}")
+
+        need(isinstance(self.pattern, str) and len(self.pattern) > 0, "pattern must be a non-empty string")
+        bad = sorted(set(self.pattern) - set(BLOCKS))
+        need(not bad, f"pattern {self.pattern!r} has unknown block letters {bad} (use A, F, Q)")
+        for key in ("vocab_size", "d_model", "n_heads", "d_inner"):
+            v = getattr(self, key)
+            need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{key} must be a positive integer, got {v!r}")
+        need(self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        need(self.qrnn_window in (1, 2), f"qrnn_window must be 1 or 2, got {self.qrnn_window!r}")
+        need(isinstance(self.mem_len, int) and self.mem_len >= 0, f"mem_len must be >= 0, got {self.mem_len!r}")
+        for key in ("dropout", "attn_dropout", "zoneout"):
+            v = getattr(self, key)
+            need(isinstance(v, (int, float)) and 0.0 <= v < 1.0, f"{key} must be in [0, 1), got {v!r}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.pattern)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict, source: str = "config") -> "ModelConfig":
+        if not isinstance(obj, dict):
+            raise HybridError(f"{source}: model config must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise HybridError(f"{source}: unknown model config keys {unknown}")
+        try:
+            return cls(**obj)
+        except TypeError as e:
+            raise HybridError(f"{source}: {e}") from None
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16  # parallel contiguous streams
+    seq_len: int = 128  # segment length T
+    steps: int = 1000
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_tokens: int = 32768  # valid tokens scored at each periodic evaluation (0 = whole split)
+    save_every: int = 250
+    keep_last: int = 2
+    seed: int = 1234
+    log_every: int = 10
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict, source: str = "config") -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise HybridError(f"{source}: unknown train config keys {unknown}")
+        return cls(**obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets. Paper scale follows Transformer-XL's 12-layer enwik8 model (d_model 512, 8 heads,
+# ~41M parameters) and the layer patterns of the paper's four architectures (../PAPER.md);
+# `tiny` sizes of each train on a laptop CPU in minutes.
+# ---------------------------------------------------------------------------------------------
+
+PATTERNS = {
+    # Transformer baseline: alternating attention and feed-forward, 12 layers = 24 blocks.
+    "transformer": "AF" * 12,
+    # PAR Transformer: ~2/3 of the attention blocks replaced by FF, attention kept in the lower
+    # layers (20 blocks, so that it stays near the baseline's parameter count).
+    "par": "AF" * 4 + "F" * 12,
+    # Attn-QRNN: QRNN blocks with a few attention blocks between them.
+    "attn-qrnn": "QQQQQQQA" * 3,
+    # Hybrid Transformer: attention, FF and QRNN mixed, most attention replaced (~38M parameters).
+    "hybrid": "QF" * 2 + "AF" + "QF" * 3 + "AF" + "QF" * 3,
+}
+
+TINY_PATTERNS = {
+    "transformer": "AF" * 4,
+    "par": "AFAF" + "F" * 4,
+    "attn-qrnn": "QQAQQA",
+    "hybrid": "QFAFQFQF",
+}
+
+_PAPER = dict(vocab_size=256, d_model=512, n_heads=8, d_inner=2304, dropout=0.1, attn_dropout=0.0,
+              zoneout=0.1, mem_len=512, qrnn_window=2)
+_TINY = dict(vocab_size=256, d_model=128, n_heads=4, d_inner=512, dropout=0.1, attn_dropout=0.0,
+             zoneout=0.0, mem_len=128, qrnn_window=2)
+
+
+def _presets() -> dict[str, dict]:
+    out = {}
+    for arch in PATTERNS:
+        out[f"{arch}-paper"] = dict(_PAPER, pattern=PATTERNS[arch], name=f"{arch}-paper")
+        out[f"{arch}-tiny"] = dict(_TINY, pattern=TINY_PATTERNS[arch], name=f"{arch}-tiny")
+    return out
+
+
+PRESETS = _presets()
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise HybridError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def read_json(path: str | Path, what: str = "config") -> dict:
+    """Read a JSON object from disk, turning every failure into one clear error line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HybridError(f"{path}: {what} file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise HybridError(f"{path}: cannot read {what} ({e.__class__.__name__})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HybridError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(obj, dict):
+        raise HybridError(f"{path}: expected a JSON object")
+    return obj
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """A model config from a JSON file: either a bare model config or a run's config.json."""
+    obj = read_json(path)
+    obj = obj.get("model", obj)
+    return ModelConfig.from_dict(obj, str(path))

@@ -1,0 +1,97 @@
+"""Text corpora as token arrays, and contiguous-stream batching.
+
+Training follows Transformer-XL: the token stream is cut into B parallel contiguous streams; each
+step reads the next segment of T tokens from every stream, and the model carries its state
+(attention memory, QRNN cells) from one segment to the next. The batch for a step is a pure
+function of the step number, so resuming a run reproduces the exact data order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hybrid.runtime.errors import HybridError
+from hybrid.runtime.tokenizer import ByteTokenizer, Tokenizer, WordTokenizer
+
+CORPORA = Path(__file__).parent / "corpora"
+BUILTIN = CORPORA / "tinyshakespeare" / "input.txt"
+
+
+@dataclass
+class Corpus:
+    name: str
+    tokenizer: Tokenizer
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.tokenizer.kind} tokens, vocab {self.tokenizer.vocab_size}, "
+                f"train {len(self.train):,} / valid {len(self.valid):,} / test {len(self.test):,}")
+
+
+def split_90_5_5(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The enwik8 convention: first 90% train, next 5% valid, last 5% test."""
+    n = len(tokens)
+    a, b = n * 90 // 100, n * 95 // 100
+    return tokens[:a], tokens[a:b], tokens[b:]
+
+
+def read_text_file(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise HybridError(f"{path}: corpus file not found") from None
+    except IsADirectoryError:
+        raise HybridError(f"{path}: is a directory, expected a text file") from None
+    if not data.strip():
+        raise HybridError(f"{path}: corpus is empty")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HybridError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def load_text_corpus(path: str | Path | None = None, tokenizer: str = "byte",
+                     min_count: int = 1, max_vocab: int | None = None) -> Corpus:
+    """One text file, split 90/5/5. Byte level, or word level with a vocabulary from the train part."""
+    path = Path(path) if path is not None else BUILTIN
+    text = read_text_file(path)
+    if tokenizer == "byte":
+        tok: Tokenizer = ByteTokenizer()
+        train, valid, test = split_90_5_5(tok.encode(text).astype(np.int32))
+    elif tokenizer == "word":
+        lines = text.splitlines()
+        n = len(lines)
+        parts = lines[: n * 90 // 100], lines[n * 90 // 100: n * 95 // 100], lines[n * 95 // 100:]
+        tok = WordTokenizer.build(parts[0], min_count=min_count, max_size=max_vocab)
+        train, valid, test = (tok.encode("\n".join(p)).astype(np.int32) for p in parts)
+    else:
+        raise HybridError(f"unknown tokenizer {tokenizer!r} (expected 'byte' or 'word')")
+    return Corpus(path.name, tok, train, valid, test)
+
+
+class StreamBatcher:
+    """Batches of B contiguous streams, T tokens per segment; batch(step) is deterministic."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, what: str = "train split"):
+        self.B, self.T = batch_size, seq_len
+        self.stream_len = (len(tokens) - 1) // batch_size
+        if self.stream_len < seq_len + 1:
+            raise HybridError(f"{what} has {len(tokens):,} tokens: too short for {batch_size} streams "
+                              f"of one {seq_len}-token segment; use a smaller --batch-size or --seq-len")
+        n = self.stream_len * batch_size
+        self.inputs = np.ascontiguousarray(tokens[:n].reshape(batch_size, self.stream_len))
+        self.targets = np.ascontiguousarray(tokens[1:n + 1].reshape(batch_size, self.stream_len))
+        self.segments_per_epoch = self.stream_len // seq_len
+
+    def starts_epoch(self, step: int) -> bool:
+        """True when this step begins a new pass over the streams (carried state must be reset)."""
+        return step % self.segments_per_epoch == 0
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        p = (step % self.segments_per_epoch) * self.T
+        return self.inputs[:, p:p + self.T], self.targets[:, p:p + self.T]

@@ -1,0 +1,207 @@
+"""The hybrid language model: one file, three blocks, one config.
+
+Blocks are pre-norm residual:  x = x + Block(LayerNorm(x)).
+  A  attention   causal multi-head self-attention over [memory of earlier segments; this segment],
+                 relative positions as ALiBi distance biases (the memory is a fixed-length cache of
+                 keys and values, so the state a stream carries is bounded and exportable).
+  F  feed-forward  d_model -> d_inner -> d_model, GELU.
+  Q  QRNN        window-k masked convolution -> Z = tanh, F = sigmoid, O = sigmoid in one matrix
+                 product, then fo-pooling (the only sequential part, `ops.fo_pool`).
+
+State is a flat dict of tensors named as in the exported ONNX graph (see export/), so PyTorch,
+ONNX and the runtime speak about it the same way:
+  past_key_values.<i>.key / .value     [B, n_heads, mem_len, d_head]   attention block i
+  past_key_values.<i>.recurrent_state  [B, d_model]                    QRNN block i: cell state c
+  past_key_values.<i>.conv_state       [B, k-1, d_model]               QRNN block i: last k-1 inputs
+  past_mask                            [B, mem_len]  1.0 where a memory slot holds a real token
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hybrid.train.config import ModelConfig
+from hybrid.train.ops.fo_pool import fo_pool
+
+State = dict[str, torch.Tensor]
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Per-head distance penalties 2^(-8i/n) (Press et al. 2022), geometric across heads."""
+    return torch.tensor([2.0 ** (-8.0 * (i + 1) / n_heads) for i in range(n_heads)])
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, index: int):
+        super().__init__()
+        self.n_heads, self.d_head, self.mem_len = cfg.n_heads, cfg.d_head, cfg.mem_len
+        self.key_name = f"past_key_values.{index}.key"
+        self.value_name = f"past_key_values.{index}.value"
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.attn_dropout = cfg.attn_dropout
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.register_buffer("slopes", alibi_slopes(cfg.n_heads), persistent=False)
+
+    def forward(self, x: torch.Tensor, state: State, past_mask: torch.Tensor | None, new_state: State):
+        B, T, D = x.shape
+        M = self.mem_len
+        q, k, v = self.qkv(self.norm(x)).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        if M > 0:
+            k = torch.cat([state[self.key_name].to(k.dtype), k], dim=2)
+            v = torch.cat([state[self.value_name].to(v.dtype), v], dim=2)
+            new_state[self.key_name] = k[:, :, -M:]
+            new_state[self.value_name] = v[:, :, -M:]
+        # Query t (0-based in this segment) sits at position M + t among the M + T keys.
+        qpos = torch.arange(T, device=x.device) + M
+        kpos = torch.arange(M + T, device=x.device)
+        dist = (qpos[:, None] - kpos[None, :]).to(q.dtype)  # [T, M+T]
+        bias = -self.slopes.to(q.dtype)[:, None, None] * dist  # [H, T, M+T]
+        blocked = dist < 0  # the future
+        if M > 0 and past_mask is not None:
+            empty = torch.cat([past_mask < 0.5, torch.zeros(B, T, dtype=torch.bool, device=x.device)], dim=1)
+            blocked = blocked[None, None] | empty[:, None, None, :]  # [B, 1, T, M+T]
+        bias = bias.masked_fill(blocked, float("-inf"))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, D)
+        return x + self.dropout(self.proj(y))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig, index: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.up = nn.Linear(cfg.d_model, cfg.d_inner)
+        self.down = nn.Linear(cfg.d_inner, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, state, past_mask, new_state):
+        return x + self.dropout(self.down(F.gelu(self.up(self.norm(x)))))
+
+
+class QRNN(nn.Module):
+    def __init__(self, cfg: ModelConfig, index: int):
+        super().__init__()
+        self.window, self.zoneout = cfg.qrnn_window, cfg.zoneout
+        self.cell_name = f"past_key_values.{index}.recurrent_state"
+        self.conv_name = f"past_key_values.{index}.conv_state"
+        self.norm = nn.LayerNorm(cfg.d_model)
+        # One matrix product gives Z, F and O for every time step: the masked convolution of
+        # width k is a Linear over the current and the k-1 previous (normalised) inputs.
+        self.gates = nn.Linear(cfg.qrnn_window * cfg.d_model, 3 * cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, state, past_mask, new_state):
+        u = self.norm(x)
+        if self.window > 1:
+            seq = torch.cat([state[self.conv_name].to(u.dtype), u], dim=1)  # [B, k-1+T, D]
+            new_state[self.conv_name] = seq[:, -(self.window - 1):]
+            T = u.shape[1]
+            u = torch.cat([seq[:, j:j + T] for j in range(self.window)], dim=-1)
+        z, f, o = self.gates(u).chunk(3, dim=-1)
+        z, f, o = torch.tanh(z), torch.sigmoid(f), torch.sigmoid(o)
+        if self.zoneout > 0:
+            # Zoneout: a channel keeps its previous cell state (forget gate 1) with probability p;
+            # at evaluation the expected gate is used.
+            if self.training:
+                keep = torch.empty_like(f).bernoulli_(1 - self.zoneout)
+                f = 1 - keep * (1 - f)
+            else:
+                f = 1 - (1 - self.zoneout) * (1 - f)
+        h, c = fo_pool(z, f, o, initial_state=state[self.cell_name], output_final_state=True)
+        new_state[self.cell_name] = c
+        return x + self.dropout(h)
+
+
+BLOCK_TYPES = {"A": Attention, "F": FeedForward, "Q": QRNN}
+
+
+class HybridLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(BLOCK_TYPES[kind](cfg, i) for i, kind in enumerate(cfg.pattern))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.apply(self._init)
+        # GPT-2: scale the projections that write into the residual stream by depth.
+        for name, p in self.named_parameters():
+            if name.endswith(("proj.weight", "down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_blocks))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    @property
+    def uses_memory(self) -> bool:
+        return "A" in self.cfg.pattern and self.cfg.mem_len > 0
+
+    def state_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every state tensor, in graph order."""
+        cfg, shapes = self.cfg, {}
+        for i, kind in enumerate(cfg.pattern):
+            if kind == "A" and cfg.mem_len > 0:
+                shapes[f"past_key_values.{i}.key"] = (batch_size, cfg.n_heads, cfg.mem_len, cfg.d_head)
+                shapes[f"past_key_values.{i}.value"] = (batch_size, cfg.n_heads, cfg.mem_len, cfg.d_head)
+            elif kind == "Q":
+                shapes[f"past_key_values.{i}.recurrent_state"] = (batch_size, cfg.d_model)
+                if cfg.qrnn_window > 1:
+                    shapes[f"past_key_values.{i}.conv_state"] = (batch_size, cfg.qrnn_window - 1, cfg.d_model)
+        if self.uses_memory:
+            shapes["past_mask"] = (batch_size, cfg.mem_len)
+        return shapes
+
+    def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
+        """The state of a fresh stream: zeros, and an all-empty attention memory."""
+        device = device or self.embed.weight.device
+        return {k: torch.zeros(s, device=device, dtype=dtype) for k, s in self.state_shapes(batch_size).items()}
+
+    def forward(self, input_ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """logits [B, T, vocab] and the state after this segment (same keys as `state`)."""
+        B, T = input_ids.shape
+        if state is None:
+            state = self.initial_state(B)
+        new_state: State = {}
+        past_mask = state.get("past_mask")
+        x = self.drop(self.embed(input_ids))
+        for block in self.blocks:
+            x = block(x, state, past_mask, new_state)
+        if past_mask is not None:
+            M = past_mask.shape[1]
+            new_state["past_mask"] = torch.cat([past_mask, past_mask.new_ones(B, T)], dim=1)[:, -M:]
+        logits = self.head(self.norm(x))
+        return logits, new_state
+
+
+def detach_state(state: State) -> State:
+    """Stop gradients at segment boundaries (Transformer-XL's stop-gradient on memory)."""
+    return {k: v.detach() for k, v in state.items()}
+
+
+def count_parameters(model: HybridLM) -> dict[str, int]:
+    """Parameters per block type and in total (tied weights counted once)."""
+    counts = {"embedding": model.embed.weight.numel(), "attention": 0, "feed-forward": 0, "qrnn": 0, "other": 0}
+    names = {"A": "attention", "F": "feed-forward", "Q": "qrnn"}
+    for kind, block in zip(model.cfg.pattern, model.blocks):
+        counts[names[kind]] += sum(p.numel() for p in block.parameters())
+    counts["other"] = sum(p.numel() for p in model.norm.parameters())
+    if not model.cfg.tie_embeddings:
+        counts["other"] += model.head.weight.numel()
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
