@@ -1,0 +1,60 @@
+"""`hybrid export`. Heavy imports (torch, onnx, onnxruntime) happen inside the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def export(
+    run_dir: Path = typer.Argument(..., help="A training run directory (config.json, tokenizer.json, model.safetensors)."),
+    out: Path = typer.Option(..., "--out", help="The model directory to write."),
+    quantize: str = typer.Option("int8,int4", help="Quantized variants besides fp32: int8, int4, both (comma-separated) or none."),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)."),
+    probe: Optional[Path] = typer.Option(None, help="Text file for the self-check (default: the built-in corpus's test split)."),
+    check: bool = typer.Option(True, help="Run the self-check (PyTorch vs onnxruntime parity, bpc of every variant)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
+    progress: bool = typer.Option(True, help="Print progress."),
+):
+    """Export a trained run to a self-checked ONNX model directory (fp32, int8, int4)."""
+    from hybrid.export.exporter import export_run
+    from hybrid.runtime.errors import HybridError
+
+    probe_text = None
+    if probe is not None:
+        try:
+            probe_text = probe.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise HybridError(f"{probe}: cannot read probe text ({e.__class__.__name__})") from None
+    report = export_run(run_dir, out, quantize=quantize, opset=opset, probe_text=probe_text, check=check,
+                        progress=progress, overwrite=overwrite)
+    typer.echo(summary(report))
+
+
+def summary(report: dict) -> str:
+    """A few lines for the terminal; export_report.json has everything."""
+    lines = [f"opset {report['opset']}, {report['graph']['nodes']} nodes, {report['graph']['scan_nodes']} Scan"]
+    if report.get("checked"):
+        par = report["parity"]
+        lines.append(f"parity: max |logit diff| {max(v['max_abs'] for v in par['lengths'].values()):.2e} "
+                     f"(relative {par['max_rel']:.2e}, limit {par['limit_rel']:g}) at lengths "
+                     f"{', '.join(par['lengths'])}")
+    metric = report["metric"]
+    lines.append(f"{'variant':<8} {'MB':>8} {'of fp32':>8} {metric:>8} {'vs fp32':>8} {'KL':>9} {'top-1':>7}")
+    variants = report.get("variants", {})
+    for name in ["pytorch", *report["files"]]:
+        f = report["files"].get(name)
+        r = variants.get(name, {})
+        size = f"{f['bytes'] / 1e6:8.2f} {100 * f['fraction_of_fp32']:7.1f}%" if f else f"{'':>8} {'':>8}"
+        val = f"{r[metric]:8.4f}" if metric in r else f"{'':>8}"
+        rel = f"{100 * r['vs_fp32']:+7.2f}%" if "vs_fp32" in r else f"{'':>8}"
+        kl = f"{r['kl_vs_fp32']:9.2e}" if "kl_vs_fp32" in r else f"{'':>9}"
+        top = f"{100 * r['top1_vs_fp32']:6.2f}%" if "top1_vs_fp32" in r else f"{'':>7}"
+        lines.append(f"{name:<8} {size} {val} {rel} {kl} {top}")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)

@@ -1,0 +1,223 @@
+"""`hybrid export`: a trained run -> a self-checked ONNX model directory (docs/model-directory.md).
+
+    export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_text=None,
+               check=True, progress=True) -> report dict
+
+Steps: load the run (config + safetensors), trace the fp32 graph (QRNN recurrence as one Scan),
+check its structure, quantize, write config.json / tokenizer.json, run the self-check
+(selfcheck.py) and write export_report.json. The directory is built under a temporary name
+beside `out_dir` and renamed into place only when everything (the self-check included) passed,
+so a failure never leaves a half-written or unchecked model directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from hybrid.runtime.errors import HybridError
+
+REPORT_FORMAT = "hybrid-export-report"
+FP32_RTOL = 1e-4  # max |logit diff| / max |logit|, PyTorch vs ONNX fp32
+QUANT_LIMITS = {"int8": 0.01, "int4": 0.03}  # allowed relative increase of bpc (mean NLL) over ONNX fp32
+PROBE_TOKENS = 16384  # tokens of the built-in probe that are scored
+MAX_PROBE_TOKENS = 65536  # a given probe text is cut to this many tokens
+MIN_PROBE_TOKENS = 16
+PROBE_STREAMS = 8
+# torch.onnx writes opset 18 natively; converting down to 17 produces an invalid Split node.
+MIN_OPSET = 18
+
+
+def parse_quantize(value) -> tuple[str, ...]:
+    """("int8", "int4") from "int8,int4", "none", "" or an iterable of names."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [str(i).strip().lower() for i in items if str(i).strip()]
+    if items in (["none"], []):
+        return ()
+    from hybrid.export.quantize import QUANTIZERS
+
+    bad = [i for i in items if i not in QUANTIZERS]
+    if bad:
+        raise HybridError(f"unknown quantization {bad[0]!r} (use int8, int4, a comma-separated list, or none)")
+    return tuple(dict.fromkeys(items))
+
+
+def default_probe_text() -> tuple[str, str]:
+    """The built-in corpus's test split (its last 5%, from a line start): held out from training."""
+    from hybrid.train.data import BUILTIN
+
+    text = BUILTIN.read_text(encoding="utf-8")
+    start = text.index("\n", len(text) * 95 // 100) + 1
+    return text[start:], f"built-in corpus test split ({BUILTIN.name})"
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HybridError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise HybridError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HybridError(f"{out_dir.parent}: cannot create ({e.strerror or e})") from None
+
+
+def _install(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished directory into place; an existing one is swapped out, then removed."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_text=None, check=True,
+               progress=True, *, overwrite: bool = False) -> dict:
+    """Export a run directory to a model directory; returns the report (also export_report.json)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    variants = parse_quantize(quantize)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+
+    # Everything that can be wrong with the input is found before anything is written.
+    from hybrid.export.onnx_graph import DEFAULT_OPSET
+    from hybrid.runtime.tokenizer import load_tokenizer
+    from hybrid.train.checkpoint import load_weights
+    from hybrid.train.model import HybridLM
+    from hybrid.train.trainer import metric_name, read_run_config
+
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if opset < MIN_OPSET:
+        raise HybridError(f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} or newer)")
+    model_cfg, train_cfg, _ = read_run_config(run_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    if tokenizer.vocab_size != model_cfg.vocab_size:
+        raise HybridError(f"{run_dir / 'tokenizer.json'}: vocabulary of {tokenizer.vocab_size} tokens, "
+                          f"the model config has vocab_size {model_cfg.vocab_size}")
+    model = HybridLM(model_cfg)
+    load_weights(model, run_dir / "model.safetensors")
+    model.eval()
+    probe_tokens = None
+    if check:
+        text, probe_source = (probe_text, "given text") if probe_text is not None else default_probe_text()
+        probe_tokens = tokenizer.encode(text)
+        limit = MAX_PROBE_TOKENS if probe_text is not None else PROBE_TOKENS
+        probe_tokens = probe_tokens[: limit + 1]
+        if len(probe_tokens) < MIN_PROBE_TOKENS:
+            raise HybridError(f"probe text is too short: {len(probe_tokens)} tokens, need at least {MIN_PROBE_TOKENS}")
+    _prepare_out_dir(out_dir, overwrite)
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        report = _build(tmp, run_dir, model, model_cfg, train_cfg, tokenizer, variants, opset,
+                        probe_tokens, probe_source if check else None, metric_name(tokenizer.kind), log)
+        (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if check and not report["ok"]:
+            raise HybridError(f"self-check failed: {'; '.join(report['failures'])}; nothing written to {out_dir}")
+        _install(tmp, out_dir)
+    except OSError as e:
+        raise HybridError(f"{out_dir}: could not write the model directory ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"wrote {out_dir}")
+    return report
+
+
+def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, variants, opset,
+           probe_tokens, probe_source, metric, log) -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from hybrid.export import contract, quantize as q, selfcheck
+    from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
+                                          export_onnx, output_name, weight_matmuls_in_loops)
+
+    t0 = time.perf_counter()
+    log(f"tracing {run_dir} (pattern {model_cfg.pattern}) to ONNX opset {opset}...")
+    proto = export_onnx(model, opset=opset)
+    ops = count_ops(proto.graph)
+    n_qrnn = model_cfg.pattern.count("Q")
+    if ops.get("Scan", 0) != n_qrnn:
+        raise HybridError(f"exported graph has {ops.get('Scan', 0)} Scan nodes, expected one per QRNN block ({n_qrnn})")
+    assert_no_weight_matmul_in_loops(proto, "model.onnx")
+    files = {"fp32": q.FILES["fp32"]}
+    onnx.save_model(proto, str(tmp / files["fp32"]))
+    q.load_session(tmp / files["fp32"])  # a graph onnxruntime refuses fails here, checked or not
+    graph = {"nodes": count_nodes(proto.graph), "scan_nodes": ops.get("Scan", 0),
+             "weight_matmuls_in_scan": len(weight_matmuls_in_loops(proto))}
+
+    if variants:
+        prepared = tmp / ".prepared.onnx"
+        log("graph optimisation before quantization (onnxruntime, basic level)...")
+        q.prepare(tmp / files["fp32"], prepared)
+        for v in variants:
+            log(f"quantizing {v}...")
+            q.QUANTIZERS[v](prepared, tmp / q.FILES[v])
+            files[v] = q.FILES[v]
+            qproto = onnx.load(str(tmp / files[v]))
+            assert_no_weight_matmul_in_loops(qproto, files[v])
+            q.load_session(tmp / files[v])
+            left = q.fp32_weight_matmuls(qproto)
+            if left:
+                raise HybridError(f"{files[v]}: {len(left)} weight matrix products left in fp32 ({', '.join(left[:3])})")
+        prepared.unlink()
+
+    shutil.copyfile(run_dir / "tokenizer.json", tmp / "tokenizer.json")
+    shapes = model.state_shapes(1)
+    cfg_json = contract.model_config_json(model_cfg.to_dict(), shapes, {n: output_name(n) for n in shapes},
+                                          metric, opset, files)
+    (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
+
+    fp32_bytes = (tmp / files["fp32"]).stat().st_size
+    report = {
+        "format": REPORT_FORMAT, "format_version": contract.FORMAT_VERSION,
+        "run": str(run_dir), "opset": opset, "metric": metric, "graph": graph,
+        "files": {v: {"file": f, "bytes": (tmp / f).stat().st_size,
+                      "fraction_of_fp32": (tmp / f).stat().st_size / fp32_bytes} for v, f in files.items()},
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "checked": probe_tokens is not None,
+    }
+    if probe_tokens is None:
+        report.update(ok=True, failures=[], seconds=time.perf_counter() - t0)
+        return report
+
+    log(f"self-check on {len(probe_tokens) - 1} probe tokens...")
+    torch_side = selfcheck.TorchStepper(model)
+    steppers = {"fp32": selfcheck.OrtStepper(tmp / files["fp32"], model)}
+    mem = model_cfg.mem_len if "A" in model_cfg.pattern else None
+    par = selfcheck.parity(torch_side, steppers["fp32"], probe_tokens, mem)
+    for v in variants:
+        steppers[v] = selfcheck.OrtStepper(tmp / files[v], model)
+    qual = selfcheck.quality({"pytorch": torch_side, **steppers}, probe_tokens, PROBE_STREAMS, train_cfg.seq_len)
+    results = qual.pop("variants")
+    fp32_nll = results["fp32"]["nll"]
+    failures = []
+    if not par["max_rel"] <= FP32_RTOL:
+        failures.append(f"ONNX fp32 logits differ from PyTorch by {par['max_rel']:.2e} relative (limit {FP32_RTOL:g})")
+    for v, r in results.items():
+        r[metric] = selfcheck.metric_of(r["nll"], metric)
+        if v in QUANT_LIMITS:
+            r["vs_fp32"] = r["nll"] / fp32_nll - 1.0
+            r["limit"] = QUANT_LIMITS[v]
+            r["ok"] = r["vs_fp32"] <= QUANT_LIMITS[v]
+            if not r["ok"]:
+                failures.append(f"{v} {metric} is {100 * r['vs_fp32']:.2f}% worse than fp32 (limit {100 * QUANT_LIMITS[v]:g}%)")
+    report.update({"probe": {"source": probe_source, **qual}, "parity": {**par, "limit_rel": FP32_RTOL},
+                   "variants": results, "ok": not failures, "failures": failures,
+                   "seconds": time.perf_counter() - t0})
+    return report

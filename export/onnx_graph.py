@@ -1,0 +1,173 @@
+"""PyTorch model -> one ONNX graph with explicit state inputs and outputs, and checks on that graph.
+
+The graph's signature is flat (ONNX has no dicts):
+    inputs   input_ids [batch, sequence] int64, then every state tensor in `HybridLM.state_shapes` order
+    outputs  logits [batch, sequence, vocab], then the new state in the same order
+State inputs are named as the model names them (`past_key_values.<i>.<kind>`, `past_mask`); the
+outputs swap the prefix for `present.` (`present_mask`), as onnxruntime-genai expects.
+
+The QRNN recurrence becomes one ONNX `Scan`: `fo_pool` switches to torch's scan operator while
+torch.export traces (see train/ops/fo_pool/scan.py), so the graph is the same whatever sequence
+length it was traced with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import warnings
+
+import onnx
+import torch
+
+from hybrid.runtime.errors import HybridError
+from hybrid.train.model import HybridLM
+
+DEFAULT_OPSET = 18  # LayerNormalization needs 17; 18 runs on every onnxruntime since 1.14
+
+
+def output_name(state_name: str) -> str:
+    """`past_key_values.3.key` -> `present.3.key`; `past_mask` -> `present_mask`."""
+    if state_name == "past_mask":
+        return "present_mask"
+    return "present." + state_name[len("past_key_values."):]
+
+
+class FlatSignature(torch.nn.Module):
+    """HybridLM with positional tensors in and out, in graph order."""
+
+    def __init__(self, model: HybridLM):
+        super().__init__()
+        self.model = model
+        self.state_names = list(model.state_shapes(1))
+
+    def forward(self, input_ids, *state):
+        logits, new_state = self.model(input_ids, dict(zip(self.state_names, state)))
+        return (logits, *(new_state[n] for n in self.state_names))
+
+
+def io_names(model: HybridLM) -> tuple[list[str], list[str]]:
+    names = list(model.state_shapes(1))
+    return ["input_ids", *names], ["logits", *(output_name(n) for n in names)]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.onnx prints progress lines and warnings meant for its developers; keep them out of ours."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def root_cause(e: BaseException) -> str:
+    """The first line of the innermost exception: torch.onnx wraps the real error in several layers."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    return f"{e.__class__.__name__}: {text.splitlines()[0]}" if text else e.__class__.__name__
+
+
+def export_onnx(model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7, trace_batch: int = 2) -> onnx.ModelProto:
+    """The fp32 graph of `model` (eval mode), traced with a [trace_batch, trace_len] example.
+
+    The example sizes must differ from 1 (torch.export specialises size-1 dimensions) and say
+    nothing about the graph: batch and sequence are dynamic.
+    """
+    if trace_len < 2 or trace_batch < 2:
+        raise ValueError("trace sizes must be at least 2 (size-1 dimensions get specialised)")
+    model = model.float().eval()
+    wrapped = FlatSignature(model).eval()
+    ids = torch.randint(0, model.cfg.vocab_size, (trace_batch, trace_len), generator=torch.Generator().manual_seed(0))
+    state = model.initial_state(trace_batch, device="cpu")
+    args = (ids, *state.values())
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    dynamic = {"input_ids": {0: batch, 1: seq}}
+    if state:  # a model of only feed-forward blocks (or attention without memory) has no state
+        dynamic["state"] = tuple({0: batch} for _ in state)
+    inputs, outputs = io_names(model)
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.onnx.export(wrapped, args, f=None, dynamo=True, dynamic_shapes=dynamic,
+                                        input_names=inputs, output_names=outputs, opset_version=opset,
+                                        optimize=True, verbose=False)
+    except Exception as e:  # the exporter raises many types; the user needs one line
+        raise HybridError(f"torch.onnx.export failed at opset {opset}: {root_cause(e)}") from e
+    proto = program.model_proto
+    # Name the dynamic axes as the contract does (docs/model-directory.md), on every input/output.
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+        if value.name in ("input_ids", "logits") and len(dims) > 1:
+            dims[1].dim_param = "sequence"
+    got_in, got_out = [v.name for v in proto.graph.input], [v.name for v in proto.graph.output]
+    if got_in != inputs or got_out != outputs:
+        raise HybridError(f"exported graph has inputs {got_in} and outputs {got_out}, expected {inputs} and {outputs}")
+    return proto
+
+
+# -- checks on a graph ------------------------------------------------------------------------
+
+def _subgraphs(node: onnx.NodeProto):
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            yield from attr.graphs
+
+
+def count_ops(graph: onnx.GraphProto) -> dict[str, int]:
+    """Op type -> count, at the top level of the graph (subgraph bodies not included)."""
+    out: dict[str, int] = {}
+    for n in graph.node:
+        out[n.op_type] = out.get(n.op_type, 0) + 1
+    return out
+
+
+def count_nodes(graph: onnx.GraphProto) -> int:
+    """Every node, subgraph bodies included."""
+    return sum(1 + sum(count_nodes(g) for g in _subgraphs(n)) for n in graph.node)
+
+
+# Ops that multiply by a weight matrix: onnxruntime's quantizers skip them inside a Scan body.
+MATMUL_OPS = {"MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul", "FusedMatMul",
+              "QLinearMatMul", "Conv", "ConvInteger"}
+
+
+def weight_matmuls_in_loops(model: onnx.ModelProto) -> list[str]:
+    """Names of matrix-product nodes inside a Scan/Loop/If body that read a constant (a weight).
+
+    A weight is an initializer (of the main graph or a body) or a Constant node's output.
+    """
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    found: list[str] = []
+
+    def visit(graph: onnx.GraphProto, inside: bool, outer_consts: set[str]):
+        local = outer_consts | {i.name for i in graph.initializer}
+        local |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        for n in graph.node:
+            if inside and n.op_type in MATMUL_OPS and any(i in local for i in n.input):
+                found.append(n.name or n.op_type)
+            for g in _subgraphs(n):
+                visit(g, True, local)
+
+    visit(model.graph, False, consts)
+    return found
+
+
+def assert_no_weight_matmul_in_loops(model: onnx.ModelProto, what: str) -> None:
+    bad = weight_matmuls_in_loops(model)
+    if bad:
+        raise HybridError(f"{what}: weight matrix products inside a Scan body ({', '.join(bad[:3])}); "
+                          "onnxruntime's quantizers would leave them in fp32")

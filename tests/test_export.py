@@ -1,0 +1,289 @@
+"""`hybrid export`: the model directory contract, Scan recurrence, carried state, dynamic batch,
+quantized sizes, the self-check, and clean failures. One tiny run, exported once per module."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import typer
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from hybrid.export import commands, contract, exporter
+from hybrid.export.onnx_graph import count_nodes, count_ops, export_onnx, output_name, weight_matmuls_in_loops
+from hybrid.runtime.errors import HybridError
+from hybrid.train.config import ModelConfig, TrainConfig
+from hybrid.train.data import Corpus, load_text_corpus
+from hybrid.train.ops.fo_pool import fo_pool_naive
+from hybrid.train.ops.fo_pool.scan import fo_pool_scan
+from hybrid.train.trainer import load_run_model, train
+
+# Big enough that weights, not graph bookkeeping, dominate the file sizes; all three block kinds,
+# a conv window (conv_state) and an attention memory longer than the carried-state test.
+SMALL = dict(vocab_size=256, d_model=64, n_heads=2, d_inner=256, pattern="QFAQF", qrnn_window=2,
+             dropout=0.0, mem_len=48)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    full = load_text_corpus()
+    return Corpus("slice", full.tokenizer, full.train[:40000], full.valid[:4000], full.test[:4000])
+
+
+@pytest.fixture(scope="module")
+def probe_file(tmp_path_factory):
+    text, _ = exporter.default_probe_text()
+    path = tmp_path_factory.mktemp("probe") / "probe.txt"
+    path.write_text(text[:2400])  # > 2048 tokens: parity at lengths 1, 7, 512 and 2048
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    tcfg = TrainConfig(batch_size=4, seq_len=32, steps=40, lr=3e-3, warmup_steps=5, eval_every=1000,
+                       save_every=1000, eval_tokens=0, log_every=10)
+    train(out, ModelConfig(**SMALL), tcfg, corpus, progress=False, log=lambda *a: None)
+    return out
+
+
+def cli_app():
+    app = typer.Typer()
+    commands.register(app)
+
+    @app.command()
+    def _noop():  # a second command keeps `export` a named subcommand, as in the real CLI
+        pass
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, run_dir, probe_file):
+    out = tmp_path_factory.mktemp("models") / "tiny-model"
+    result = CliRunner().invoke(cli_app(), ["export", str(run_dir), "--out", str(out), "--quantize", "int8,int4",
+                                            "--probe", str(probe_file), "--no-progress"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "int4" in result.output and "parity" in result.output
+    return out, json.loads((out / "export_report.json").read_text())
+
+
+def load_torch(run_dir):
+    model, _ = load_run_model(run_dir)
+    return model
+
+
+def ort_run(session, model, ids, state):
+    names = list(model.state_shapes(1))
+    outs = session.run(None, {"input_ids": ids, **state})
+    return outs[0], dict(zip(names, outs[1:]))
+
+
+def zero_state(model, batch):
+    return {k: np.zeros(s, np.float32) for k, s in model.state_shapes(batch).items()}
+
+
+# -- the recurrence as a scan ------------------------------------------------------------------
+
+@pytest.mark.parametrize("with_o,with_c0", [(True, True), (False, False)])
+def test_scan_fo_pool_matches_the_reference(with_o, with_c0):
+    g = torch.Generator().manual_seed(0)
+    B, T, D = 2, 9, 5
+    z = torch.randn(B, T, D, generator=g)
+    f = torch.rand(B, T, D, generator=g)
+    o = torch.rand(B, T, D, generator=g) if with_o else None
+    c0 = torch.randn(B, D, generator=g) if with_c0 else None
+    h, c = fo_pool_scan(z, f, o, c0, True)
+    h_ref, c_ref = fo_pool_naive(z, f, o, c0, True)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
+
+
+def test_graph_has_one_scan_per_qrnn_and_does_not_grow_with_trace_length(exported, run_dir):
+    out, _ = exported
+    graph = onnx.load(str(out / "model.onnx"))
+    assert count_ops(graph.graph).get("Scan") == SMALL["pattern"].count("Q")
+    assert not any(n.domain not in ("", "ai.onnx") for n in graph.graph.node), "custom-domain op in fp32 graph"
+    other = export_onnx(load_torch(run_dir), trace_len=23, trace_batch=3)
+    assert count_nodes(other.graph) == count_nodes(graph.graph)
+    onnx.checker.check_model(graph, full_check=True)
+
+
+def test_no_weight_matmul_inside_any_scan_body(exported):
+    out, _ = exported
+    for name in ("model.onnx", "model.int8.onnx", "model.int4.onnx"):
+        assert weight_matmuls_in_loops(onnx.load(str(out / name))) == [], name
+
+
+def test_weight_matmul_in_scan_detector_finds_one():
+    # The assertion above is only as good as its detector: a Scan body that multiplies by a weight.
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 0.0, 0.0, 1.0])
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["x_t", "w"], ["y"], name="inner_matmul"),
+         helper.make_node("Add", ["c", "y"], ["c_next"]), helper.make_node("Identity", ["c_next"], ["out"])],
+        "body", [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 2]),
+                 helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("c_next", TensorProto.FLOAT, [1, 2]),
+         helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2])])
+    scan = helper.make_node("Scan", ["c0", "xs"], ["cT", "ys"], body=body, num_scan_inputs=1)
+    graph = helper.make_graph([scan], "g", [helper.make_tensor_value_info("c0", TensorProto.FLOAT, [1, 2]),
+                                            helper.make_tensor_value_info("xs", TensorProto.FLOAT, [3, 1, 2])],
+                              [helper.make_tensor_value_info("cT", TensorProto.FLOAT, [1, 2]),
+                               helper.make_tensor_value_info("ys", TensorProto.FLOAT, [3, 1, 2])], [w])
+    assert weight_matmuls_in_loops(helper.make_model(graph)) == ["inner_matmul"]
+
+
+# -- running the graph -------------------------------------------------------------------------
+
+def test_one_call_and_many_calls_agree_and_match_pytorch(exported, run_dir):
+    out, _ = exported
+    model = load_torch(run_dir)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    ids = np.random.default_rng(0).integers(0, 256, (1, SMALL["mem_len"]), dtype=np.int64)  # within the memory
+    whole, whole_state = ort_run(sess, model, ids, zero_state(model, 1))
+    state, pieces, p = zero_state(model, 1), [], 0
+    for n in (1, 1, 5, 2, 13, 1, 100):
+        logits, state = ort_run(sess, model, ids[:, p:p + n], state)
+        pieces.append(logits)
+        p += n
+    np.testing.assert_allclose(np.concatenate(pieces, 1), whole, atol=1e-5)
+    for k in whole_state:
+        np.testing.assert_allclose(state[k], whole_state[k], atol=1e-5)
+    with torch.no_grad():
+        ref, ref_state = model(torch.from_numpy(ids))
+    np.testing.assert_allclose(whole, ref.numpy(), atol=1e-4, rtol=1e-4)
+    for k in ref_state:
+        np.testing.assert_allclose(whole_state[k], ref_state[k].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_dynamic_batch_one_and_four_in_one_session(exported, run_dir):
+    out, _ = exported
+    model = load_torch(run_dir)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    ids = np.random.default_rng(1).integers(0, 256, (4, 11), dtype=np.int64)
+    four, _ = ort_run(sess, model, ids, zero_state(model, 4))
+    ones = np.concatenate([ort_run(sess, model, ids[i:i + 1], zero_state(model, 1))[0] for i in range(4)])
+    np.testing.assert_allclose(four, ones, atol=1e-5)
+    with torch.no_grad():
+        ref, _ = model(torch.from_numpy(ids))
+    np.testing.assert_allclose(four, ref.numpy(), atol=1e-4, rtol=1e-4)
+
+
+# -- the directory and the report --------------------------------------------------------------
+
+def test_directory_follows_the_contract(exported, run_dir):
+    out, report = exported
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "export_report.json", "model.int4.onnx",
+                                                     "model.int8.onnx", "model.onnx", "tokenizer.json"]
+    cfg = contract.read_model_config(out)
+    model = load_torch(run_dir)
+    assert cfg["format"] == "hybrid-onnx" and cfg["format_version"] == 1 and cfg["metric"] == "bpc"
+    assert cfg["files"] == {"fp32": "model.onnx", "int8": "model.int8.onnx", "int4": "model.int4.onnx"}
+    assert ModelConfig.from_dict(cfg["model"]) == model.cfg
+    shapes = model.state_shapes(1)
+    assert [s["input"] for s in cfg["state"]] == list(shapes)
+    assert [s["output"] for s in cfg["state"]] == [output_name(n) for n in shapes]
+    assert [s["shape"][1:] for s in cfg["state"]] == [list(v[1:]) for v in shapes.values()]
+    assert {"past_key_values.0.recurrent_state", "past_key_values.0.conv_state", "past_key_values.2.key",
+            "past_mask"} <= set(shapes)
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", *shapes]
+    assert [o.name for o in graph.output] == ["logits", *(s["output"] for s in cfg["state"])]
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+    assert json.loads((out / "tokenizer.json").read_text())["type"] == "byte"
+
+
+def test_reader_refuses_an_unknown_format_version(exported, tmp_path):
+    out, _ = exported
+    cfg = json.loads((out / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(cfg, format_version=99)))
+    with pytest.raises(HybridError, match="format_version 99 is not supported"):
+        contract.read_model_config(tmp_path)
+
+
+def test_quantized_files_are_small_and_cover_every_weight_matmul(exported):
+    out, report = exported
+    fp32 = (out / "model.onnx").stat().st_size
+    assert (out / "model.int8.onnx").stat().st_size <= 0.30 * fp32
+    assert (out / "model.int4.onnx").stat().st_size <= 0.20 * fp32
+    assert "MatMulInteger" in count_ops(onnx.load(str(out / "model.int8.onnx")).graph)
+    assert "MatMulNBits" in count_ops(onnx.load(str(out / "model.int4.onnx")).graph)
+    assert report["files"]["int8"]["bytes"] == (out / "model.int8.onnx").stat().st_size
+
+
+def test_report_shows_parity_and_quantization_within_limits(exported):
+    _, report = exported
+    assert report["ok"] and report["failures"] == [] and report["opset"] == 18
+    par = report["parity"]
+    assert {"1", "7", "512", "2048"} <= set(par["lengths"])
+    assert par["max_rel"] <= 1e-4 and par["batch"]["vs_batch1_max_abs"] <= 1e-5
+    v = report["variants"]
+    assert set(v) == {"pytorch", "fp32", "int8", "int4"}
+    assert abs(v["pytorch"]["bpc"] - v["fp32"]["bpc"]) < 1e-4
+    assert v["int8"]["vs_fp32"] <= 0.01 and v["int4"]["vs_fp32"] <= 0.03
+    for q in ("int8", "int4"):
+        assert 0 <= v[q]["kl_vs_fp32"] < 0.1 and 0.5 < v[q]["top1_vs_fp32"] <= 1.0
+    assert report["graph"]["weight_matmuls_in_scan"] == 0
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+def leftovers(parent, name):
+    return [p.name for p in parent.iterdir() if name in p.name] if parent.exists() else []
+
+
+def damage(run, kind):
+    if kind == "missing":
+        return run.parent / "no-such-run"
+    bad = run.parent / f"bad-{kind}"
+    bad.mkdir()
+    for f in ("config.json", "tokenizer.json"):
+        (bad / f).write_bytes((run / f).read_bytes())
+    weights = (run / "model.safetensors").read_bytes()
+    if kind == "truncated":
+        (bad / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    else:  # a checkpoint whose tensors do not match its config
+        (bad / "model.safetensors").write_bytes(weights)
+        cfg = json.loads((bad / "config.json").read_text())
+        cfg["model"]["d_inner"] = 128
+        (bad / "config.json").write_text(json.dumps(cfg))
+    return bad
+
+
+@pytest.mark.parametrize("kind,needle", [("missing", "run directory not found"),
+                                         ("truncated", "not a valid safetensors file"),
+                                         ("mismatch", "shape")])
+def test_bad_run_gives_one_clear_line_and_no_directory(tmp_path, run_dir, kind, needle):
+    bad = damage(run_dir, kind)
+    out = tmp_path / "model"
+    result = CliRunner().invoke(cli_app(), ["export", str(bad), "--out", str(out), "--quantize", "none"])
+    assert result.exit_code != 0 and isinstance(result.exception, HybridError)
+    message = str(result.exception)
+    assert "\n" not in message and needle in message and str(bad.name) in message
+    assert leftovers(tmp_path, "model") == []
+
+
+def test_failed_self_check_keeps_the_old_directory_and_leaves_nothing_else(tmp_path, run_dir, probe_file, monkeypatch):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous export")
+    with pytest.raises(HybridError, match="exists and is not empty"):
+        exporter.export_run(run_dir, out, quantize=(), progress=False)
+    monkeypatch.setattr(exporter, "FP32_RTOL", -1.0)  # no graph can pass: the check must fail
+    with pytest.raises(HybridError, match="self-check failed: ONNX fp32 logits differ"):
+        exporter.export_run(run_dir, out, quantize="none", probe_text=probe_file.read_text()[:600],
+                            progress=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_quantize_option_parsing():
+    assert exporter.parse_quantize("int8,int4") == ("int8", "int4")
+    assert exporter.parse_quantize("none") == exporter.parse_quantize("") == exporter.parse_quantize(()) == ()
+    assert exporter.parse_quantize(["int4"]) == ("int4",)
+    with pytest.raises(HybridError, match="unknown quantization 'int2'"):
+        exporter.parse_quantize("int8,int2")
