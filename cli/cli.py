@@ -15,10 +15,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Each stage registers its own commands; their modules import only typer at the top, so the
 # runtime commands work where torch is not installed.
 from hybrid.export import commands as export_commands  # noqa: E402
+from hybrid.runtime import commands as runtime_commands  # noqa: E402
 from hybrid.train import commands as train_commands  # noqa: E402
+from hybrid.train import data_commands, plot_commands  # noqa: E402
 
 train_commands.register(app)
+data_commands.register(app)
 export_commands.register(app)
+runtime_commands.register(app)
+plot_commands.register(app)
 
 
 def main():

@@ -11,11 +11,14 @@ A run directory:
         state.json             step, optimizer hyper-parameters, sizes + sha256 of both files
 A checkpoint directory is assembled under a temporary name and renamed into place only when
 complete, so `checkpoints/` only ever holds whole checkpoints; state.json's hashes also catch a
-file damaged later.
+file damaged later, and state.json carries a checksum of itself (see encode_state). Pruning
+keeps the newest `keep_last` checkpoints and the one with the lowest validation loss. A process
+killed mid-write leaves only dot-named temporaries, which `clean_temporaries` removes on resume.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -45,19 +48,33 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+TMP_MARK = ".tmp-"  # every temporary this module writes has a name starting "." and holding this
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and flush to the disk (the one place bytes go out; tests simulate a full disk here)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def describe_os_error(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full: free some space, then continue with --resume"
+    return e.strerror or str(e)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside `path`, flush to disk, then rename over it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_file(tmp, data)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise HybridError(f"{path}: could not write ({e.strerror or e}); the previous file is intact") from None
+        raise HybridError(f"{path}: could not write ({describe_os_error(e)}); the previous file is intact") from None
     _fsync_dir(path.parent)
 
 
@@ -139,21 +156,62 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: list[dict])
     return {"state": state, "param_groups": groups}
 
 
+def encode_state(state: dict) -> bytes:
+    """state.json: the state plus the SHA-256 of its canonical JSON, in a canonical layout that
+    ends with "}" (so no truncation parses) and that decode_state checks byte for byte (so no
+    changed byte passes, even one that leaves the JSON meaning the same)."""
+    digest = _sha256(json.dumps(state, sort_keys=True).encode())
+    return json.dumps(dict(state, state_sha256=digest), indent=2).encode()
+
+
+def decode_state(data: bytes, source: str) -> dict:
+    obj = json.loads(data)
+    if not isinstance(obj, dict) or json.dumps(obj, indent=2).encode() != data:
+        raise HybridError(f"{source}: damaged (not in the layout it was written in)")
+    digest = obj.pop("state_sha256", None)
+    if digest != _sha256(json.dumps(obj, sort_keys=True).encode()):
+        raise HybridError(f"{source}: damaged (checksum of its contents differs)")
+    return obj
+
+
+def rng_tensors(device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """This process's random-number state (CPU, and the GPU it trains on), keyed as one rank's
+    entries of trainer.safetensors."""
+    out = {"cpu": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
 def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str, torch.Tensor],
-                    info: dict, keep_last: int = 2) -> Path:
-    """Write checkpoints/step-N atomically, update model.safetensors, prune old checkpoints."""
+                    info: dict, keep_last: int = 2, keep_best: bool = True,
+                    rng: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write checkpoints/step-N atomically, update model.safetensors, prune old checkpoints.
+
+    `carry` is the carried state of all B streams; `rng` maps names like "0.cpu" (rank 0's CPU
+    generator) to states, by default this process's as rank 0. `info` may hold "valid_loss"."""
+    run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"{CKPT_PREFIX}{step:08d}"
-    tmp = ckpt_root / f".tmp-{CKPT_PREFIX}{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = ckpt_root / f".{CKPT_PREFIX}{step:08d}{TMP_MARK}{os.getpid()}"
     weights = encode_weights(model)
+    if final.is_dir():
+        # Step N saved before (a run resumed where it stopped): keep that whole checkpoint rather
+        # than delete it to write the same step again; only a damaged one is replaced.
+        try:
+            read_checkpoint(final)
+        except HybridError:
+            pass
+        else:
+            atomic_write_bytes(run_dir / "model.safetensors", weights)
+            prune_checkpoints(run_dir, keep_last, keep_best)
+            return final
     opt_tensors, groups = optimizer_to_tensors(optimizer)
     trainer = dict(opt_tensors)
-    trainer["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            trainer[f"rng.cuda.{i}"] = s
+    if rng is None:
+        rng = {f"0.{k}": v for k, v in rng_tensors(next(model.parameters()).device).items()}
+    for k, v in rng.items():
+        trainer[f"rng.{k}"] = v.detach().to("cpu").contiguous()
     for k, v in carry.items():
         trainer[f"carry.{k}"] = v.detach().to("cpu").contiguous()
     trainer_bytes = st_save(trainer)
@@ -161,22 +219,40 @@ def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str,
                  files={"model.safetensors": [len(weights), _sha256(weights)],
                         "trainer.safetensors": [len(trainer_bytes), _sha256(trainer_bytes)]})
     try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        atomic_write_bytes(tmp / "model.safetensors", weights)
-        atomic_write_bytes(tmp / "trainer.safetensors", trainer_bytes)
-        atomic_write_json(tmp / "state.json", state)
+        # The temporary directory is the unit of atomicity: its files need no renames of their own.
+        _write_file(tmp / "model.safetensors", weights)
+        _write_file(tmp / "trainer.safetensors", trainer_bytes)
+        _write_file(tmp / "state.json", encode_state(state))
+        _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(ckpt_root)
-    except (OSError, HybridError) as e:
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        msg = e.strerror if isinstance(e, OSError) else str(e)
-        raise HybridError(f"{final}: could not save checkpoint ({msg}); earlier checkpoints are intact") from None
-    atomic_write_bytes(run_dir / "model.safetensors", weights)
-    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        raise HybridError(f"{final}: could not save checkpoint ({describe_os_error(e)}); "
+                          f"earlier checkpoints are intact") from None
+    atomic_write_bytes(run_dir / "model.safetensors", weights)  # the run's current weights, for export
+    prune_checkpoints(run_dir, keep_last, keep_best)
     return final
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int, keep_best: bool = True) -> None:
+    """Delete all but the newest `keep_last` checkpoints (0: keep all) and, with keep_best, the best."""
+    ckpts = list_checkpoints(run_dir)
+    if keep_last <= 0:
+        return
+    keep = set(ckpts[-keep_last:])
+    if keep_best:
+        best = best_checkpoint(run_dir)
+        if best is not None:
+            keep.add(best[0])
+    for old in ckpts:
+        if old not in keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -186,10 +262,43 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX))
 
 
+def best_checkpoint(run_dir: Path) -> tuple[Path, float] | None:
+    """(path, valid_loss) of the checkpoint with the lowest recorded validation loss, if any has one.
+
+    Reads only state.json; verify with read_checkpoint before loading."""
+    best = None
+    for path in list_checkpoints(run_dir):
+        try:
+            v = json.loads((path / "state.json").read_text()).get("valid_loss")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(v, (int, float)) and v == v and (best is None or v < best[1]):
+            best = (path, float(v))
+    return best
+
+
+def clean_temporaries(run_dir: Path) -> list[Path]:
+    """Remove what a killed writer left behind: dot-named temporaries in the run and checkpoint dirs."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and TMP_MARK in p.name:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(state, weights, trainer tensors) of one checkpoint, verified against its recorded hashes."""
     try:
-        state = json.loads((path / "state.json").read_text())
+        state = decode_state((path / "state.json").read_bytes(), str(path / "state.json"))
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or \
+                not isinstance(state.get("param_groups"), list) or not isinstance(state.get("files"), dict):
+            raise HybridError(f"{path / 'state.json'}: not a checkpoint state (step, param_groups, files)")
+        if set(state["files"]) != {"model.safetensors", "trainer.safetensors"}:
+            raise HybridError(f"{path / 'state.json'}: lists files {sorted(state['files'])}")
         blobs = {}
         for name, (size, digest) in state["files"].items():
             data = (path / name).read_bytes()

@@ -57,6 +57,13 @@ def train(
     resume: bool = typer.Option(False, help="Continue from the last valid checkpoint in --out."),
     overwrite: bool = typer.Option(False, help="Start afresh in an existing --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    grad_accum: int = typer.Option(1, help="Micro-batches per step and process: splits the batch to save memory; "
+                                           "the global batch stays --batch-size."),
+    keep_last: int = typer.Option(2, help="Newest checkpoints to keep (0 = all)."),
+    keep_best: bool = typer.Option(True, help="Also keep the checkpoint with the best validation loss."),
+    max_bad_steps: int = typer.Option(5, help="Stop after this many steps in a row with a non-finite loss or gradient."),
+    tensorboard: bool = typer.Option(True, help="Also log to RUN_DIR/tensorboard if the tensorboard package is installed."),
+    log_every: int = typer.Option(10, help="Write a metrics.jsonl record every N steps."),
 ):
     """Train a model. With no arguments: the tiny Hybrid Transformer on Tiny Shakespeare, on the CPU."""
     import shutil
@@ -64,14 +71,19 @@ def train(
     from hybrid.train.config import TrainConfig, load_model_config, preset as get_preset
     from hybrid.train.data import load_text_corpus
     from hybrid.train.model import HybridLM
+    from hybrid.train.distributed import launch_env
     from hybrid.train.trainer import pick_device, train as run_training
 
     for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--seq-len", seq_len),
-                    ("--eval-every", eval_every), ("--save-every", save_every)):
+                    ("--eval-every", eval_every), ("--save-every", save_every), ("--grad-accum", grad_accum),
+                    ("--max-bad-steps", max_bad_steps), ("--log-every", log_every)):
         if v <= 0:
             raise HybridError(f"{name} must be positive, got {v}")
     if lr <= 0:
         raise HybridError(f"--lr must be positive, got {lr}")
+    if keep_last < 0:
+        raise HybridError(f"--keep-last must be >= 0, got {keep_last}")
+    rank = launch_env()[0]  # under torchrun: only rank 0 touches the run directory
     dev = pick_device(device)
     data = load_text_corpus(corpus, tokenizer)
     model_cfg = load_model_config(config) if config else get_preset(preset)
@@ -82,18 +94,21 @@ def train(
         out = _default_run_dir(name) if not resume else Path("runs") / name
     elif out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
-    if overwrite and out.exists():
+    if overwrite and out.exists() and rank == 0:
         shutil.rmtree(out)
     train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, steps=steps, lr=lr, warmup_steps=warmup,
-                            eval_every=eval_every, save_every=save_every, seed=seed)
-    typer.echo(data.describe())
-    typer.echo(f"model {name}: pattern {model_cfg.pattern}, "
-               f"{sum(p.numel() for p in HybridLM(model_cfg).parameters()):,} parameters; "
-               f"device {dev}; run dir {out}")
+                            eval_every=eval_every, save_every=save_every, seed=seed, grad_accum=grad_accum,
+                            keep_last=keep_last, keep_best=keep_best, max_bad_steps=max_bad_steps,
+                            tensorboard=tensorboard, log_every=log_every)
+    echo = typer.echo if rank == 0 else (lambda *a, **k: None)
+    echo(data.describe())
+    echo(f"model {name}: pattern {model_cfg.pattern}, "
+         f"{sum(p.numel() for p in HybridLM(model_cfg).parameters()):,} parameters; "
+         f"device {dev}; run dir {out}")
     result = run_training(out, model_cfg, train_cfg, data, resume=resume, device=dev, progress=progress, log=typer.echo)
     if result.interrupted:
         raise typer.Exit(130)
-    typer.echo(f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f}  ({result.run_dir})")
+    echo(f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f}  ({result.run_dir})")
 
 
 def register(app: typer.Typer) -> None:

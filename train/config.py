@@ -28,6 +28,11 @@ class ModelConfig:
     zoneout: float = 0.0  # QRNN forget-gate zoneout (training only)
     mem_len: int = 128  # attention memory of earlier segments, in tokens
     tie_embeddings: bool = True
+    # Adaptive input + adaptive softmax for large word vocabularies (train/adaptive.py): the
+    # frequency-sorted vocabulary is cut at these ids; cluster i has vectors of d_model / div**i.
+    # Empty: one embedding table and a plain (tied) softmax.
+    adaptive_cutoffs: list[int] = field(default_factory=list)
+    adaptive_div: int = 4
     name: str = "custom"
 
     def __post_init__(self):
@@ -50,6 +55,16 @@ class ModelConfig:
         for key in ("dropout", "attn_dropout", "zoneout"):
             v = getattr(self, key)
             need(isinstance(v, (int, float)) and 0.0 <= v < 1.0, f"{key} must be in [0, 1), got {v!r}")
+        cuts = self.adaptive_cutoffs
+        need(isinstance(cuts, (list, tuple)) and all(isinstance(c, int) and not isinstance(c, bool) for c in cuts),
+             f"adaptive_cutoffs must be a list of integers, got {cuts!r}")
+        self.adaptive_cutoffs = list(cuts)
+        need(all(a < b for a, b in zip([0, *cuts], [*cuts, self.vocab_size])),
+             f"adaptive_cutoffs {list(cuts)} must increase strictly between 0 and vocab_size ({self.vocab_size})")
+        div = self.adaptive_div
+        need(isinstance(div, int) and not isinstance(div, bool) and div >= 1, f"adaptive_div must be an integer >= 1, got {div!r}")
+        need(self.d_model // div ** len(cuts) >= 1,
+             f"adaptive_div {div} leaves the last of {len(cuts) + 1} clusters no dimensions at d_model {self.d_model}")
 
     @property
     def d_head(self) -> int:
@@ -78,7 +93,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 16  # parallel contiguous streams
+    batch_size: int = 16  # parallel contiguous streams: the global batch, whatever the world size
     seq_len: int = 128  # segment length T
     steps: int = 1000
     lr: float = 2e-3
@@ -91,20 +106,54 @@ class TrainConfig:
     eval_every: int = 250
     eval_tokens: int = 32768  # valid tokens scored at each periodic evaluation (0 = whole split)
     save_every: int = 250
-    keep_last: int = 2
+    keep_last: int = 2  # newest checkpoints kept (0 = keep all)
+    keep_best: bool = True  # also keep the checkpoint with the lowest periodic validation loss
     seed: int = 1234
     log_every: int = 10
+    grad_accum: int = 1  # micro-batches per step on each process (the batch is split, not grown)
+    max_bad_steps: int = 5  # abort after this many steps in a row with a non-finite loss or gradient
+    tensorboard: bool = True  # also log to RUN_DIR/tensorboard when the tensorboard package imports
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        from hybrid.train.schema import check_fields
+
+        check_fields(self, "train config")
+
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise HybridError(f"train config: {msg}")
+
+        for key in ("batch_size", "seq_len", "steps", "eval_every", "save_every", "log_every",
+                    "grad_accum", "max_bad_steps"):
+            need(getattr(self, key) > 0, f"{key} must be positive, got {getattr(self, key)!r}")
+        for key in ("warmup_steps", "eval_tokens", "keep_last", "weight_decay"):
+            need(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)!r}")
+        need(self.lr > 0, f"lr must be positive, got {self.lr!r}")
+        need(self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip!r}")
+        need(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        for key in ("beta1", "beta2"):
+            need(0.0 <= getattr(self, key) < 1.0, f"{key} must be in [0, 1), got {getattr(self, key)!r}")
+        need(self.batch_size % self.grad_accum == 0,
+             f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, obj: dict, source: str = "config") -> "TrainConfig":
+        if not isinstance(obj, dict):
+            raise HybridError(f"{source}: train config must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:
             raise HybridError(f"{source}: unknown train config keys {unknown}")
-        return cls(**obj)
+        try:
+            return cls(**obj)
+        except HybridError as e:
+            raise HybridError(f"{source}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

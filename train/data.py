@@ -4,11 +4,14 @@ Training follows Transformer-XL: the token stream is cut into B parallel contigu
 step reads the next segment of T tokens from every stream, and the model carries its state
 (attention memory, QRNN cells) from one segment to the next. The batch for a step is a pure
 function of the step number, so resuming a run reproduces the exact data order.
+
+`load_text_corpus` reads one file into memory; the standard corpora (enwik8, WikiText) and
+folders of your own text come through train/sources.py, encoded once into a memory-mapped cache.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,8 @@ class Corpus:
     train: np.ndarray
     valid: np.ndarray
     test: np.ndarray
+    # Where the tokens came from (train/sources.py fills it: cache entry, source fingerprint, ...).
+    meta: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         return (f"{self.name}: {self.tokenizer.kind} tokens, vocab {self.tokenizer.vocab_size}, "

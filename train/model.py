@@ -24,8 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hybrid.train.adaptive import AdaptiveInput, AdaptiveLogSoftmax
 from hybrid.train.config import ModelConfig
-from hybrid.train.ops.fo_pool import fo_pool
+from hybrid.train.ops.fo_pool import fo_pool_preact
 
 State = dict[str, torch.Tensor]
 
@@ -105,16 +106,11 @@ class QRNN(nn.Module):
             T = u.shape[1]
             u = torch.cat([seq[:, j:j + T] for j in range(self.window)], dim=-1)
         z, f, o = self.gates(u).chunk(3, dim=-1)
-        z, f, o = torch.tanh(z), torch.sigmoid(f), torch.sigmoid(o)
-        if self.zoneout > 0:
-            # Zoneout: a channel keeps its previous cell state (forget gate 1) with probability p;
-            # at evaluation the expected gate is used.
-            if self.training:
-                keep = torch.empty_like(f).bernoulli_(1 - self.zoneout)
-                f = 1 - keep * (1 - f)
-            else:
-                f = 1 - (1 - self.zoneout) * (1 - f)
-        h, c = fo_pool(z, f, o, initial_state=state[self.cell_name], output_final_state=True)
+        # Z = tanh, F = sigmoid, O = sigmoid and zoneout are applied inside the op (fused into the
+        # kernel on the GPU). Zoneout: a channel keeps its previous cell state (forget gate 1) with
+        # probability p; at evaluation the expected gate is used.
+        h, c = fo_pool_preact(z, f, o, initial_state=state[self.cell_name], output_final_state=True,
+                              zoneout=self.zoneout, training=self.training)
         new_state[self.cell_name] = c
         return x + self.dropout(h)
 
@@ -126,13 +122,23 @@ class HybridLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.adaptive_cutoffs:
+            # Large word vocabularies: adaptive input, and a head that returns full log-probabilities
+            # (cross-entropy on log-probabilities is their NLL, so trainer, exporter and runtime
+            # treat them as logits).
+            self.embed = AdaptiveInput(cfg.vocab_size, cfg.d_model, cfg.adaptive_cutoffs, cfg.adaptive_div)
+        else:
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(BLOCK_TYPES[kind](cfg, i) for i, kind in enumerate(cfg.pattern))
         self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
+        if cfg.adaptive_cutoffs:
+            self.head = AdaptiveLogSoftmax(cfg.vocab_size, cfg.d_model, cfg.adaptive_cutoffs, cfg.adaptive_div,
+                                           tie=self.embed if cfg.tie_embeddings else None)
+        else:
+            self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+            if cfg.tie_embeddings:
+                self.head.weight = self.embed.weight
         self.apply(self._init)
         # GPT-2: scale the projections that write into the residual stream by depth.
         for name, p in self.named_parameters():
@@ -169,11 +175,16 @@ class HybridLM(nn.Module):
 
     def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
         """The state of a fresh stream: zeros, and an all-empty attention memory."""
-        device = device or self.embed.weight.device
+        device = device or self.norm.weight.device
         return {k: torch.zeros(s, device=device, dtype=dtype) for k, s in self.state_shapes(batch_size).items()}
 
-    def forward(self, input_ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """logits [B, T, vocab] and the state after this segment (same keys as `state`)."""
+    def forward(self, input_ids: torch.Tensor, state: State | None = None,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """logits [B, T, vocab] and the state after this segment (same keys as `state`); for an
+        adaptive-softmax model the logits are normalised log-probabilities.
+
+        With `targets` [B, T]: the NLL of each target [B, T] instead of logits, which for an
+        adaptive softmax never builds the [B, T, vocab] tensor (the fast path for training)."""
         B, T = input_ids.shape
         if state is None:
             state = self.initial_state(B)
@@ -185,8 +196,13 @@ class HybridLM(nn.Module):
         if past_mask is not None:
             M = past_mask.shape[1]
             new_state["past_mask"] = torch.cat([past_mask, past_mask.new_ones(B, T)], dim=1)[:, -M:]
-        logits = self.head(self.norm(x))
-        return logits, new_state
+        h = self.norm(x)
+        if targets is not None:
+            if isinstance(self.head, AdaptiveLogSoftmax):
+                return self.head.nll(h, targets), new_state
+            logits = self.head(h)
+            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view(B, T), new_state
+        return self.head(h), new_state
 
 
 def detach_state(state: State) -> State:
@@ -196,12 +212,14 @@ def detach_state(state: State) -> State:
 
 def count_parameters(model: HybridLM) -> dict[str, int]:
     """Parameters per block type and in total (tied weights counted once)."""
-    counts = {"embedding": model.embed.weight.numel(), "attention": 0, "feed-forward": 0, "qrnn": 0, "other": 0}
+    embed = {id(p) for p in model.embed.parameters()}
+    counts = {"embedding": sum(p.numel() for p in model.embed.parameters()),
+              "attention": 0, "feed-forward": 0, "qrnn": 0, "other": 0}
     names = {"A": "attention", "F": "feed-forward", "Q": "qrnn"}
     for kind, block in zip(model.cfg.pattern, model.blocks):
         counts[names[kind]] += sum(p.numel() for p in block.parameters())
     counts["other"] = sum(p.numel() for p in model.norm.parameters())
-    if not model.cfg.tie_embeddings:
-        counts["other"] += model.head.weight.numel()
+    # The output head's own parameters (all of them untied; an adaptive head's biases and cluster rows).
+    counts["other"] += sum(p.numel() for p in model.head.parameters() if id(p) not in embed)
     counts["total"] = sum(p.numel() for p in model.parameters())
     return counts

@@ -1,13 +1,19 @@
-"""The training loop: one device (CPU or one GPU), contiguous streams with carried state.
+"""The training loop: contiguous streams with carried state, on one process or many.
 
 AdamW, linear warm-up then cosine decay, gradient clipping, bf16 autocast on CUDA, periodic
 validation, atomic checkpoints (see checkpoint.py) and exact resume. Ctrl-C or SIGTERM finishes
 the current step, saves a checkpoint and exits; `--resume` continues the same schedule.
+
+Launched by torchrun, every process joins a DistributedDataParallel group (distributed.py) and
+trains on its share of the B streams; `grad_accum` splits each process's share further into
+micro-batches. The global batch, and so the sequence of data and updates, is the same for any
+world size and accumulation, which is what lets a run resume under a different world size.
+Only rank 0 writes. A step whose loss or gradient is not finite is skipped with a warning;
+`max_bad_steps` such steps in a row stop the run with its last checkpoint untouched.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
@@ -17,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.tokenizer import save_tokenizer, tokenizer_from_json
 from hybrid.train import checkpoint as ck
+from hybrid.train import distributed
 from hybrid.train.config import ModelConfig, TrainConfig
 from hybrid.train.data import Corpus, StreamBatcher
+from hybrid.train.metrics import MetricsLog
 from hybrid.train.model import HybridLM, detach_state
 
 RUN_FORMAT = "hybrid-run"
@@ -75,41 +82,67 @@ def metric_value(nll: float, tokenizer_kind: str) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: HybridLM, tokens: np.ndarray, batch_size: int, seq_len: int,
-             max_tokens: int = 0, device=None, progress: bool = False) -> tuple[float, int]:
-    """Mean NLL (nats/token) over `tokens`, streamed in B parallel streams with carried state."""
+def _eval_sums(model: HybridLM, tokens: np.ndarray, batch_size: int, seq_len: int, max_tokens: int = 0,
+               device=None, progress: bool = False, shard: tuple[int, int] = (0, 1)) -> tuple[float, int]:
+    """(summed NLL in nats, token count) over `tokens` in B parallel streams with carried state;
+    with shard=(rank, world) only that process's share of the streams."""
     device = device or next(model.parameters()).device
     if max_tokens:
         tokens = tokens[: max_tokens + 1]
     batch_size = max(1, min(batch_size, (len(tokens) - 1) // 2))
     batcher = StreamBatcher(tokens, batch_size, 1, what="evaluation split")  # segment bounds set below
+    rows = np.array_split(np.arange(batch_size), shard[1])[shard[0]]
+    if len(rows) == 0:
+        return 0.0, 0
+    inputs, targets = batcher.inputs[rows[0]:rows[-1] + 1], batcher.targets[rows[0]:rows[-1] + 1]
     was_training = model.training
     model.eval()
-    state = model.initial_state(batch_size, device=device)
+    state = model.initial_state(len(rows), device=device)
     total, count = 0.0, 0
-    L = batcher.stream_len
-    starts = range(0, L, seq_len)
-    for p in tqdm(starts, desc="eval", leave=False, disable=not progress):
-        x = torch.from_numpy(batcher.inputs[:, p:p + seq_len]).long().to(device)
-        y = torch.from_numpy(batcher.targets[:, p:p + seq_len]).long().to(device)
+    for p in tqdm(range(0, batcher.stream_len, seq_len), desc="eval", leave=False, disable=not progress):
+        x = torch.from_numpy(inputs[:, p:p + seq_len]).long().to(device)
+        y = torch.from_numpy(targets[:, p:p + seq_len]).long().to(device)
         with autocast_for(device):
-            logits, state = model(x, state)
-        total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
+            nll, state = model(x, state, targets=y)
+        total += nll.float().sum().item()
         count += y.numel()
     model.train(was_training)
+    return total, count
+
+
+def evaluate(model: HybridLM, tokens: np.ndarray, batch_size: int, seq_len: int,
+             max_tokens: int = 0, device=None, progress: bool = False) -> tuple[float, int]:
+    """Mean NLL (nats/token) over `tokens`, streamed in B parallel streams with carried state."""
+    total, count = _eval_sums(model, tokens, batch_size, seq_len, max_tokens, device, progress)
+    return total / max(count, 1), count
+
+
+def _evaluate_shared(model, tokens, cfg: TrainConfig, max_tokens: int, dd: distributed.Dist,
+                     progress: bool = False) -> tuple[float, int]:
+    """evaluate() with the streams split over the processes and the sums added up."""
+    total, count = _eval_sums(model, tokens, cfg.batch_size, cfg.seq_len, max_tokens, dd.device, progress,
+                              shard=(dd.rank, dd.world))
+    if dd.on:
+        sums = dd.all_sum(torch.tensor([total, float(count)], dtype=torch.float64, device=dd.device)).tolist()
+        total, count = sums[0], int(sums[1])
     return total / max(count, 1), count
 
 
 class _StopFlag:
-    """Turns the first SIGINT/SIGTERM into a request to stop after the current step."""
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current step.
 
-    def __init__(self):
+    With escalate, a second signal stops at once (a user pressing Ctrl-C twice). Under torchrun
+    it must not: a Ctrl-C reaches the workers from the terminal and again from the launcher,
+    which itself kills the workers if they take longer than its shutdown timeout."""
+
+    def __init__(self, escalate: bool = True):
         self.requested = False
+        self.escalate = escalate
         self._old = {}
 
     def __enter__(self):
         def handler(signum, frame):
-            if self.requested:  # second signal: stop now
+            if self.requested and self.escalate:  # second signal: stop now
                 raise KeyboardInterrupt
             self.requested = True
 
@@ -146,9 +179,10 @@ def write_run_files(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfi
 
 
 def read_run_config(run_dir: Path) -> tuple[ModelConfig, TrainConfig, dict]:
-    path = Path(run_dir) / "config.json"
     from hybrid.train.config import read_json
+    from hybrid.train.schema import check_run_config
 
+    path = Path(run_dir) / "config.json"
     if not Path(run_dir).is_dir():
         raise HybridError(f"{run_dir}: run directory not found")
     obj = read_json(path)
@@ -156,8 +190,9 @@ def read_run_config(run_dir: Path) -> tuple[ModelConfig, TrainConfig, dict]:
         raise HybridError(f"{path}: not a hybrid run config (format {obj.get('format')!r})")
     if obj.get("version") != RUN_VERSION:
         raise HybridError(f"{path}: run format version {obj.get('version')!r} is not supported (this hybrid reads {RUN_VERSION})")
-    return (ModelConfig.from_dict(obj.get("model"), str(path)),
-            TrainConfig.from_dict(obj.get("train", {}), str(path)), obj)
+    check_run_config(obj, str(path))
+    return (ModelConfig.from_dict(obj["model"], str(path)),
+            TrainConfig.from_dict(obj["train"], str(path)), obj)
 
 
 def load_run_model(run_dir: Path, device="cpu") -> tuple[HybridLM, object]:
@@ -170,101 +205,210 @@ def load_run_model(run_dir: Path, device="cpu") -> tuple[HybridLM, object]:
     return model.to(device).eval(), load_tokenizer(Path(run_dir) / "tokenizer.json")
 
 
+def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """The data order is a function of (batch_size, seq_len): a resume must keep both."""
+    if not (run_dir / "config.json").is_file():
+        return
+    _, old, _ = read_run_config(run_dir)
+    if (old.batch_size, old.seq_len) != (cfg.batch_size, cfg.seq_len):
+        raise HybridError(f"{run_dir}: the run trains on batch size {old.batch_size} and segment length "
+                          f"{old.seq_len}; resume it with --batch-size {old.batch_size} --seq-len {old.seq_len} "
+                          f"(the world size and --grad-accum may change)")
+
+
+def _restore_rng(trainer: dict[str, torch.Tensor], dd: distributed.Dist, seed: int, step: int) -> None:
+    """This rank's generators as saved; a rank the checkpoint has none for (a larger world) starts
+    a fresh stream, so dropout masks differ from the old run but the data and updates continue."""
+    cpu = trainer.get(f"rng.{dd.rank}.cpu", trainer.get("rng.cpu") if dd.rank == 0 else None)
+    if cpu is not None:
+        torch.set_rng_state(cpu)
+    else:
+        torch.manual_seed(seed + 7919 * dd.rank + step)
+    if dd.device.type == "cuda":
+        cuda = trainer.get(f"rng.{dd.rank}.cuda")
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, dd.device)
+        else:
+            torch.cuda.manual_seed(seed + 7919 * dd.rank + step)
+
+
 def train(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus,
           resume: bool = False, device: torch.device | None = None, progress: bool = True,
           log=print) -> TrainResult:
-    device = device or pick_device()
-    run_dir = Path(run_dir)
-    torch.manual_seed(train_cfg.seed)
+    """Train (or with resume, continue) the run in `run_dir`. Under torchrun every process calls
+    this; all return the same result, rank 0 alone writes and logs."""
+    dd = distributed.setup(device or pick_device())
+    try:
+        return _train(Path(run_dir), model_cfg, train_cfg, corpus, resume, dd, progress, log)
+    finally:
+        dd.close()
+
+
+def _train(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, resume: bool,
+           dd: distributed.Dist, progress: bool, log) -> TrainResult:
+    device = dd.device
+    say = log if dd.main else (lambda *a, **k: None)
+    B, T, A, W = cfg.batch_size, cfg.seq_len, cfg.grad_accum, dd.world
+    if B % (W * A):
+        raise HybridError(f"batch size {B} must be divisible by the number of processes ({W}) times "
+                          f"--grad-accum ({A}): each process trains on B / processes streams in "
+                          f"--grad-accum micro-batches")
+    share = B // W  # streams of this process: rows [lo, lo + share) of the global batch
+    lo, micro = dd.rank * share, share // A
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     if model_cfg.vocab_size != corpus.tokenizer.vocab_size:
         raise HybridError(f"model vocab_size {model_cfg.vocab_size} differs from the corpus tokenizer's "
                           f"{corpus.tokenizer.vocab_size}")
     model = HybridLM(model_cfg).to(device)
-    optimizer = make_optimizer(model, train_cfg)
-    batcher = StreamBatcher(corpus.train, train_cfg.batch_size, train_cfg.seq_len)
-    B = train_cfg.batch_size
-    state = model.initial_state(B, device=device)
+    if dd.rank:
+        torch.manual_seed(cfg.seed + 7919 * dd.rank)  # but each rank its own dropout masks
+    optimizer = make_optimizer(model, cfg)
+    batcher = StreamBatcher(corpus.train, B, T)
+    state = model.initial_state(share, device=device)
     step = 0
     if resume:
-        found = ck.latest_valid_checkpoint(run_dir, warn=log)
+        _check_resume_config(run_dir, cfg)
+        if dd.main:
+            for p in ck.clean_temporaries(run_dir):
+                say(f"removed {p.name}, left by an interrupted write")
+        found = ck.latest_valid_checkpoint(run_dir, warn=say)
         if found is None:
-            log(f"no checkpoint in {run_dir}; starting from step 0")
+            say(f"no checkpoint in {run_dir}; starting from step 0")
         else:
             path, info, weights, trainer = found
             ck.load_weights_into(model, weights, str(path / "model.safetensors"))
             optimizer.load_state_dict(ck.optimizer_from_tensors(trainer, info["param_groups"]))
-            torch.set_rng_state(trainer["rng.cpu"])
-            if device.type == "cuda":
-                cuda_states = [trainer[k] for k in sorted(trainer) if k.startswith("rng.cuda.")]
-                if len(cuda_states) == torch.cuda.device_count():
-                    torch.cuda.set_rng_state_all(cuda_states)
-            state = {k[len("carry."):]: v.to(device) for k, v in trainer.items() if k.startswith("carry.")}
+            carry = {k[len("carry."):]: v for k, v in trainer.items() if k.startswith("carry.")}
+            if set(carry) != set(state) or any(v.shape[0] != B for v in carry.values()):
+                raise HybridError(f"{path}: its carried state does not fit batch size {B} and this model")
+            state = {k: v[lo:lo + share].to(device) for k, v in carry.items()}
             step = info["step"]
-            log(f"resumed from {path} (step {step})")
-    write_run_files(run_dir, model_cfg, train_cfg, corpus)
+            _restore_rng(trainer, dd, cfg.seed, step)
+            was = info.get("world_size", 1)
+            say(f"resumed from {path} (step {step})" + (f"; saved by {was} process(es), now {W}" if was != W else ""))
+    net = model
+    if dd.on:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     kind = corpus.tokenizer.kind
     metric = metric_name(kind)
-    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    metrics = None
+    if dd.main:
+        write_run_files(run_dir, model_cfg, cfg, corpus)
+        metrics = MetricsLog(run_dir, step, tensorboard=cfg.tensorboard)
 
     def record(obj):
-        metrics_file.write(json.dumps(obj) + "\n")
-        metrics_file.flush()
+        if metrics is not None:
+            metrics.record(obj)
 
-    def save():
-        return ck.save_checkpoint(run_dir, model, optimizer, step, state,
-                                  {"metric": metric}, keep_last=train_cfg.keep_last)
+    def save(valid_loss: float | None = None) -> Path | None:
+        # Collectives first (every rank), then rank 0 writes, then every rank learns whether it could.
+        carry = dd.gather_rows(state)
+        rng = dd.gather_each(ck.rng_tensors(device))
+        info = {"metric": metric, "world_size": W, "batch_size": B}
+        if valid_loss is not None:
+            info["valid_loss"] = valid_loss
+        path, error = None, ""
+        if dd.main:
+            try:
+                path = ck.save_checkpoint(run_dir, model, optimizer, step, carry, info,
+                                          keep_last=cfg.keep_last, keep_best=cfg.keep_best, rng=rng)
+            except HybridError as e:
+                error = str(e)
+        if dd.any(bool(error)):
+            raise HybridError(error or "rank 0 could not save a checkpoint (see its message)")
+        return path
 
     model.train()
     interrupted = False
+    bad_in_row = 0
     t_last, tokens_since = time.perf_counter(), 0
-    bar = tqdm(total=train_cfg.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not (progress and dd.main), dynamic_ncols=True)
     try:
-        with _StopFlag() as stop:
-            while step < train_cfg.steps:
+        with _StopFlag(escalate=not dd.on) as stop:
+            while step < cfg.steps:
                 if batcher.starts_epoch(step):
-                    state = model.initial_state(B, device=device)
-                lr = lr_at(step, train_cfg)
+                    state = model.initial_state(share, device=device)
+                lr = lr_at(step, cfg)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 xs, ys = batcher.batch(step)
-                x = torch.from_numpy(xs).long().to(device, non_blocking=True)
-                y = torch.from_numpy(ys).long().to(device, non_blocking=True)
-                with autocast_for(device):
-                    logits, state = model(x, state)
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+                x = torch.from_numpy(xs[lo:lo + share]).long().to(device, non_blocking=True)
+                y = torch.from_numpy(ys[lo:lo + share]).long().to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                optimizer.step()
-                state = detach_state(state)
+                loss_sum = torch.zeros((), device=device)
+                parts = []
+                for a in range(A):
+                    rows = slice(a * micro, (a + 1) * micro)
+                    part = state if A == 1 else {k: v[rows] for k, v in state.items()}
+                    # DDP averages gradients over processes in the last micro-batch's backward.
+                    sync = net.no_sync() if dd.on and a < A - 1 else nullcontext()
+                    with sync:
+                        with autocast_for(device):
+                            nll, part = net(x[rows], part, targets=y[rows])
+                        loss = nll.float().mean()
+                        (loss / A).backward()
+                    loss_sum += loss.detach()
+                    parts.append(detach_state(part))
+                new_state = parts[0] if A == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                # One collective and one host sync a step: the global mean loss, and whether any
+                # process was asked to stop (so that all stop after the same step).
+                shared = dd.all_sum(torch.stack([loss_sum / A, torch.tensor(float(stop.requested), device=device)]))
+                lv, stop_any, gv = torch.stack([shared[0] / W, shared[1], gnorm.float()]).tolist()
                 step += 1
-                tokens_since += x.numel()
+                if math.isfinite(lv) and math.isfinite(gv):
+                    optimizer.step()
+                    state = new_state
+                    bad_in_row = 0
+                else:
+                    bad_in_row += 1
+                    what = "loss" if not math.isfinite(lv) else "gradient norm"
+                    optimizer.zero_grad(set_to_none=True)
+                    # Keep the streams' new state only if it is finite (it is local to each rank).
+                    if all(torch.isfinite(v).all() for v in new_state.values()):
+                        state = new_state
+                    say(f"warning: step {step}: non-finite {what}; update skipped "
+                        f"({bad_in_row} in a row, stopping at {cfg.max_bad_steps})")
+                    record({"step": step, "skipped": f"non-finite {what}", "lr": lr})
+                    if bad_in_row >= cfg.max_bad_steps:
+                        last = ck.list_checkpoints(run_dir)
+                        raise HybridError(
+                            f"training stopped at step {step}: {bad_in_row} steps in a row had a non-finite "
+                            f"{what}; the last checkpoint ({last[-1] if last else 'none yet'}) is intact. "
+                            f"Lower --lr or check the data, then continue with --resume")
+                tokens_since += B * T
                 bar.update(1)
-                if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                if step % cfg.log_every == 0 or step == cfg.steps:
                     now = time.perf_counter()
                     tps = tokens_since / max(now - t_last, 1e-9)
                     t_last, tokens_since = now, 0
-                    lv = loss.item()
-                    record({"step": step, "loss": lv, "lr": lr, "grad_norm": float(gnorm), "tokens_per_s": tps})
+                    if math.isfinite(lv):
+                        record({"step": step, "loss": lv, "lr": lr, "grad_norm": gv, "tokens_per_s": tps})
                     bar.set_postfix(loss=f"{lv:.3f}", tok_s=f"{tps:,.0f}")
-                if step % train_cfg.eval_every == 0 and step < train_cfg.steps:
-                    nll, _ = evaluate(model, corpus.valid, B, train_cfg.seq_len, train_cfg.eval_tokens, device)
-                    record({"step": step, "valid_loss": nll, f"valid_{metric}": metric_value(nll, kind)})
-                    bar.write(f"step {step}: valid {metric} {metric_value(nll, kind):.4f}")
-                if step % train_cfg.save_every == 0 and step < train_cfg.steps:
-                    save()
-                if stop.requested:
+                valid_loss, t_pause = None, time.perf_counter()
+                if step % cfg.eval_every == 0 and step < cfg.steps:
+                    valid_loss, _ = _evaluate_shared(model, corpus.valid, cfg, cfg.eval_tokens, dd)
+                    record({"step": step, "valid_loss": valid_loss, f"valid_{metric}": metric_value(valid_loss, kind)})
+                    if dd.main:
+                        bar.write(f"step {step}: valid {metric} {metric_value(valid_loss, kind):.4f}")
+                if step % cfg.save_every == 0 and step < cfg.steps:
+                    save(valid_loss)
+                t_last += time.perf_counter() - t_pause  # tokens/s counts training time only
+                if stop_any:
                     interrupted = True
                     break
+        bar.close()
+        path = save()
+        if interrupted:
+            say(f"interrupted: saved {path}; continue with --resume")
+            return TrainResult(run_dir, step, float("nan"), float("nan"), metric, interrupted=True)
+        nll, n = _evaluate_shared(model, corpus.valid, cfg, 0, dd, progress=progress and dd.main)
+        value = metric_value(nll, kind)
+        record({"step": step, "valid_loss": nll, f"valid_{metric}": value, "valid_tokens": n, "final": True})
+        return TrainResult(run_dir, step, nll, value, metric)
     finally:
         bar.close()
-    path = save()
-    if interrupted:
-        metrics_file.close()
-        log(f"interrupted: saved {path}; continue with --resume")
-        return TrainResult(run_dir, step, float("nan"), float("nan"), metric, interrupted=True)
-    nll, n = evaluate(model, corpus.valid, B, train_cfg.seq_len, 0, device, progress=progress)
-    value = metric_value(nll, kind)
-    record({"step": step, "valid_loss": nll, f"valid_{metric}": value, "valid_tokens": n, "final": True})
-    metrics_file.close()
-    return TrainResult(run_dir, step, nll, value, metric)
+        if metrics is not None:
+            metrics.close()

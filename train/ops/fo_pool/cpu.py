@@ -1,13 +1,22 @@
-"""Fast fo-pooling on the CPU: a chunked two-level scan in vectorised PyTorch.
+"""Fast fo-pooling in plain PyTorch: a chunked two-level scan (the CPU path, and the fallback anywhere).
 
-A plain loop over T steps pays PyTorch's per-op overhead T times on small [B, D] slices. Here time
-is cut into C chunks of L steps (L ~ sqrt(T)); the L steps run once for all chunks side by side,
-a short loop over C chunks carries the state between them, and one vectorised pass adds each
-chunk's incoming state: about 2*sqrt(T) Python steps instead of T, with no division or log (the
-within-chunk decay is a cumulative product), so results match the sequential loop to rounding.
+A plain loop over T steps pays PyTorch's per-op overhead several times per step on small [B, D]
+slices. Here time is cut into C chunks of L steps (L ~ sqrt(T)), and each of the L steps runs
+once for all chunks side by side, on strided views (no copies):
+  1) every chunk from a zero state, keeping only its end state and its product of forget gates,
+  2) a short loop over the C chunks: the state entering each one,
+  3) every chunk again from its true entering state, writing the outputs.
+About 4 sqrt(T) ops forward instead of 4 T, no division or log (results match the sequential
+loop to rounding), and few passes over memory: a step is one fused op, lerp(z, c, f), and the
+backward writes dz and df from the same sweep that carries the gradient backwards in time.
 
-Forward and backward are both the linear recurrence h_t = a_t * h_{t-1} + b_t (the backward runs
-it in reverse time), so one routine, `linear_scan`, serves both.
+The kernel interface (shared with triton.py; op.py dispatches to one or the other):
+  fwd(z, f, o, c0, keep, keep_scale, preact, save_cells) -> (h, c_T, cells)
+  bwd(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c) -> (dz, df, do, dc0)
+where, with s = sigmoid(f) if preact else f, the forget gate is  1 - k * (1 - s),  k = keep (the
+zoneout keep-mask, a tensor) or keep_scale (a float; 1.0 = no zoneout); with preact, z and o are
+tanh'ed and sigmoid'ed first. `cells` are the c_t in the input dtype, saved for the backward when
+o is given (without o, h is c and is saved instead); an empty tensor when not saved.
 """
 
 from __future__ import annotations
@@ -17,71 +26,146 @@ import math
 import torch
 
 
-def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
-    """All h_t of h_t = a_t * h_{t-1} + b_t for a, b: [B, T, D] and h0: [B, D] (zeros if None)."""
-    B, T, D = a.shape
-    if T == 0:
-        return b.clone()
-    L = max(1, int(math.isqrt(T)))
-    C = -(-T // L)
-    pad = C * L - T
-    if pad:
-        a = torch.cat([a, a.new_ones(B, pad, D)], dim=1)
-        b = torch.cat([b, b.new_zeros(B, pad, D)], dim=1)
-    # [L, B, C, D] so that each of the L steps reads one contiguous slab.
-    a4 = a.view(B, C, L, D).permute(2, 0, 1, 3).contiguous()
-    b4 = b.view(B, C, L, D).permute(2, 0, 1, 3).contiguous()
-    h = torch.empty_like(b4)
-    # 1) local scans from a zero state, all chunks at once.
-    h[0] = b4[0]
+def _split(T: int) -> tuple[int, int, int]:
+    """(L, C, R): R >= 1 single steps at the start, then C chunks of L steps (C = 0: all single)."""
+    L = max(1, math.isqrt(T))
+    C = (T - 1) // L
+    if C < 2:
+        return 1, 0, T
+    return L, C, T - C * L
+
+
+def scan_forward(z, f, c0, out):
+    """out[:, t] = c_t = f_t c_{t-1} + (1 - f_t) z_t for z, f: [B, T, D], c0: [B, D] (zeros if None).
+
+    One step is one fused op: lerp(z, c, f) = z + f (c - z)."""
+    B, T, D = z.shape
+    L, C, R = _split(T)
+    c = z.new_zeros(B, D) if c0 is None else c0.to(z.dtype)
+    for t in range(R):  # the head, step by step
+        c = torch.lerp(z[:, t], c, f[:, t], out=out[:, t])
+    if C == 0:
+        return out
+    z4, f4, h4 = (x[:, R:].view(B, C, L, D) for x in (z, f, out))
+    # 1) each chunk from zero: its end state s and its decay P = f_0 ... f_{L-1}
+    s = z4[:, :, 0] - f4[:, :, 0] * z4[:, :, 0]
+    P = f4[:, :, 0].clone()
     for t in range(1, L):
-        torch.addcmul(b4[t], a4[t], h[t - 1], out=h[t])
-    # 2) state entering each chunk: a short sequential pass over chunks.
-    decay = torch.cumprod(a4, dim=0)  # decay[t] = a_0 * ... * a_t within the chunk
-    carry = torch.empty(B, C, D, dtype=a.dtype, device=a.device)
-    state = a.new_zeros(B, D) if h0 is None else h0.to(a.dtype)
-    for c in range(C):
-        carry[:, c] = state
-        state = torch.addcmul(h[L - 1, :, c], decay[L - 1, :, c], state)
-    # 3) add the carried-in state, decayed, to every step of its chunk.
-    h.addcmul_(decay, carry.unsqueeze(0))
-    return h.permute(1, 2, 0, 3).reshape(B, C * L, D)[:, :T]
+        torch.lerp(z4[:, :, t], s, f4[:, :, t], out=s)
+        P.mul_(f4[:, :, t])
+    # 2) the state entering each chunk
+    carry = z.new_empty(B, C, D)
+    for k in range(C):
+        carry[:, k] = c
+        c = torch.addcmul(s[:, k], P[:, k], c)
+    # 3) every chunk again, from its entering state
+    prev = carry
+    for t in range(L):
+        prev = torch.lerp(z4[:, :, t], prev, f4[:, :, t], out=h4[:, :, t])
+    return out
+
+
+def scan_backward(z, f, c, c0, gh, gc, dz, df):
+    """Backward of scan_forward: given the c_t, dL/dc_t from the outputs (gh: [B, T, D]) and dL/dc_T
+    (gc), writes dL/dz and dL/df into dz, df and returns dL/dc0.
+
+    In reverse time, with u_t = f_t g_t the gradient reaching c_{t-1} and g_t = dL/dc_t:
+        g_t = gh_t + u_{t+1} (u_T = gc),  u_t = f_t g_t,  dz_t = g_t (1 - f_t),  df_t = g_t (c_{t-1} - z_t)."""
+    B, T, D = z.shape
+    L, C, R = _split(T)
+    u = gc.to(z.dtype).clone()
+    if C:
+        z4, f4, gh4, dz4, df4 = (x[:, R:].view(B, C, L, D) for x in (z, f, gh, dz, df))
+        cp4 = c[:, R - 1:T - 1].view(B, C, L, D)  # c_{t-1}; R >= 1, so t = 0 is in the head
+        g = z.new_empty(B, C, D)
+        # 1) each chunk from u = 0 at its end: the u leaving its start, and its product of f
+        s = torch.mul(gh4[:, :, L - 1], f4[:, :, L - 1])
+        P = f4[:, :, L - 1].clone()
+        for t in range(L - 2, -1, -1):
+            s.add_(gh4[:, :, t]).mul_(f4[:, :, t])
+            P.mul_(f4[:, :, t])
+        # 2) the u entering each chunk at its end
+        carry = z.new_empty(B, C, D)
+        for k in range(C - 1, -1, -1):
+            carry[:, k] = u
+            u = torch.addcmul(s[:, k], P[:, k], u)
+        # 3) every chunk again, writing the gradients
+        diff = z.new_empty(B, C, D)
+        for t in range(L - 1, -1, -1):
+            torch.add(gh4[:, :, t], carry, out=g)
+            torch.addcmul(g, g, f4[:, :, t], value=-1, out=dz4[:, :, t])
+            torch.sub(cp4[:, :, t], z4[:, :, t], out=diff)
+            torch.mul(g, diff, out=df4[:, :, t])
+            torch.mul(g, f4[:, :, t], out=carry)
+        u = carry[:, 0]
+    for t in range(R - 1, -1, -1):  # the head, step by step
+        g = gh[:, t] + u
+        torch.addcmul(g, g, f[:, t], value=-1, out=dz[:, t])
+        prev = c[:, t - 1] if t else (torch.zeros_like(u) if c0 is None else c0.to(z.dtype))
+        torch.mul(g, prev - z[:, t], out=df[:, t])
+        u = g * f[:, t]
+    return u
 
 
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def fo_pool_fwd_cpu(z, f, o, c0):
-    """Returns (h, c_T) in the input dtype."""
-    acc = _acc_dtype(z)
-    z32, f32 = z.to(acc), f.to(acc)
-    c = linear_scan(f32, (1 - f32) * z32, None if c0 is None else c0.to(acc))
-    h = c if o is None else c * o.to(acc)
-    # The final state is copied: an op's outputs may not alias each other.
-    last = c[:, -1].clone() if c.shape[1] else (z32.new_zeros(z.shape[0], z.shape[2]) if c0 is None else c0.to(acc))
-    return h.to(z.dtype), last.to(z.dtype)
+def gates(z, f, o, keep, keep_scale, preact, acc):
+    """(z, f, o, s, k) as the recurrence uses them, in dtype `acc`; s and k are for the backward.
+
+    The order of operations is the model's (tanh/sigmoid, then 1 - k * (1 - s)), so that float32
+    results are bitwise those of activating the gates in PyTorch first."""
+    z, s = z.to(acc), f.to(acc)
+    o = None if o is None else o.to(acc)
+    if preact:
+        z, s = torch.tanh(z), torch.sigmoid(s)
+        o = None if o is None else torch.sigmoid(o)
+    k = keep.to(acc) if keep is not None else keep_scale
+    f = s if (keep is None and keep_scale == 1.0) else 1 - k * (1 - s)
+    return z, f, o, s, k
 
 
-def fo_pool_bwd_cpu(z, f, o, c0, grad_h, grad_c):
-    """Gradients (dz, df, do, dc0) of (h, c_T) = fo_pool(z, f, o, c0); recomputes the cell states."""
+def _initial(c0, B, D, like, acc):
+    return like.new_zeros(B, D, dtype=acc) if c0 is None else c0.to(acc)
+
+
+def fo_pool_fwd_cpu(z, f, o, c0, keep=None, keep_scale=1.0, preact=False, save_cells=False):
+    """Returns (h, c_T, cells) in the input dtype (see the module docstring)."""
     acc = _acc_dtype(z)
     B, T, D = z.shape
-    z32, f32 = z.to(acc), f.to(acc)
-    init = z32.new_zeros(B, D) if c0 is None else c0.to(acc)
-    c = linear_scan(f32, (1 - f32) * z32, init)
-    gh = grad_h.to(acc) if grad_h is not None else z32.new_zeros(B, T, D)
-    gc = grad_c.to(acc) if grad_c is not None else z32.new_zeros(B, D)
-    if o is not None:
-        do = (gh * c).to(o.dtype)
-        gh = gh * o.to(acc)
-    else:
-        do = None
-    # g_t = dL/dc_t = gh_t + f_{t+1} * g_{t+1}, g_{T-1} = gh_{T-1} + grad_c: a scan in reverse time.
-    a_rev = torch.cat([f32[:, 1:], f32.new_ones(B, 1, D)], dim=1).flip(1)
-    g = linear_scan(a_rev, gh.flip(1), gc).flip(1)
-    c_prev = torch.cat([init.unsqueeze(1), c[:, :-1]], dim=1)
-    dz = (g * (1 - f32)).to(z.dtype)
-    df = (g * (c_prev - z32)).to(f.dtype)
-    dc0 = (g[:, 0] * f32[:, 0]).to(c0.dtype if c0 is not None else z.dtype) if T else gc.to(z.dtype)
-    return dz, df, do, dc0
+    zz, ff, oo, _, _ = gates(z, f, o, keep, keep_scale, preact, acc)
+    c = scan_forward(zz, ff, c0, torch.empty(B, T, D, dtype=acc, device=z.device))
+    # The final state is copied: an op's outputs may not alias each other.
+    last = (c[:, -1] if T else _initial(c0, B, D, z, acc)).clone()
+    h = c if oo is None else c * oo
+    cells = c.to(z.dtype) if (save_cells and o is not None) else z.new_empty(0)
+    return h.to(z.dtype), last.to(z.dtype), cells
+
+
+def fo_pool_bwd_cpu(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c):
+    """Gradients (dz, df, do, dc0) of (h, c_T) with respect to the op's inputs."""
+    acc = _acc_dtype(z)
+    B, T, D = z.shape
+    zz, ff, oo, s, k = gates(z, f, o, keep, keep_scale, preact, acc)
+    if cells.numel() and cells.dtype == acc:
+        c = cells
+    else:  # not saved, or saved in a narrower dtype: recompute in full precision
+        c = scan_forward(zz, ff, c0, torch.empty(B, T, D, dtype=acc, device=z.device))
+    gh = grad_h.to(acc)
+    do = None
+    if oo is not None:
+        do = gh * c
+        if preact:
+            do = do * oo * (1 - oo)
+        gh = gh * oo
+    dz = torch.empty(B, T, D, dtype=acc, device=z.device)
+    df = torch.empty(B, T, D, dtype=acc, device=z.device)
+    dc0 = scan_backward(zz, ff, c, None if c0 is None else c0.to(acc), gh, grad_c.to(acc), dz, df)
+    if not (keep is None and keep_scale == 1.0):
+        df = df * k
+    if preact:
+        dz = dz * (1 - zz * zz)
+        df = df * s * (1 - s)
+    return (dz.to(z.dtype), df.to(f.dtype), None if do is None else do.to(o.dtype),
+            dc0.to(c0.dtype if c0 is not None else z.dtype))

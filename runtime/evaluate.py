@@ -1,0 +1,186 @@
+"""On-device evaluation: bits per character (byte models) or perplexity (word models) of a text.
+
+Two protocols:
+
+* streams (default; the trainer's `evaluate`): the text is cut into B contiguous streams, each
+  read in segments of T tokens with the state carried from segment to segment, so every token
+  is scored with the model's full recurrent context and memory stays flat however long the text.
+  B streams side by side give each ONNX Scan step (a few microseconds whatever its size) B times
+  more work. Stream b covers tokens [b*L, (b+1)*L) with L = (n-1) // B and predicts the next one.
+* ctx (llama.cpp's `llama-perplexity`): chunks of N tokens, each from a fresh state, only the
+  second half of each chunk scored (positions N/2 .. N-2 predict the next token). Chunks run B at
+  a time, in segments of T with carried state.
+
+With a base model (`kl_base`, e.g. the fp32 variant when evaluating int8), both run on the same
+segments and the result adds KL(base || model) per token and the top-1 agreement.
+
+Bits per character = mean NLL in nats / ln 2 (per byte); perplexity = exp(mean NLL).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from hybrid.runtime.errors import HybridError
+from hybrid.runtime.progress import Progress
+from hybrid.runtime.textfile import ArraySource
+
+WINDOW = 16  # segments read from the source at a time
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of [N, V] float32 logits, in float32 (max-subtracted)."""
+    m = logits.max(axis=1, keepdims=True)
+    z = logits - m
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def token_nll(logits: np.ndarray, targets: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
+    """NLL in nats of each target under [N, V] logits. `work`, a reusable float32 buffer of at
+    least N*V elements, saves allocating (and page-faulting) a fresh temporary per segment."""
+    m = logits.max(axis=1, keepdims=True)
+    z = np.subtract(logits, m, out=None if work is None else work.reshape(-1)[:logits.size].reshape(logits.shape))
+    np.exp(z, out=z)
+    return np.log(z.sum(axis=1)) + m[:, 0] - logits[np.arange(len(targets)), targets]
+
+
+def metric_value(nll: float, metric: str) -> float:
+    return nll / math.log(2) if metric == "bpc" else math.exp(min(nll, 700.0))
+
+
+class _Tally:
+    """Running sums of NLL (and KL against a base model) over scored tokens."""
+
+    def __init__(self, with_base: bool):
+        self.nll = self.base_nll = self.kl = 0.0
+        self.kl_max = 0.0
+        self.same_top1 = 0
+        self.count = 0
+        self.with_base = with_base
+        self.work = np.empty(0, dtype=np.float32)
+
+    def add(self, logits: np.ndarray, targets: np.ndarray, base_logits: np.ndarray | None = None) -> None:
+        if targets.size == 0:
+            return
+        if self.work.size < logits.size:
+            self.work = np.empty(logits.size, dtype=np.float32)
+        self.nll += float(token_nll(logits, targets, self.work).sum(dtype=np.float64))
+        self.count += targets.size
+        if base_logits is not None:
+            self.base_nll += float(token_nll(base_logits, targets).sum(dtype=np.float64))
+            lp = log_softmax(logits.astype(np.float64))
+            lq = log_softmax(base_logits.astype(np.float64))
+            kl = (np.exp(lq) * (lq - lp)).sum(axis=1)
+            self.kl += float(kl.sum())
+            self.kl_max = max(self.kl_max, float(kl.max()))
+            self.same_top1 += int(np.count_nonzero(logits.argmax(axis=1) == base_logits.argmax(axis=1)))
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1, x.shape[-1])
+
+
+def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0, base=None,
+             max_tokens: int = 0, progress: bool = False, name: str = "text") -> dict:
+    """Score a token source (see textfile.py) with `model`; returns a JSON-ready dict."""
+    if isinstance(source, np.ndarray):
+        source = ArraySource(source)
+    for opt, v in (("streams", streams), ("segment", segment)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise HybridError(f"{opt} must be a positive integer, got {v!r}")
+    if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 0 or ctx == 1:
+        raise HybridError(f"ctx must be 0 (off) or an integer >= 2, got {ctx!r}")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise HybridError(f"max_tokens must be >= 0 (0 = whole text), got {max_tokens!r}")
+    if base is not None and (base.vocab_size != model.vocab_size
+                             or base.tokenizer.to_json() != model.tokenizer.to_json()):
+        raise HybridError(f"{base.dir.path}: the KL base model has a different tokenizer than {model.dir.path}")
+    n = source.n if not max_tokens else min(source.n, max_tokens + 1)
+    if n < 2:
+        raise HybridError(f"{name}: too short to evaluate ({n} token{'s' if n != 1 else ''}; need at least 2)")
+    tally = _Tally(base is not None)
+    t0 = time.perf_counter()
+    if ctx:
+        info = _run_ctx(model, base, source, n, streams, segment, ctx, tally, progress, name)
+    else:
+        info = _run_streams(model, base, source, n, streams, segment, tally, progress, name)
+    seconds = time.perf_counter() - t0
+    nll = tally.nll / max(tally.count, 1)
+    out = {
+        "metric": model.metric,
+        model.metric: metric_value(nll, model.metric),
+        "nll": nll,
+        "bits_per_token": nll / math.log(2),
+        "tokens": tally.count,
+        **info,
+        "seconds": seconds,
+        "tokens_per_s": info["tokens_processed"] / seconds if seconds > 0 else 0.0,
+        "variant": model.variant,
+        "model": str(model.dir.path),
+    }
+    if getattr(source, "unknown", 0):
+        out["unknown_tokens"] = source.unknown
+    if base is not None:
+        bn = tally.base_nll / max(tally.count, 1)
+        out["kl"] = {"base": f"{base.dir.path}:{base.variant}", "mean": tally.kl / max(tally.count, 1),
+                     "max": tally.kl_max, "top1_agreement": tally.same_top1 / max(tally.count, 1),
+                     f"base_{model.metric}": metric_value(bn, model.metric), "base_nll": bn}
+    return out
+
+
+def _run_streams(model, base, source, n, streams, segment, tally, progress, name) -> dict:
+    B = max(1, min(streams, (n - 1) // 2))  # as hybrid.train.trainer.evaluate
+    L = (n - 1) // B
+    T = segment
+    state = model.initial_state(B)
+    bstate = base.initial_state(B) if base is not None else None
+    bar = Progress(B * L, desc=f"eval {name}", enabled=progress)
+    for w in range(0, L, T * WINDOW):
+        width = min(T * WINDOW, L - w)
+        # Stream b's tokens w .. w+width, plus the next one as the last target.
+        block = np.stack([source.read(b * L + w, width + 1) for b in range(B)])
+        for p in range(0, width, T):
+            t = min(T, width - p)
+            x, y = block[:, p:p + t], block[:, p + 1:p + 1 + t]
+            logits, state = model.forward(x, state)
+            blogits = None
+            if base is not None:
+                blogits, bstate = base.forward(x, bstate)
+                blogits = _rows(blogits)
+            tally.add(_rows(logits), y.reshape(-1), blogits)
+            bar.update(x.size)
+    bar.close()
+    return {"protocol": "streams", "streams": B, "segment": T, "tokens_processed": B * L}
+
+
+def _run_ctx(model, base, source, n, streams, segment, N, tally, progress, name) -> dict:
+    chunks = n // N
+    if chunks == 0:
+        raise HybridError(f"{name}: {n} tokens is shorter than one --ctx chunk of {N}")
+    first = N // 2
+    T = segment
+    bar = Progress(chunks * N, desc=f"eval {name}", enabled=progress)
+    for g in range(0, chunks, streams):
+        group = range(g, min(chunks, g + streams))
+        x_all = np.stack([source.read(c * N, N) for c in group])
+        state = model.initial_state(len(group))
+        bstate = base.initial_state(len(group)) if base is not None else None
+        for p in range(0, N, T):
+            x = x_all[:, p:p + T]
+            logits, state = model.forward(x, state)
+            if base is not None:
+                blogits, bstate = base.forward(x, bstate)
+            # Positions j in [max(p, first), min(p + T, N - 1)) predict token j + 1.
+            lo, hi = max(p, first), min(p + x.shape[1], N - 1)
+            if lo < hi:
+                y = x_all[:, lo + 1:hi + 1]
+                sel = slice(lo - p, hi - p)
+                tally.add(_rows(logits[:, sel]), y.reshape(-1),
+                          _rows(blogits[:, sel]) if base is not None else None)
+            bar.update(x.size)
+    bar.close()
+    return {"protocol": "ctx", "ctx": N, "chunks": chunks, "streams": min(streams, chunks), "segment": T,
+            "tokens_processed": chunks * N}

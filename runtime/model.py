@@ -1,0 +1,205 @@
+"""An exported model on onnxruntime: the graph, its state, and a buffer-reusing stepper.
+
+    model = Model("model_dir", variant="int8", threads=4)
+    logits, state = model.forward(ids, model.initial_state(batch))   # the plain path
+    stepper = model.stepper(state)                                   # token by token, IOBinding
+    logits = stepper.step(token)
+
+Needs numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnxruntime as ort
+
+from hybrid.runtime.safe_onnx import check_external_data
+from hybrid.runtime.errors import HybridError
+from hybrid.runtime.modeldir import ModelDir, open_model_dir
+from hybrid.runtime.tokenizer import load_tokenizer
+
+State = dict[str, np.ndarray]  # keyed by graph input name (past_key_values.<i>.<kind>, past_mask)
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
+             "openvino": "OpenVINOExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
+             "nnapi": "NnapiExecutionProvider"}
+
+
+def resolve_provider(name: str) -> str:
+    full = PROVIDERS.get(name.lower(), name)
+    have = ort.get_available_providers()
+    if full not in have:
+        raise HybridError(f"execution provider {name!r} is not available in this onnxruntime "
+                          f"(available: {', '.join(have)})")
+    return full
+
+
+def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.InferenceSession:
+    """An InferenceSession with all graph optimisations and `threads` intra-op threads (0 = default)."""
+    if not isinstance(threads, int) or threads < 0:
+        raise HybridError(f"threads must be 0 (onnxruntime's default) or a positive integer, got {threads!r}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # onnxruntime's warnings are for developers, not app users
+    # Masked attention scores are -inf: exp() of them goes through denormal numbers, which make
+    # Softmax 4-5x slower on x86. Flushing denormals to zero changes no logit that matters.
+    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+    check_external_data(path)  # a model must not read weights from outside its own directory
+    providers = [resolve_provider(provider)]
+    if providers[0] != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")  # for the nodes the accelerator lacks
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise HybridError(f"{path}: onnxruntime cannot load this model ({first[:200]})") from None
+
+
+class Model:
+    """One variant of an exported model directory, loaded into onnxruntime."""
+
+    def __init__(self, path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu"):
+        self.dir: ModelDir = open_model_dir(path)
+        self.variant = self.dir.pick(variant)
+        self.path = self.dir.file(self.variant)
+        self.tokenizer = load_tokenizer(self.dir.tokenizer_path)
+        if self.tokenizer.vocab_size != self.dir.vocab_size:
+            raise HybridError(f"{self.dir.tokenizer_path}: vocabulary of {self.tokenizer.vocab_size} tokens, "
+                              f"but the model has {self.dir.vocab_size}")
+        self.threads, self.provider = threads, provider
+        self.ort = make_session(self.path, threads, provider)
+        self.state_specs = self.dir.state
+        self._check_graph()
+        self.output_names = ["logits"] + [s.output for s in self.state_specs]
+
+    def _check_graph(self) -> None:
+        inputs = {i.name for i in self.ort.get_inputs()}
+        outputs = {o.name for o in self.ort.get_outputs()}
+        want_in = {"input_ids"} | {s.input for s in self.state_specs}
+        want_out = {"logits"} | {s.output for s in self.state_specs}
+        if inputs != want_in or not want_out <= outputs:
+            missing = sorted((want_in - inputs) | (want_out - outputs))
+            extra = sorted(inputs - want_in)
+            raise HybridError(f"{self.path}: graph does not match config.json "
+                              f"(missing {missing[:3]}, unexpected inputs {extra[:3]})")
+
+    # -- facts -----------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.dir.vocab_size
+
+    @property
+    def metric(self) -> str:
+        return self.dir.metric
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.dir.path)!r}, variant={self.variant!r}, metric={self.metric!r})"
+
+    # -- the plain path: numpy in, numpy out -------------------------------------------------------
+    def initial_state(self, batch: int = 1) -> State:
+        """Zeros for every state tensor: a fresh stream (an all-zero past_mask is an empty memory)."""
+        return {s.input: np.zeros((batch, *s.shape[1:]), dtype=np.float32) for s in self.state_specs}
+
+    def forward(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """logits [B, T, vocab] and the state after these T tokens; `ids` is [B, T] integers."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        outs = self.ort.run(self.output_names, {"input_ids": ids, **state})
+        return outs[0], {s.input: o for s, o in zip(self.state_specs, outs[1:])}
+
+    def forward_segments(self, ids: np.ndarray, state: State, segment: int = 128) -> Iterator[tuple[np.ndarray, State]]:
+        """forward() over [B, T] ids in segments of at most `segment` tokens, carrying state,
+        so memory stays bounded however long T is. Yields (logits of the segment, state after it)."""
+        for p in range(0, ids.shape[1], segment):
+            logits, state = self.forward(ids[:, p:p + segment], state)
+            yield logits, state
+
+    # -- the fast path for generation ----------------------------------------------------------------
+    def stepper(self, state: State | None = None) -> "Stepper":
+        return Stepper(self, state)
+
+    # -- conveniences for apps (see session.py / evaluate.py) -------------------------------------------
+    def session(self) -> "Session":
+        """A stateful stream: feed text incrementally, read next-token probabilities, generate."""
+        from hybrid.runtime.session import Session
+
+        return Session(self)
+
+    def evaluate(self, text: str, streams: int = 16, segment: int = 128) -> dict:
+        """Bits per character (byte models) or perplexity (word models) of `text`; see evaluate.py."""
+        from hybrid.runtime.evaluate import ArraySource, evaluate
+
+        return evaluate(self, ArraySource(self.tokenizer.encode(text)), streams=streams, segment=segment)
+
+    def generate(self, prompt: str = "", **sampling) -> str:
+        """The continuation of `prompt` as one string; options as in Session.stream."""
+        return "".join(self.stream(prompt, **sampling))
+
+    def stream(self, prompt: str = "", **sampling) -> Iterator[str]:
+        """The continuation of `prompt`, piece by piece as it is generated."""
+        s = self.session()
+        s.feed(prompt)
+        return s.stream(**sampling)
+
+
+class Stepper:
+    """Token-by-token runs with every buffer allocated once.
+
+    Inputs, outputs and both copies of the state are numpy arrays wrapped as OrtValues (which
+    share their memory on the CPU), bound once into two IOBindings: one reads state A and writes
+    state B, the other the reverse. A step writes the token id in place, runs the binding of the
+    turn and returns a view of the logits buffer: no allocation and no name lookups per token.
+    """
+
+    def __init__(self, model: Model, state: State | None = None):
+        self.model = model
+        self.ids = np.zeros((1, 1), dtype=np.int64)
+        self.logits = np.zeros((1, 1, model.vocab_size), dtype=np.float32)
+        first = model.initial_state(1) if state is None else state
+        bad = [k for k, v in first.items() if v.shape[0] != 1]
+        if bad:
+            raise HybridError("the stepper runs one stream: state batch must be 1")
+        self.buffers = [{k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in first.items()},
+                        {k: np.empty_like(v) for k, v in first.items()}]
+        ov = ort.OrtValue.ortvalue_from_numpy
+        self._keep = []  # OrtValues must outlive the bindings
+        ids_v, logits_v = ov(self.ids), ov(self.logits)
+        self.bindings = []
+        for src, dst in ((self.buffers[0], self.buffers[1]), (self.buffers[1], self.buffers[0])):
+            io = model.ort.io_binding()
+            io.bind_ortvalue_input("input_ids", ids_v)
+            io.bind_ortvalue_output("logits", logits_v)
+            for s in model.state_specs:
+                a, b = ov(src[s.input]), ov(dst[s.input])
+                io.bind_ortvalue_input(s.input, a)
+                io.bind_ortvalue_output(s.output, b)
+                self._keep += [a, b]
+            self.bindings.append(io)
+        self._keep += [ids_v, logits_v]
+        self.turn = 0  # buffers[turn] holds the current state
+        self._run = model.ort.run_with_iobinding
+
+    def step(self, token: int) -> np.ndarray:
+        """Feed one token; returns the next-token logits [vocab] (a view, valid until the next step)."""
+        self.ids[0, 0] = token
+        self._run(self.bindings[self.turn])
+        self.turn ^= 1
+        return self.logits[0, 0]
+
+    @property
+    def state(self) -> State:
+        """The current state (views into the stepper's buffers; copy to keep them)."""
+        return self.buffers[self.turn]
+
+
+def load_model(path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu") -> Model:
+    """Load an exported model directory. variant: auto (int8 if present, else fp32), fp32, int8 or int4;
+    threads: onnxruntime intra-op threads (0 = its default); provider: cpu, cuda, ... or a full
+    onnxruntime execution-provider name."""
+    return Model(path, variant=variant, threads=threads, provider=provider)

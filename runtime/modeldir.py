@@ -1,0 +1,149 @@
+"""Read and check an exported model directory (docs/model-directory.md, format `hybrid-onnx` v1).
+
+Only the standard library: this is the part of the contract every reader needs before it loads a
+graph, and it refuses anything it does not understand with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from hybrid.runtime.errors import HybridError
+
+FORMAT = "hybrid-onnx"
+FORMAT_VERSION = 1
+VARIANTS = ("fp32", "int8", "int4")
+# `auto` picks the first variant present in this order: int8 is the fast one on CPUs and keeps
+# bits per character within a few thousandths of fp32 on trained models.
+AUTO_ORDER = ("int8", "fp32", "int4")
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    input: str  # past_key_values.<i>.<kind> or past_mask
+    output: str  # present.<i>.<kind> or present_mask
+    shape: tuple  # ("batch", d1, d2, ...)
+    dtype: str = "float32"
+
+
+@dataclass
+class ModelDir:
+    path: Path
+    config: dict
+    state: list[StateSpec]
+
+    @property
+    def model(self) -> dict:
+        """The full ModelConfig as a dict (vocab_size, d_model, pattern, mem_len, ...)."""
+        return self.config["model"]
+
+    @property
+    def metric(self) -> str:
+        return self.config["metric"]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model["vocab_size"])
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / self.config.get("tokenizer", "tokenizer.json")
+
+    @property
+    def variants(self) -> list[str]:
+        """Variants listed in config.json whose file exists, in VARIANTS order."""
+        files = self.config["files"]
+        return [v for v in VARIANTS if v in files and (self.path / files[v]).is_file()]
+
+    def pick(self, variant: str = "auto") -> str:
+        have = self.variants
+        if variant == "auto":
+            for v in AUTO_ORDER:
+                if v in have:
+                    return v
+            raise HybridError(f"{self.path}: none of the model files listed in config.json exist")
+        if variant not in VARIANTS:
+            raise HybridError(f"unknown variant {variant!r} (choose auto, {', '.join(VARIANTS)})")
+        if variant not in have:
+            listed = self.config["files"].get(variant)
+            why = f"{listed} is missing" if listed else "it was not exported"
+            raise HybridError(f"{self.path}: no {variant} model ({why}); available: {', '.join(have) or 'none'}")
+        return variant
+
+    def file(self, variant: str) -> Path:
+        return self.path / self.config["files"][self.pick(variant)]
+
+    def export_report(self) -> dict | None:
+        """The exporter's export_report.json, or None when absent or unreadable."""
+        try:
+            obj = json.loads((self.path / "export_report.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return obj if isinstance(obj, dict) else None
+
+    def state_bytes(self, batch: int = 1) -> int:
+        n = 0
+        for s in self.state:
+            size = batch
+            for d in s.shape[1:]:
+                size *= int(d)
+            n += 4 * size
+        return n
+
+
+def _need(ok: bool, where: Path, msg: str) -> None:
+    if not ok:
+        raise HybridError(f"{where}: {msg}")
+
+
+def open_model_dir(path: str | Path) -> ModelDir:
+    """Check a model directory against the contract; every problem is one HybridError line."""
+    path = Path(path)
+    if not path.exists():
+        raise HybridError(f"{path}: model directory not found")
+    if not path.is_dir():
+        raise HybridError(f"{path}: not a directory (expected an exported model directory)")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        hint = " (a training run? export it first: hybrid export RUN_DIR --out MODEL_DIR)" \
+            if (path / "model.safetensors").exists() else ""
+        raise HybridError(f"{path}: no config.json; not an exported model directory{hint}")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise HybridError(f"{cfg_path}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise HybridError(f"{cfg_path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    _need(isinstance(cfg, dict), cfg_path, "expected a JSON object")
+    fmt = cfg.get("format")
+    if fmt == "hybrid-run":
+        raise HybridError(f"{path}: is a training run, not an exported model; "
+                          f"export it first: hybrid export {path} --out MODEL_DIR")
+    _need(fmt == FORMAT, cfg_path, f"unknown format {fmt!r} (this hybrid reads {FORMAT!r})")
+    ver = cfg.get("format_version")
+    _need(ver == FORMAT_VERSION, cfg_path,
+          f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} version {FORMAT_VERSION})")
+    model = cfg.get("model")
+    _need(isinstance(model, dict) and isinstance(model.get("vocab_size"), int) and model["vocab_size"] > 0,
+          cfg_path, "'model' must be an object with a positive integer vocab_size")
+    _need(cfg.get("metric") in ("bpc", "ppl"), cfg_path, f"'metric' must be 'bpc' or 'ppl', got {cfg.get('metric')!r}")
+    files = cfg.get("files")
+    _need(isinstance(files, dict) and files and all(isinstance(v, str) for v in files.values()),
+          cfg_path, "'files' must map variants to file names")
+    _need(all(k in VARIANTS for k in files), cfg_path,
+          f"'files' has unknown variants {sorted(set(files) - set(VARIANTS))} (known: {', '.join(VARIANTS)})")
+    state = cfg.get("state")
+    _need(isinstance(state, list), cfg_path, "'state' must be a list")
+    specs = []
+    for i, s in enumerate(state):
+        ok = (isinstance(s, dict) and isinstance(s.get("input"), str) and isinstance(s.get("output"), str)
+              and isinstance(s.get("shape"), list) and len(s["shape"]) >= 2 and s["shape"][0] == "batch"
+              and all(isinstance(d, int) and d >= 0 for d in s["shape"][1:])
+              and s.get("dtype", "float32") == "float32")
+        _need(ok, cfg_path, f"state[{i}] must have input, output, dtype float32 and shape ['batch', sizes...]")
+        specs.append(StateSpec(s["input"], s["output"], tuple(s["shape"]), "float32"))
+    md = ModelDir(path, cfg, specs)
+    _need(bool(md.variants), path, f"none of the model files listed in config.json exist ({', '.join(files.values())})")
+    return md
