@@ -10,9 +10,8 @@ forward 12 bytes per element (read z, f; write c), forward + backward 36 (the ba
 c and dL/dh, writes dz and df), half that with 16-bit inputs - against a copy (read + write) of a
 large buffer on the same device, measured in the same run. The gates here are activated, with no
 output gate: the bare recurrence.
-Paths: "reference loop" is naive.py (its autograd backward is quadratic in T: indexing z[:, t]
-makes every step's backward write a full-size zero tensor); "loop, unbind" is the same loop over
-unbind(1) views, linear in T; "x ref" columns divide the first loop measured by the path's time.
+Paths: "reference loop" is naive.py (a Python loop over unbind(1) views, autograd for the
+backward); "x ref" columns divide the reference loop's time by the path's.
 "err": max |x - x64| / max |x64| over h, dz and df in float32, against the chunked scan in
 float64 (T <= 256 for the loops). LSTM: one nn.LSTM layer of the same width (cuDNN on the GPU),
 input [T, B, H], forward and forward + backward.
@@ -94,20 +93,6 @@ def paths(device: torch.device, plan=None):
         h = fo_pool_naive(z, f)[0]
         return (h, *torch.autograd.grad(h, (z, f), gh))
 
-    def loop(z, f, o):
-        # The same loop over unbind(1) views: its autograd backward is linear in T, where indexing
-        # z[:, t] (naive.py) makes every step's backward write a full-size zero tensor.
-        c, cells = z.new_zeros(z.shape[0], z.shape[2]), []
-        for z_t, f_t in zip(z.unbind(1), f.unbind(1)):
-            c = f_t * c + (1 - f_t) * z_t
-            cells.append(c)
-        return torch.stack(cells, dim=1)
-
-    def loop_fb(z, f, o, gh):
-        z, f = z.detach().requires_grad_(), f.detach().requires_grad_()
-        h = loop(z, f, None)
-        return (h, *torch.autograd.grad(h, (z, f), gh))
-
     def kernels(fwd, bwd, preact=False):
         # The op's kernels without autograd around them; preact: the model's case, gates from
         # pre-activations with the output gate, all fused.
@@ -128,7 +113,7 @@ def paths(device: torch.device, plan=None):
     # z, f, o and writes h (4); for training it also writes c (5), and the backward reads z, f, o,
     # c, dh and writes dz, df, do (8).
     bare, fused = (3, 9), (4, 13)
-    out = {"reference loop": (ref_fwd, ref_fb, bare), "loop, unbind": (loop, loop_fb, bare),
+    out = {"reference loop": (ref_fwd, ref_fb, bare),
            "chunked scan (cpu.py)": (*kernels(fo_pool_fwd_cpu, fo_pool_bwd_cpu), bare)}
     if device.type == "cuda":
         from functools import partial
@@ -188,7 +173,7 @@ def main():
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--reps", type=int, default=7, help="timed calls per measurement (CPU)")
     ap.add_argument("--skip", default=None, help="comma-separated paths to leave out, e.g. 'reference loop,lstm' "
-                    "(default on the GPU: 'reference loop', whose backward is quadratic in T; 'loop, unbind' stays)")
+                    "(default: none)")
     ap.add_argument("--max-loop-t", type=int, default=4096, help="GPU: measure the Python loops only up to this T")
     ap.add_argument("--sweep", action="store_true", help="GPU: time Triton launch plans per shape")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
@@ -203,7 +188,7 @@ def main():
     spec = args.shapes or (GPU_SHAPES if device.type == "cuda" else CPU_SHAPES)
     shapes = [tuple(int(v) for v in s.split(",")) for s in spec.split(";")]
     if args.skip is None:
-        args.skip = "reference loop" if device.type == "cuda" else ""
+        args.skip = ""
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     copy = copy_bandwidth(device, measure)
     print(f"device: {device_name(device)}; torch {torch.__version__}; copy bandwidth {copy:.1f} GB/s")

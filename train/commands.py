@@ -42,10 +42,14 @@ def _default_run_dir(preset_name: str) -> Path:
 def train(
     preset: str = typer.Option("hybrid-tiny", help="Model preset (see `hybrid info`)."),
     config: Optional[Path] = typer.Option(None, help="Model config JSON; overrides --preset."),
-    corpus: Optional[Path] = typer.Option(None, help="Text file to train on (default: the built-in Tiny Shakespeare)."),
-    tokenizer: str = typer.Option("byte", help="byte or word."),
+    corpus: Optional[str] = typer.Option(None, help="enwik8, wikitext-103, wikitext-2, or a path to your own text "
+                                                    "file or folder (default: the built-in Tiny Shakespeare)."),
+    data_path: Optional[Path] = typer.Option(None, "--path", help="Where the named corpus lies locally (else $HYBRID_DATA, ./data, the hub)."),
+    tokenizer: Optional[str] = typer.Option(None, help="byte or word (default: word for WikiText, byte otherwise)."),
+    recipe: Optional[Path] = typer.Option(None, help="A recipe JSON (recipes/*/*.json): model, training and data "
+                                                     "settings together; --steps, --out and --path still apply."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<preset>, numbered if taken)."),
-    steps: int = typer.Option(1200, help="Optimizer steps."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 1200, or the recipe's)."),
     batch_size: int = typer.Option(16, help="Parallel contiguous streams per step."),
     seq_len: int = typer.Option(128, help="Segment length T."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
@@ -74,6 +78,13 @@ def train(
     from hybrid.train.distributed import launch_env
     from hybrid.train.trainer import pick_device, train as run_training
 
+    recipe_cfgs = None
+    if recipe is not None:
+        from hybrid.train.sources import read_recipe
+
+        recipe_cfgs = read_recipe(recipe)
+    if steps is None:
+        steps = recipe_cfgs[1].steps if recipe_cfgs else 1200
     for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--seq-len", seq_len),
                     ("--eval-every", eval_every), ("--save-every", save_every), ("--grad-accum", grad_accum),
                     ("--max-bad-steps", max_bad_steps), ("--log-every", log_every)):
@@ -85,8 +96,19 @@ def train(
         raise HybridError(f"--keep-last must be >= 0, got {keep_last}")
     rank = launch_env()[0]  # under torchrun: only rank 0 touches the run directory
     dev = pick_device(device)
-    data = load_text_corpus(corpus, tokenizer)
-    model_cfg = load_model_config(config) if config else get_preset(preset)
+    if recipe_cfgs is not None:
+        from hybrid.train.sources import load_recipe_corpus
+
+        data = load_recipe_corpus(recipe, data_path, progress=progress, log=typer.echo)
+        model_cfg = recipe_cfgs[0]
+    else:
+        if corpus is None:
+            data = load_text_corpus(None, tokenizer or "byte")
+        else:
+            from hybrid.train.sources import load_source
+
+            data = load_source(corpus, data_path, tokenizer, seq_len=seq_len, progress=progress, log=typer.echo)
+        model_cfg = load_model_config(config) if config else get_preset(preset)
     if model_cfg.vocab_size != data.tokenizer.vocab_size:
         model_cfg.vocab_size = data.tokenizer.vocab_size
     name = model_cfg.name if model_cfg.name != "custom" else preset
@@ -96,10 +118,15 @@ def train(
         raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
     if overwrite and out.exists() and rank == 0:
         shutil.rmtree(out)
-    train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, steps=steps, lr=lr, warmup_steps=warmup,
-                            eval_every=eval_every, save_every=save_every, seed=seed, grad_accum=grad_accum,
-                            keep_last=keep_last, keep_best=keep_best, max_bad_steps=max_bad_steps,
-                            tensorboard=tensorboard, log_every=log_every)
+    if recipe_cfgs is not None:
+        import dataclasses
+
+        train_cfg = dataclasses.replace(recipe_cfgs[1], steps=steps)
+    else:
+        train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, steps=steps, lr=lr, warmup_steps=warmup,
+                                eval_every=eval_every, save_every=save_every, seed=seed, grad_accum=grad_accum,
+                                keep_last=keep_last, keep_best=keep_best, max_bad_steps=max_bad_steps,
+                                tensorboard=tensorboard, log_every=log_every)
     echo = typer.echo if rank == 0 else (lambda *a, **k: None)
     echo(data.describe())
     echo(f"model {name}: pattern {model_cfg.pattern}, "
