@@ -499,9 +499,18 @@ def _text_files(path: Path) -> list[Path]:
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not files:
             raise HybridError(f"{path}: the folder holds no files")
-    if sum(f.stat().st_size for f in files) == 0:
+    if all(_blank(f) for f in files):
         raise HybridError(f"{path}: corpus is empty")
     return files
+
+
+def _blank(path: Path) -> bool:
+    """Only whitespace (stops reading at the first chunk with anything else)."""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(READ_CHUNK):
+            if chunk.strip():
+                return False
+    return True
 
 
 def _check_utf8_bytes(path: Path) -> None:
