@@ -77,7 +77,13 @@ class WordTokenizer:
     @classmethod
     def build(cls, lines: Iterable[str], min_count: int = 1, max_size: int | None = None) -> "WordTokenizer":
         """Vocabulary from a corpus: words seen at least `min_count` times, most frequent first."""
-        counts = Counter(w for line in lines for w in line.split())
+        return cls.from_counts(Counter(w for line in lines for w in line.split()), min_count, max_size)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, min_count: int = 1, max_size: int | None = None) -> "WordTokenizer":
+        """`<unk>`, `<eos>`, then the words counted at least `min_count` times by frequency (ties by
+        spelling), cut to `max_size` entries in all."""
+        counts = Counter(counts)
         counts.pop(UNK, None)
         counts.pop(EOS, None)
         words = [w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]

@@ -79,16 +79,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, obj: dict, source: str = "config") -> "ModelConfig":
-        if not isinstance(obj, dict):
-            raise HybridError(f"{source}: model config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - known)
-        if unknown:
-            raise HybridError(f"{source}: unknown model config keys {unknown}")
-        try:
-            return cls(**obj)
-        except TypeError as e:
-            raise HybridError(f"{source}: {e}") from None
+        return _config_from_dict(cls, obj, source, "model")
 
 
 @dataclass
@@ -144,16 +135,22 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, obj: dict, source: str = "config") -> "TrainConfig":
-        if not isinstance(obj, dict):
-            raise HybridError(f"{source}: train config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - known)
-        if unknown:
-            raise HybridError(f"{source}: unknown train config keys {unknown}")
-        try:
-            return cls(**obj)
-        except HybridError as e:
-            raise HybridError(f"{source}: {e}") from None
+        return _config_from_dict(cls, obj, source, "train")
+
+
+def _config_from_dict(cls, obj, source: str, what: str):
+    """A config dataclass from a JSON object, refusing unknown keys; every error names `source`."""
+    if not isinstance(obj, dict):
+        raise HybridError(f"{source}: {what} config must be a JSON object")
+    unknown = sorted(set(obj) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise HybridError(f"{source}: unknown {what} config keys {unknown}")
+    try:
+        return cls(**obj)
+    except TypeError as e:
+        raise HybridError(f"{source}: {e}") from None
+    except HybridError as e:
+        raise HybridError(f"{source}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

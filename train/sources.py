@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from hybrid.runtime.errors import HybridError
-from hybrid.runtime.tokenizer import EOS, UNK, ByteTokenizer, WordTokenizer
+from hybrid.runtime.tokenizer import ByteTokenizer, WordTokenizer
 from hybrid.train.cache import SPLITS, TokenCache, cache_key, hash_bytes_of
 from hybrid.train.data import Corpus
 
@@ -357,13 +357,7 @@ def _count_words(lines: Iterable[str]) -> Counter:
 
 
 def _vocabulary(counts: Counter, min_count: int, max_vocab: int | None) -> WordTokenizer:
-    """WordTokenizer.build's rule: `<unk>`, `<eos>`, then words by frequency (ties by spelling)."""
-    counts.pop(UNK, None)
-    counts.pop(EOS, None)
-    words = [w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
-    if max_vocab is not None:
-        words = words[: max(0, max_vocab - 2)]
-    return WordTokenizer([UNK, EOS] + words)
+    return WordTokenizer.from_counts(counts, min_count, max_vocab)
 
 
 def _encode_lines(writer, split: str, lines: Iterable[str], tok: WordTokenizer, stats: dict) -> None:
