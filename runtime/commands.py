@@ -25,7 +25,8 @@ def _fmt_metric(res: dict) -> str:
 
 
 def eval_command(
-    model_dir: Path = typer.Argument(..., help="Exported model directory."),
+    model_dir: Path = typer.Argument(..., help="Exported model directory (or a training run directory: "
+                                               "scored with PyTorch, for comparison; needs torch)."),
     file: Path = typer.Argument(..., help="UTF-8 text file to score."),
     variant: str = typer.Option("auto", help=VARIANT_HELP),
     streams: int = typer.Option(16, help="Parallel streams B (the text is cut into B contiguous parts)."),
@@ -39,6 +40,8 @@ def eval_command(
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
 ):
     """Bits per character (byte models) or perplexity (word models) of a text file, on this device."""
+    if _is_training_run(model_dir):
+        return _eval_checkpoint(model_dir, file, streams, segment, max_tokens, json_out)
     from hybrid.runtime.evaluate import evaluate
     from hybrid.runtime.model import Model
     from hybrid.runtime.modeldir import VARIANTS
@@ -72,6 +75,46 @@ def eval_command(
         typer.echo(f"vs {kl['base']}: KL {kl['mean']:.5f} nats/token (max {kl['max']:.4f}), "
                    f"top-1 agreement {100 * kl['top1_agreement']:.2f}%, base {res['metric']} "
                    f"{kl['base_' + res['metric']]:.4f}")
+
+
+def _is_training_run(path: Path) -> bool:
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("format") == "hybrid-run"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _eval_checkpoint(run_dir: Path, file: Path, streams: int, segment: int, max_tokens: int, json_out: bool):
+    """The same protocol (B streams, carried state, whole file) in eager PyTorch on a checkpoint, so
+    a checkpoint and its export can be compared number for number. Imports torch: only here."""
+    import math
+    import time
+
+    import numpy as np
+
+    from hybrid.runtime.textfile import open_text
+    from hybrid.train.trainer import evaluate as torch_evaluate, load_run_model
+
+    model, tok = load_run_model(run_dir)
+    source = open_text(file, tok)  # the runtime's own checks: text, UTF-8, not empty
+    source.close()
+    from hybrid.train.data import read_text_file
+
+    tokens = tok.encode(read_text_file(file)).astype(np.int64)
+    if max_tokens:
+        tokens = tokens[: max_tokens + 1]
+    start = time.perf_counter()
+    nll, n = torch_evaluate(model, tokens, streams, segment)
+    seconds = time.perf_counter() - start
+    metric = "bpc" if tok.kind == "byte" else "ppl"
+    res = {"metric": metric, metric: nll / math.log(2) if metric == "bpc" else math.exp(nll), "nll": nll,
+           "tokens": n, "tokens_per_s": n / max(seconds, 1e-9), "streams": streams, "segment": segment,
+           "variant": "pytorch", "file": str(file)}
+    if json_out:
+        typer.echo(json.dumps(res, indent=2))
+    else:
+        typer.echo(f"{file}: {_fmt_metric(res)}  ({n:,} tokens scored; {streams} streams x {segment}-token "
+                   f"segments; PyTorch checkpoint; {res['tokens_per_s']:,.0f} tokens/s)")
 
 
 def generate(

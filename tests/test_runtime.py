@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_cli
 from hybrid.runtime import load_model
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.evaluate import evaluate, token_nll
@@ -502,3 +503,18 @@ def test_prompt_outside_the_vocabulary_falls_back_to_unk(word_model, byte_model)
     assert proc.returncode == 0, proc.stderr
     with pytest.raises(HybridError, match="feed\\(\\) takes a str"):
         load(byte_model[1]).session().feed(b"bytes")
+
+
+def test_eval_on_a_checkpoint_equals_eval_on_its_export(byte_model, tmp_path):
+    """`hybrid eval RUN_DIR FILE` (PyTorch) and `hybrid eval MODEL_DIR FILE` (onnxruntime fp32) give
+    the same bpc: the literature's protocol on a checkpoint and on its export."""
+    run, model_dir, _ = byte_model
+    text = tmp_path / "probe.txt"
+    text.write_text(PROBE, encoding="utf-8")
+    results = []
+    for target, extra in ((run, []), (model_dir, ["--variant", "fp32"])):
+        proc = run_cli("eval", str(target), str(text), "--json", "--streams", "4", "--threads", "1", *extra)
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads(proc.stdout))
+    assert results[0]["variant"] == "pytorch" and results[0]["tokens"] == results[1]["tokens"]
+    assert results[0]["bpc"] == pytest.approx(results[1]["bpc"], rel=1e-5)
