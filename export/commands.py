@@ -12,7 +12,7 @@ def export(
     run_dir: Path = typer.Argument(..., help="A training run directory (config.json, tokenizer.json, model.safetensors)."),
     out: Path = typer.Option(..., "--out", help="The model directory to write."),
     quantize: str = typer.Option("int8,int4", help="Quantized variants besides fp32: int8, int4, both (comma-separated) or none."),
-    opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18)."),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default 20; 18 for onnxruntime older than 1.17)."),
     probe: Optional[Path] = typer.Option(None, help="Text file for the self-check (default: the built-in corpus's test split)."),
     check: bool = typer.Option(True, help="Run the self-check (PyTorch vs onnxruntime parity, bpc of every variant)."),
     overwrite: bool = typer.Option(False, help="Replace an existing model directory."),

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from hybrid.export import commands, contract, exporter
-from hybrid.export.onnx_graph import count_nodes, count_ops, export_onnx, output_name, weight_matmuls_in_loops
+from hybrid.export.onnx_graph import DEFAULT_OPSET, count_nodes, count_ops, export_onnx, output_name, weight_matmuls_in_loops
 from hybrid.runtime.errors import HybridError
 from hybrid.train.config import ModelConfig, TrainConfig
 from hybrid.train.data import Corpus, load_text_corpus
@@ -217,7 +217,7 @@ def test_quantized_files_are_small_and_cover_every_weight_matmul(exported):
 
 def test_report_shows_parity_and_quantization_within_limits(exported):
     _, report = exported
-    assert report["ok"] and report["failures"] == [] and report["opset"] == 18
+    assert report["ok"] and report["failures"] == [] and report["opset"] == DEFAULT_OPSET
     par = report["parity"]
     assert {"1", "7", "512", "2048"} <= set(par["lengths"])
     assert par["max_rel"] <= 1e-4 and par["batch"]["vs_batch1_max_abs"] <= 1e-5
