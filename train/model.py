@@ -36,6 +36,23 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return torch.tensor([2.0 ** (-8.0 * (i + 1) / n_heads) for i in range(n_heads)])
 
 
+def attention_bias(slopes: torch.Tensor, T: int, M: int, past_mask: torch.Tensor | None) -> torch.Tensor:
+    """Additive attention bias [B or 1, H, T, M+T] for T queries over [M memory slots; T keys]:
+    ALiBi distance penalties, -inf for the future and for empty memory slots. The same for every
+    attention block, so the model builds it once per call."""
+    # Query t (0-based in this segment) sits at position M + t among the M + T keys.
+    qpos = torch.arange(T, device=slopes.device) + M
+    kpos = torch.arange(M + T, device=slopes.device)
+    dist = (qpos[:, None] - kpos[None, :]).to(slopes.dtype)  # [T, M+T]
+    bias = -slopes[:, None, None] * dist  # [H, T, M+T]
+    blocked = dist < 0  # the future
+    if M > 0 and past_mask is not None:
+        B = past_mask.shape[0]
+        empty = torch.cat([past_mask < 0.5, torch.zeros(B, T, dtype=torch.bool, device=slopes.device)], dim=1)
+        blocked = blocked[None, None] | empty[:, None, None, :]  # [B, 1, T, M+T]
+    return bias.masked_fill(blocked, float("-inf"))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, index: int):
         super().__init__()
@@ -47,9 +64,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.attn_dropout = cfg.attn_dropout
         self.dropout = nn.Dropout(cfg.dropout)
-        self.register_buffer("slopes", alibi_slopes(cfg.n_heads), persistent=False)
 
-    def forward(self, x: torch.Tensor, state: State, past_mask: torch.Tensor | None, new_state: State):
+    def forward(self, x: torch.Tensor, state: State, attn_bias: torch.Tensor | None, new_state: State):
         B, T, D = x.shape
         M = self.mem_len
         q, k, v = self.qkv(self.norm(x)).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
@@ -58,17 +74,7 @@ class Attention(nn.Module):
             v = torch.cat([state[self.value_name].to(v.dtype), v], dim=2)
             new_state[self.key_name] = k[:, :, -M:]
             new_state[self.value_name] = v[:, :, -M:]
-        # Query t (0-based in this segment) sits at position M + t among the M + T keys.
-        qpos = torch.arange(T, device=x.device) + M
-        kpos = torch.arange(M + T, device=x.device)
-        dist = (qpos[:, None] - kpos[None, :]).to(q.dtype)  # [T, M+T]
-        bias = -self.slopes.to(q.dtype)[:, None, None] * dist  # [H, T, M+T]
-        blocked = dist < 0  # the future
-        if M > 0 and past_mask is not None:
-            empty = torch.cat([past_mask < 0.5, torch.zeros(B, T, dtype=torch.bool, device=x.device)], dim=1)
-            blocked = blocked[None, None] | empty[:, None, None, :]  # [B, 1, T, M+T]
-        bias = bias.masked_fill(blocked, float("-inf"))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype),
                                            dropout_p=self.attn_dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, D)
         return x + self.dropout(self.proj(y))
@@ -82,7 +88,7 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(cfg.d_inner, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, state, past_mask, new_state):
+    def forward(self, x, state, attn_bias, new_state):
         return x + self.dropout(self.down(F.gelu(self.up(self.norm(x)))))
 
 
@@ -98,7 +104,7 @@ class QRNN(nn.Module):
         self.gates = nn.Linear(cfg.qrnn_window * cfg.d_model, 3 * cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, state, past_mask, new_state):
+    def forward(self, x, state, attn_bias, new_state):
         u = self.norm(x)
         if self.window > 1:
             seq = torch.cat([state[self.conv_name].to(u.dtype), u], dim=1)  # [B, k-1+T, D]
@@ -131,6 +137,7 @@ class HybridLM(nn.Module):
             self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(BLOCK_TYPES[kind](cfg, i) for i, kind in enumerate(cfg.pattern))
+        self.register_buffer("slopes", alibi_slopes(cfg.n_heads), persistent=False)
         self.norm = nn.LayerNorm(cfg.d_model)
         if cfg.adaptive_cutoffs:
             self.head = AdaptiveLogSoftmax(cfg.vocab_size, cfg.d_model, cfg.adaptive_cutoffs, cfg.adaptive_div,
@@ -190,9 +197,10 @@ class HybridLM(nn.Module):
             state = self.initial_state(B)
         new_state: State = {}
         past_mask = state.get("past_mask")
+        bias = attention_bias(self.slopes, T, self.cfg.mem_len, past_mask) if "A" in self.cfg.pattern else None
         x = self.drop(self.embed(input_ids))
         for block in self.blocks:
-            x = block(x, state, past_mask, new_state)
+            x = block(x, state, bias, new_state)
         if past_mask is not None:
             M = past_mask.shape[1]
             new_state["past_mask"] = torch.cat([past_mask, past_mask.new_ones(B, T)], dim=1)[:, -M:]
