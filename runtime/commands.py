@@ -87,27 +87,26 @@ def _is_training_run(path: Path) -> bool:
 def _eval_checkpoint(run_dir: Path, file: Path, streams: int, segment: int, max_tokens: int, json_out: bool):
     """The same protocol (B streams, carried state, whole file) in eager PyTorch on a checkpoint, so
     a checkpoint and its export can be compared number for number. Imports torch: only here."""
-    import math
     import time
 
-    import numpy as np
-
     from hybrid.runtime.textfile import open_text
-    from hybrid.train.trainer import evaluate as torch_evaluate, load_run_model
+    from hybrid.train.trainer import evaluate as torch_evaluate, load_run_model, metric_name, metric_value
 
     model, tok = load_run_model(run_dir)
-    source = open_text(file, tok)  # the runtime's own checks: text, UTF-8, not empty
-    source.close()
-    from hybrid.train.data import read_text_file
-
-    tokens = tok.encode(read_text_file(file)).astype(np.int64)
+    # The runtime's reader: the same checks (text, UTF-8, not empty) and the same tokens as `eval`
+    # on an export, read once.
+    source = open_text(file, tok)
+    try:
+        tokens = source.read(0, source.n)
+    finally:
+        source.close()
     if max_tokens:
         tokens = tokens[: max_tokens + 1]
     start = time.perf_counter()
     nll, n = torch_evaluate(model, tokens, streams, segment)
     seconds = time.perf_counter() - start
-    metric = "bpc" if tok.kind == "byte" else "ppl"
-    res = {"metric": metric, metric: nll / math.log(2) if metric == "bpc" else math.exp(nll), "nll": nll,
+    metric = metric_name(tok.kind)
+    res = {"metric": metric, metric: metric_value(nll, tok.kind), "nll": nll,
            "tokens": n, "tokens_per_s": n / max(seconds, 1e-9), "streams": streams, "segment": segment,
            "variant": "pytorch", "file": str(file)}
     if json_out:

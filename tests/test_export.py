@@ -12,7 +12,8 @@ import typer
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
-from hybrid.export import commands, contract, exporter
+from hybrid.export import commands, exporter
+from hybrid.runtime.modeldir import open_model_dir
 from hybrid.export.onnx_graph import DEFAULT_OPSET, count_nodes, count_ops, export_onnx, output_name, weight_matmuls_in_loops
 from hybrid.runtime.errors import HybridError
 from hybrid.train.config import ModelConfig, TrainConfig
@@ -178,7 +179,7 @@ def test_directory_follows_the_contract(exported, run_dir):
     out, report = exported
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "export_report.json", "model.int4.onnx",
                                                      "model.int8.onnx", "model.onnx", "tokenizer.json"]
-    cfg = contract.read_model_config(out)
+    cfg = open_model_dir(out).config
     model = load_torch(run_dir)
     assert cfg["format"] == "hybrid-onnx" and cfg["format_version"] == 1 and cfg["metric"] == "bpc"
     assert cfg["files"] == {"fp32": "model.onnx", "int8": "model.int8.onnx", "int4": "model.int4.onnx"}
@@ -202,7 +203,7 @@ def test_reader_refuses_an_unknown_format_version(exported, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg, format_version=99)))
     with pytest.raises(HybridError, match="format_version 99 is not supported"):
-        contract.read_model_config(tmp_path)
+        open_model_dir(tmp_path)
 
 
 def test_quantized_files_are_small_and_cover_every_weight_matmul(exported):
