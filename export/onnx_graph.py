@@ -110,10 +110,66 @@ def export_onnx(model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7,
             dims[0].dim_param = "batch"
         if value.name in ("input_ids", "logits") and len(dims) > 1:
             dims[1].dim_param = "sequence"
+    fold_scan_transposes(proto.graph)
     got_in, got_out = [v.name for v in proto.graph.input], [v.name for v in proto.graph.output]
     if got_in != inputs or got_out != outputs:
         raise HybridError(f"exported graph has inputs {got_in} and outputs {got_out}, expected {inputs} and {outputs}")
     return proto
+
+
+def fold_scan_transposes(graph: onnx.GraphProto) -> int:
+    """Let each Scan run over the time axis where it is, instead of between two Transposes.
+
+    torch's scan runs over dim 0, so the exported QRNN block moves time first ([B, T, D] ->
+    [T, B, D]) for every scanned input and back for the output. ONNX Scan can scan any axis
+    (scan_input_axes / scan_output_axes): folding the three Transposes into the Scan removes nine
+    nodes from a three-QRNN graph, which matters in token-by-token generation where each node
+    costs about a microsecond whatever its size. Returns the number of Transposes removed."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    producer = {o: n for n in graph.node for o in n.output}
+    graph_outputs = {v.name for v in graph.output}
+
+    def swaps_01(n: onnx.NodeProto | None) -> bool:  # Transpose(perm=[1, 0, 2])
+        return (n is not None and n.op_type == "Transpose"
+                and any(a.name == "perm" and list(a.ints) == [1, 0, 2] for a in n.attribute))
+
+    removed: list[onnx.NodeProto] = []
+    for scan in [n for n in graph.node if n.op_type == "Scan"]:
+        attrs = {a.name: a for a in scan.attribute}
+        if "scan_input_axes" in attrs or "scan_output_axes" in attrs:
+            continue
+        n_scan_in = attrs["num_scan_inputs"].i
+        n_state = len(scan.input) - n_scan_in
+        in_axes = [0] * n_scan_in
+        for j in range(n_scan_in):
+            name = scan.input[n_state + j]
+            t = producer.get(name)
+            if swaps_01(t) and len(consumers[name]) == 1 and name not in graph_outputs:
+                scan.input[n_state + j] = t.input[0]
+                in_axes[j], removed = 1, removed + [t]
+        out_axes = [0] * (len(scan.output) - n_state)
+        for j in range(len(out_axes)):
+            name = scan.output[n_state + j]
+            users = consumers.get(name, [])
+            if len(users) == 1 and swaps_01(users[0]) and name not in graph_outputs:
+                scan.output[n_state + j] = users[0].output[0]
+                out_axes[j], removed = 1, removed + [users[0]]
+        if any(in_axes):
+            scan.attribute.append(onnx.helper.make_attribute("scan_input_axes", in_axes))
+        if any(out_axes):
+            scan.attribute.append(onnx.helper.make_attribute("scan_output_axes", out_axes))
+    gone = {id(n) for n in removed}
+    keep = [n for n in graph.node if id(n) not in gone]
+    stale = {o for n in removed for o in n.output} | {i for n in removed for i in n.input}
+    keep_vi = [v for v in graph.value_info if v.name not in stale]
+    del graph.node[:]
+    graph.node.extend(keep)
+    del graph.value_info[:]
+    graph.value_info.extend(keep_vi)
+    return len(removed)
 
 
 # -- checks on a graph ------------------------------------------------------------------------

@@ -111,6 +111,12 @@ def test_graph_has_one_scan_per_qrnn_and_does_not_grow_with_trace_length(exporte
     other = export_onnx(load_torch(run_dir), trace_len=23, trace_batch=3)
     assert count_nodes(other.graph) == count_nodes(graph.graph)
     onnx.checker.check_model(graph, full_check=True)
+    # Each Scan runs over the time axis in place: no Transpose feeds or follows it.
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    for scan in (n for n in graph.graph.node if n.op_type == "Scan"):
+        axes = {a.name: list(a.ints) for a in scan.attribute}
+        assert axes["scan_input_axes"] == [1, 1] and axes["scan_output_axes"] == [1]
+        assert all(producer[i].op_type != "Transpose" for i in scan.input[1:])
 
 
 def test_no_weight_matmul_inside_any_scan_body(exported):
