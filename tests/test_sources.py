@@ -50,7 +50,7 @@ def assert_no_entry(root: Path):
 # -- enwik8 ---------------------------------------------------------------------------------------
 
 def test_enwik8_standard_split_sizes_are_90m_5m_5m():
-    assert sources._byte_split_points(10 ** 8) == (90_000_000, 95_000_000)
+    assert sources.split_points(10 ** 8) == (90_000_000, 95_000_000)
 
 
 @pytest.mark.parametrize("as_zip", [False, True])

@@ -38,10 +38,15 @@ class Corpus:
                 f"train {len(self.train):,} / valid {len(self.valid):,} / test {len(self.test):,}")
 
 
+def split_points(n: int) -> tuple[int, int]:
+    """Where the 90/5/5 split of n items (bytes, or lines of words) cuts: train [:a], valid [a:b],
+    test [b:] - enwik8's convention (exactly 90M / 5M / 5M of its 10^8 bytes). Every loader uses it."""
+    return n * 90 // 100, n * 95 // 100
+
+
 def split_90_5_5(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The enwik8 convention: first 90% train, next 5% valid, last 5% test."""
-    n = len(tokens)
-    a, b = n * 90 // 100, n * 95 // 100
+    a, b = split_points(len(tokens))
     return tokens[:a], tokens[a:b], tokens[b:]
 
 
@@ -70,8 +75,8 @@ def load_text_corpus(path: str | Path | None = None, tokenizer: str = "byte",
         train, valid, test = split_90_5_5(tok.encode(text).astype(np.int32))
     elif tokenizer == "word":
         lines = text.splitlines()
-        n = len(lines)
-        parts = lines[: n * 90 // 100], lines[n * 90 // 100: n * 95 // 100], lines[n * 95 // 100:]
+        a, b = split_points(len(lines))
+        parts = lines[:a], lines[a:b], lines[b:]
         tok = WordTokenizer.build(parts[0], min_count=min_count, max_size=max_vocab)
         train, valid, test = (tok.encode("\n".join(p)).astype(np.int32) for p in parts)
     else:

@@ -38,7 +38,7 @@ import numpy as np
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.tokenizer import ByteTokenizer, WordTokenizer
 from hybrid.train.cache import SPLITS, TokenCache, cache_key, hash_bytes_of
-from hybrid.train.data import Corpus
+from hybrid.train.data import Corpus, split_points
 
 ENWIK8_BYTES = 10 ** 8
 ENWIK8_HOLDOUT = 5 * 10 ** 6  # valid and test bytes of the standard split
@@ -197,13 +197,8 @@ def _find_enwik8(path) -> Path | None:
     return None
 
 
-def _byte_split_points(n: int) -> tuple[int, int]:
-    """90/5/5 by bytes; for enwik8's 10^8 bytes exactly 90M / 5M / 5M."""
-    return n * 90 // 100, n * 95 // 100
-
-
 def _write_bytes_split(writer, chunks: Iterable[bytes], total: int) -> None:
-    a, b = _byte_split_points(total)
+    a, b = split_points(total)
     bounds = [("train", 0, a), ("valid", a, b), ("test", b, total)]
     pos, i = 0, 0
     writer.begin("train")
@@ -565,7 +560,7 @@ def _text_plan(path: Path, kind: str, cache: TokenCache, progress: bool) -> _Pla
             return ByteTokenizer()
         # Word level: lines split 90/5/5 (as load_text_corpus), vocabulary from the train lines.
         n = sum(_line_count(f) for f in files)
-        a, b = n * 90 // 100, n * 95 // 100
+        a, b = split_points(n)
         bar = _bar(total, "vocabulary", progress)
         lines = all_lines(bar)
         counts = _count_words(itertools.islice(lines, a))
