@@ -36,25 +36,20 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return torch.tensor([2.0 ** (-8.0 * (i + 1) / n_heads) for i in range(n_heads)])
 
 
-def attention_bias(slopes: torch.Tensor, T: int, M: int, past_mask: torch.Tensor | None,
-                   combine: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Additive attention biases for T queries over [M memory slots; T keys], as (positions, memory):
-    positions [H, T, M+T]: ALiBi distance penalties, -inf for the future;
-    memory [B, 1, 1, M+T]: -inf for empty memory slots (None without a memory).
-    The same for every attention block, so the model builds them once per call. With `combine`
-    the two are summed into the first ([B, H, T, M+T]) - one mask for scaled_dot_product_attention;
-    the exported graph keeps them apart, so the big [B, H, T, M+T] tensor is never built from a
-    broadcast select (two broadcast adds onto the scores are cheaper in onnxruntime)."""
+def attention_bias(slopes: torch.Tensor, T: int, M: int, past_mask: torch.Tensor | None) -> torch.Tensor:
+    """Additive attention bias [B or 1, H, T, M+T] for T queries over [M memory slots; T keys]:
+    ALiBi distance penalties, -inf for the future and for empty memory slots. The same for every
+    attention block, so the model builds it once per call (in the ONNX graph too: one broadcast
+    add, then one add onto each block's scores)."""
     # Query t (0-based in this segment) sits at position M + t among the M + T keys.
     qpos = torch.arange(T, device=slopes.device) + M
     kpos = torch.arange(M + T, device=slopes.device)
     dist = (qpos[:, None] - kpos[None, :]).to(slopes.dtype)  # [T, M+T]
-    positions = (-slopes[:, None, None] * dist).masked_fill(dist < 0, float("-inf"))
+    bias = (-slopes[:, None, None] * dist).masked_fill(dist < 0, float("-inf"))  # [H, T, M+T]
     if M == 0 or past_mask is None:
-        return positions, None
-    empty = torch.zeros_like(past_mask).masked_fill(past_mask < 0.5, float("-inf"))
-    memory = F.pad(empty, (0, T))[:, None, None, :]  # the segment's own keys are never empty
-    return (positions + memory, None) if combine else (positions, memory)
+        return bias
+    empty = torch.zeros_like(past_mask).masked_fill(past_mask < 0.5, float("-inf"))  # [B, M]
+    return bias + F.pad(empty, (0, T))[:, None, None, :]  # the segment's own keys are never empty
 
 
 class Attention(nn.Module):
@@ -69,7 +64,7 @@ class Attention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, state: State, attn_bias, new_state: State):
+    def forward(self, x: torch.Tensor, state: State, attn_bias: torch.Tensor | None, new_state: State):
         B, T, D = x.shape
         M, H = self.mem_len, self.n_heads
         # [B, T, 3D] -> [B, 3H, T, d_head] -> q, k, v: three ONNX nodes once exported.
@@ -79,15 +74,11 @@ class Attention(nn.Module):
             v = torch.cat([state[self.value_name].to(v.dtype), v], dim=2)
             new_state[self.key_name] = k[:, :, -M:]
             new_state[self.value_name] = v[:, :, -M:]
-        positions, memory = attn_bias
         if torch.compiler.is_exporting():
             # Written out for the ONNX graph: SDPA's export decomposition adds a dozen shape ops.
-            scores = (q * self.d_head ** -0.5) @ k.transpose(-1, -2) + positions
-            if memory is not None:
-                scores = scores + memory
-            y = scores.softmax(dim=-1) @ v
+            y = ((q * self.d_head ** -0.5) @ k.transpose(-1, -2) + attn_bias).softmax(dim=-1) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=positions.to(q.dtype),
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype),
                                                dropout_p=self.attn_dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, D)
         return x + self.dropout(self.proj(y))
@@ -211,10 +202,7 @@ class HybridLM(nn.Module):
             state = self.initial_state(B)
         new_state: State = {}
         past_mask = state.get("past_mask")
-        bias = None
-        if "A" in self.cfg.pattern:
-            bias = attention_bias(self.slopes, T, self.cfg.mem_len, past_mask,
-                                  combine=not torch.compiler.is_exporting())
+        bias = attention_bias(self.slopes, T, self.cfg.mem_len, past_mask) if "A" in self.cfg.pattern else None
         x = self.drop(self.embed(input_ids))
         for block in self.blocks:
             x = block(x, state, bias, new_state)
