@@ -15,6 +15,16 @@ def run_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.Completed
                           timeout=timeout, env=full_env)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """What the tests build (the fo_pool C kernel, token caches) goes to a temporary folder, not
+    the user's ~/.cache/hybrid; subprocesses inherit it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HYBRID_CACHE", str(tmp_path_factory.mktemp("hybrid-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def cli():
     return run_cli

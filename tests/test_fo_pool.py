@@ -1,16 +1,50 @@
-"""fo-pooling: the CPU path and the custom op held to the plain loop; torch.compile sees one op.
+"""fo-pooling: the CPU paths (C kernel and chunked scan) and the custom op held to the plain loop;
+torch.compile sees one op.
 
 The Triton kernels have their own file (test_fo_pool_triton.py)."""
+
+import subprocess
+import threading
+import warnings
 
 import pytest
 import torch
 
 from hybrid.train.config import ModelConfig
 from hybrid.train.model import QRNN
-from hybrid.train.ops.fo_pool import cpu, fo_pool, fo_pool_naive, fo_pool_preact
+from hybrid.train.ops.fo_pool import cpu, cpu_kernel, fo_pool, fo_pool_naive, fo_pool_preact
 from hybrid.train.ops.fo_pool.op import fo_pool_fwd
 
 SHAPES = [(1, 1, 1), (2, 1, 5), (3, 7, 5), (2, 9, 3), (2, 37, 13), (1, 100, 3), (2, 0, 4)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel_cache(tmp_path_factory):
+    """This module builds the C kernel in a temporary cache, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HYBRID_CACHE", str(tmp_path_factory.mktemp("cache")))
+        cpu_kernel.library.cache_clear()
+        yield
+    cpu_kernel.library.cache_clear()
+
+
+@pytest.fixture(params=["C kernel", "chunked scan"])
+def path(request, monkeypatch):
+    """Runs a test on each of cpu.py's two paths."""
+    use_c = request.param == "C kernel"
+    if use_c and cpu_kernel.library() is None:
+        pytest.skip("C kernel unavailable (no compiler?)")
+    monkeypatch.setattr(cpu, "USE_C_KERNEL", use_c)
+    return request.param
+
+
+@pytest.fixture
+def fresh_library(tmp_path, monkeypatch):
+    """An empty kernel cache and no library loaded yet; the next test loads afresh."""
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path))
+    cpu_kernel.library.cache_clear()
+    yield tmp_path / "kernels"
+    cpu_kernel.library.cache_clear()
 
 
 def gates(B, T, D, dtype=torch.float32, with_o=True, with_c0=True, seed=0):
@@ -40,7 +74,7 @@ def rel(a, b):
 
 @pytest.mark.parametrize("B,T,D", SHAPES)
 @pytest.mark.parametrize("with_o,with_c0", [(False, False), (True, True), (True, False), (False, True)])
-def test_op_matches_reference_values_and_gradients(B, T, D, with_o, with_c0):
+def test_op_matches_reference_values_and_gradients(B, T, D, with_o, with_c0, path):
     inputs = gates(B, T, D, with_o=with_o, with_c0=with_c0)
     h, c, dx = grads(lambda z, f, o, c0: fo_pool(z, f, o, c0, True), inputs)
     h_ref, c_ref, dx_ref = grads(lambda z, f, o, c0: fo_pool_naive(z, f, o, c0, True), inputs)
@@ -53,15 +87,15 @@ def test_op_matches_reference_values_and_gradients(B, T, D, with_o, with_c0):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_gradcheck_float64_through_the_op():
-    for T in (1, 9, 30):  # 9 and 30 take the chunked path, 1 the single step
+def test_gradcheck_float64_through_the_op(path):
+    for T in (1, 9, 30):  # chunked scan: 9 and 30 take the chunks, 1 the single step
         z, f, o, c0 = gates(2, T, 3, torch.float64, seed=T)
         assert torch.autograd.gradcheck(lambda *a: fo_pool(*a, True), (z, f, o, c0))
         assert torch.autograd.gradcheck(lambda z, f: fo_pool(z, f)[0], (z, f))
 
 
 @pytest.mark.parametrize("zoneout,training", [(0.0, False), (0.3, False), (0.3, True)])
-def test_gradcheck_float64_from_pre_activations(zoneout, training):
+def test_gradcheck_float64_from_pre_activations(zoneout, training, path):
     g = torch.Generator().manual_seed(5)
     z, f, o = (torch.randn(2, 11, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
     c0 = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
@@ -74,7 +108,7 @@ def test_gradcheck_float64_from_pre_activations(zoneout, training):
 
 
 @pytest.mark.parametrize("zoneout,training", [(0.0, True), (0.25, False), (0.25, True)])
-def test_pre_activations_equal_activating_first(zoneout, training):
+def test_pre_activations_equal_activating_first(zoneout, training, path):
     # Exactly (bitwise in float32) what the model computed before the activations moved into the op.
     g = torch.Generator().manual_seed(3)
     z, f, o = (torch.randn(3, 29, 7, generator=g) for _ in range(3))
@@ -96,7 +130,7 @@ def test_pre_activations_equal_activating_first(zoneout, training):
     torch.testing.assert_close(c, c_ref, rtol=1e-5, atol=1e-6)
 
 
-def test_state_carried_across_calls_equals_one_call():
+def test_state_carried_across_calls_equals_one_call(path):
     z, f, o, c0 = gates(2, 50, 6, torch.float64)
     h_all, c_all, d_all = grads(lambda *a: fo_pool(*a, True), (z, f, o, c0))
 
@@ -115,7 +149,7 @@ def test_state_carried_across_calls_equals_one_call():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_inputs(dtype):
+def test_half_precision_inputs(dtype, path):
     inputs = gates(2, 40, 9, dtype)
     h, c, dx = grads(lambda *a: fo_pool(*a, True), inputs)
     assert h.dtype == c.dtype == dtype and all(d.dtype == dtype for d in dx)
@@ -127,7 +161,7 @@ def test_half_precision_inputs(dtype):
         assert rel(got, want) < 2e-2
 
 
-def test_backward_recomputes_the_cells_when_the_forward_kept_none():
+def test_backward_recomputes_the_cells_when_the_forward_kept_none(path):
     z, f, o, c0 = (x.detach() for x in gates(2, 23, 5))
     gh, gc = torch.randn(2, 23, 5), torch.randn(2, 5)
     _, _, cells = cpu.fo_pool_fwd_cpu(z, f, o, c0, None, 1.0, False, True)
@@ -135,6 +169,105 @@ def test_backward_recomputes_the_cells_when_the_forward_kept_none():
     recomputed = cpu.fo_pool_bwd_cpu(z, f, o, c0, None, 1.0, False, z.new_empty(0), gh, gc)
     for a, b in zip(saved, recomputed):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("B,T,D,threads", [(4, 20, 100, 2), (3, 25, 97, 2), (5, 15, 101, 3), (2, 9, 5, 4)])
+def test_threaded_split_matches_reference(B, T, D, threads, path, monkeypatch):
+    # The C kernel's channels split across threads (at any size here): by batch rows (4 / 2), or by
+    # blocks of 16 channels when the rows do not divide evenly (3 / 2, 5 / 3; 2 / 4: a single block).
+    monkeypatch.setattr(cpu_kernel, "MIN_PARALLEL", 0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        inputs = gates(B, T, D)
+        h, c, dx = grads(lambda *a: fo_pool(*a, True), inputs)
+    finally:
+        torch.set_num_threads(old)
+    h_ref, c_ref, dx_ref = grads(lambda *a: fo_pool_naive(*a, True), inputs)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c, c_ref, rtol=1e-5, atol=1e-6)
+    for got, want in zip(dx, dx_ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_non_contiguous_inputs(path):
+    # Gates as the model slices them (chunks of one projection), a time-major state layout, and
+    # expanded output gradients (from .sum()).
+    g = torch.Generator().manual_seed(4)
+    zfo = torch.randn(3, 21, 15, generator=g, requires_grad=True)
+    c0 = torch.randn(5, 3, generator=g).t().requires_grad_()
+
+    def run(fn, zfo, c0):
+        z, f, o = zfo.chunk(3, dim=-1)
+        h, c = fn(torch.tanh(z), torch.sigmoid(f), torch.sigmoid(o), c0, True)
+        (h.sum() + 2 * c.sum()).backward()
+        return h, c, zfo.grad, c0.grad
+
+    got = run(fo_pool, zfo, c0)
+    zfo2, c02 = (x.detach().clone().requires_grad_() for x in (zfo, c0))
+    want = run(fo_pool_naive, zfo2, c02)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_missing_compiler_falls_back_to_the_chunked_scan(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.delenv("HYBRID_CPU_KERNEL", raising=False)
+    with pytest.warns(UserWarning, match="C kernel unavailable"):
+        assert cpu_kernel.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: a second look is silent
+        assert cpu_kernel.library() is None
+        inputs = gates(2, 37, 13)
+        h, c, dx = grads(lambda *a: fo_pool(*a, True), inputs)
+    h_ref, c_ref, dx_ref = grads(lambda *a: fo_pool_naive(*a, True), inputs)
+    for got, want in zip((h, c, *dx), (h_ref, c_ref, *dx_ref)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not any(fresh_library.glob("*.so"))
+
+
+def test_kernel_disabled_by_environment(fresh_library, monkeypatch):
+    monkeypatch.setenv("HYBRID_CPU_KERNEL", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cpu_kernel.library() is None
+
+
+def test_kernel_cache_is_reused(fresh_library, monkeypatch):
+    if cpu_kernel.library() is None:
+        pytest.skip("C kernel unavailable (no compiler?)")
+    (built,) = fresh_library.glob("*.so")
+    stamp = built.stat().st_mtime_ns
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(cpu_kernel.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real_run(cmd, **kw))
+    cpu_kernel.library.cache_clear()
+    assert cpu_kernel.library() is not None
+    assert not any("-shared" in cmd for cmd in calls)  # only the compiler's version was asked
+    assert [p.name for p in fresh_library.iterdir()] == [built.name] and built.stat().st_mtime_ns == stamp
+
+
+def test_concurrent_builds_leave_one_whole_library(fresh_library):
+    # As DDP ranks starting together: each compiles to a temporary file and renames it into place.
+    if cpu_kernel.library() is None:
+        pytest.skip("C kernel unavailable (no compiler?)")
+    for p in fresh_library.iterdir():
+        p.unlink()
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(cpu_kernel._build())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(paths) == 2 and paths[0] == paths[1]
+    assert [p.name for p in fresh_library.iterdir()] == [paths[0].name]
+
+
+def test_huge_page_buffers_are_ordinary_tensors():
+    for shape, dtype in [((3, 5), torch.float64), ((3, 1 << 20), torch.float32)]:  # 12 MiB: advised
+        x = cpu_kernel.empty(shape, dtype)
+        assert x.shape == shape and x.dtype == dtype and x.is_contiguous()
+        assert x.fill_(1.5).sum().item() == 1.5 * x.numel()
 
 
 def test_evaluation_keeps_no_cells():
@@ -164,7 +297,7 @@ def block_state(B, D=16):
             "past_key_values.0.conv_state": torch.randn(B, 1, D)}
 
 
-def test_model_block_unchanged_by_fusing_the_activations():
+def test_model_block_unchanged_by_fusing_the_activations(path):
     # The QRNN block now hands pre-activations to the op; its outputs must be exactly those of
     # activating first and calling fo_pool (what it did before), in training (zoneout mask) and evaluation.
     block = qrnn_block(zoneout=0.2)

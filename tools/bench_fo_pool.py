@@ -1,6 +1,6 @@
 """fo-pooling kernel benchmark: time and effective bandwidth of every path, side by side, in one run.
 
-    python tools/bench_fo_pool.py                      # CPU: reference loop, chunked scan, nn.LSTM
+    python tools/bench_fo_pool.py                      # CPU: reference loop, chunked scan, C kernel, nn.LSTM
     python tools/bench_fo_pool.py --device cuda        # GPU: + Triton kernels, cuDNN LSTM
     python tools/bench_fo_pool.py --device cuda --sweep   # try Triton launch plans per shape
     python tools/bench_fo_pool.py --markdown           # the table as markdown, for BENCHMARKS.md
@@ -11,7 +11,8 @@ c and dL/dh, writes dz and df), half that with 16-bit inputs - against a copy (r
 large buffer on the same device, measured in the same run. The gates here are activated, with no
 output gate: the bare recurrence.
 Paths: "reference loop" is naive.py (a Python loop over unbind(1) views, autograd for the
-backward); "x ref" columns divide the reference loop's time by the path's.
+backward); "chunked scan" and "C kernel" are cpu.py's two paths, each forced (the op takes the
+C kernel on the CPU when it builds); "x ref" columns divide the reference loop's time by the path's.
 "err": max |x - x64| / max |x64| over h, dz and df in float32, against the chunked scan in
 float64 (T <= 256 for the loops). LSTM: one nn.LSTM layer of the same width (cuDNN on the GPU),
 input [T, B, H], forward and forward + backward.
@@ -25,6 +26,7 @@ import time
 
 import torch
 
+from hybrid.train.ops.fo_pool import cpu, cpu_kernel
 from hybrid.train.ops.fo_pool.cpu import fo_pool_bwd_cpu, fo_pool_fwd_cpu
 from hybrid.train.ops.fo_pool.naive import fo_pool_naive
 
@@ -82,6 +84,18 @@ def rel_err(pairs) -> float:
                for x, y in pairs)
 
 
+def forced(use_c: bool, fn):
+    """fn with cpu.py's C kernel switched on or off for the call."""
+    def run(*a, **kw):
+        old, cpu.USE_C_KERNEL = cpu.USE_C_KERNEL, use_c
+        try:
+            return fn(*a, **kw)
+        finally:
+            cpu.USE_C_KERNEL = old
+
+    return run
+
+
 def paths(device: torch.device, plan=None):
     """name -> (forward(z, f, o) -> h, forward+backward(z, f, o, gh) -> (h, dz, df, ...), (fwd, f+b) minimum
     traffic in elements per element) for this device. Only the last path uses o."""
@@ -114,7 +128,9 @@ def paths(device: torch.device, plan=None):
     # c, dh and writes dz, df, do (8).
     bare, fused = (3, 9), (4, 13)
     out = {"reference loop": (ref_fwd, ref_fb, bare),
-           "chunked scan (cpu.py)": (*kernels(fo_pool_fwd_cpu, fo_pool_bwd_cpu), bare)}
+           "chunked scan (cpu.py)": (*kernels(forced(False, fo_pool_fwd_cpu), forced(False, fo_pool_bwd_cpu)), bare)}
+    if device.type == "cpu" and cpu_kernel.library() is not None:
+        out["C kernel (cpu_kernel.c)"] = (*kernels(forced(True, fo_pool_fwd_cpu), forced(True, fo_pool_bwd_cpu)), bare)
     if device.type == "cuda":
         from functools import partial
 
@@ -159,9 +175,10 @@ def accuracy(name, fb, T, B, H, device):
     preact = "pre-activations" in name
     z64, f64, o64, gh64 = (t.cpu().double() for t in (z, f, o, gh))
     o64 = o64 if preact else None
-    h, _, cells = fo_pool_fwd_cpu(z64, f64, o64, None, None, 1.0, preact, True)
+    fwd, bwd = forced(False, fo_pool_fwd_cpu), forced(False, fo_pool_bwd_cpu)
+    h, _, cells = fwd(z64, f64, o64, None, None, 1.0, preact, True)
     gc = gh64.new_zeros(gh64.shape[0], gh64.shape[2])
-    dz, df, do, _ = fo_pool_bwd_cpu(z64, f64, o64, None, None, 1.0, preact, cells if preact else h, gh64, gc)
+    dz, df, do, _ = bwd(z64, f64, o64, None, None, 1.0, preact, cells if preact else h, gh64, gc)
     want = (h, dz, df) + ((do,) if preact else ())
     return rel_err(zip(fb(z, f, o, gh), want))
 

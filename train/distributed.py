@@ -93,10 +93,16 @@ class Dist:
             return flag
         return self.all_sum(torch.tensor([float(flag)], device=self.device)).item() > 0
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Leave the group. `finished`: every rank got here normally (not an error path, where a
+        peer may still be inside a collective that a barrier would be mistaken for)."""
         if self.owns_group:
             import torch.distributed as dist
 
+            # Leave together: a gloo rank whose peer already tore down its sockets can die in
+            # std::terminate while destroying the group (seen as SIGABRT, ~1 run in 20 here).
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
             self.owns_group = False
 

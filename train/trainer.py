@@ -239,9 +239,12 @@ def train(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus:
     this; all return the same result, rank 0 alone writes and logs."""
     dd = distributed.setup(device or pick_device())
     try:
-        return _train(Path(run_dir), model_cfg, train_cfg, corpus, resume, dd, progress, log)
-    finally:
-        dd.close()
+        result = _train(Path(run_dir), model_cfg, train_cfg, corpus, resume, dd, progress, log)
+    except BaseException:
+        dd.close(finished=False)
+        raise
+    dd.close()
+    return result
 
 
 def _train(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, resume: bool,

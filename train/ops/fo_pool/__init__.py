@@ -14,7 +14,9 @@ The gate convention is the paper's (Bradbury et al. 2016): f weighs the previous
 (pytorch-qrnn's ForgetMult uses the reverse). Layout [B, T, D] for z, f, o and [B, D] for the
 state; float16/bfloat16/float32 inputs accumulate in float32 (float64 in float64). Side by side:
   naive.py   the plain sequential loop (the reference),
-  cpu.py     the chunked scan in vectorised PyTorch: the CPU path, and the fallback anywhere,
+  cpu.py     the CPU path: the C kernel (cpu_kernel.c, compiled on first use by cpu_kernel.py)
+             when a C compiler is at hand, else a chunked scan in vectorised PyTorch (which is
+             also the fallback on any device),
   triton.py  Triton kernels (CUDA): tiled associative scans, time-chunked when B x D is small,
   op.py      the custom ops `hybrid::fo_pool_fwd` / `hybrid::fo_pool_bwd` with autograd and fake
              kernels, so that eager mode, torch.compile and torch.export see one opaque op;

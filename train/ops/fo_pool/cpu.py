@@ -1,14 +1,24 @@
-"""Fast fo-pooling in plain PyTorch: a chunked two-level scan (the CPU path, and the fallback anywhere).
+"""fo-pooling on the CPU: a compiled C loop when a C compiler is at hand, else a chunked scan in PyTorch.
 
-A plain loop over T steps pays PyTorch's per-op overhead several times per step on small [B, D]
-slices. Here time is cut into C chunks of L steps (L ~ sqrt(T)), and each of the L steps runs
-once for all chunks side by side, on strided views (no copies):
-  1) every chunk from a zero state, keeping only its end state and its product of forget gates,
-  2) a short loop over the C chunks: the state entering each one,
-  3) every chunk again from its true entering state, writing the outputs.
-About 4 sqrt(T) ops forward instead of 4 T, no division or log (results match the sequential
-loop to rounding), and few passes over memory: a step is one fused op, lerp(z, c, f), and the
-backward writes dz and df from the same sweep that carries the gradient backwards in time.
+The recurrence is sequential in time but independent across the B x D channels. Two paths:
+  - the C kernel (cpu_kernel.c, built on first use by cpu_kernel.py): a plain loop, t outside and
+    contiguous channels inside (vectorised by the compiler), the channels split across threads. It
+    reads and writes each element once (the scan below makes several passes and pays PyTorch's
+    per-op overhead ~4 sqrt(T) times); the backward also takes the output gate in the same sweep.
+    Float32/float64 CPU tensors only; the gate activations, zoneout and the gates' own derivatives
+    stay in torch's vectorised code (gates() and fo_pool_bwd_cpu below).
+  - the chunked two-level scan in plain PyTorch, which runs anywhere (no compiler, other devices, or
+    USE_C_KERNEL = False). Time is cut into C chunks of L steps (L ~ sqrt(T)), and each of the L
+    steps runs once for all chunks side by side, on strided views (no copies):
+      1) every chunk from a zero state, keeping only its end state and its product of forget gates,
+      2) a short loop over the C chunks: the state entering each one,
+      3) every chunk again from its true entering state, writing the outputs.
+    About 4 sqrt(T) ops forward instead of 4 T, no division or log (results match the sequential
+    loop to rounding), and few passes over memory: a step is one fused op, lerp(z, c, f), and the
+    backward writes dz and df from the same sweep that carries the gradient backwards in time.
+Both compute a step as torch.lerp(z, c, f) does, so they agree to rounding. Fresh [B, T, D] outputs
+are backed by huge pages where Linux allows (cpu_kernel.empty): their 4 KiB page faults alone would
+cost about as much as the C kernel's pass.
 
 The kernel interface (shared with triton.py; op.py dispatches to one or the other):
   fwd(z, f, o, c0, keep, keep_scale, preact, save_cells) -> (h, c_T, cells)
@@ -25,6 +35,10 @@ import math
 
 import torch
 
+from hybrid.train.ops.fo_pool import cpu_kernel
+
+USE_C_KERNEL = True  # False: always the chunked scan (tests and the benchmark compare both)
+
 
 def _split(T: int) -> tuple[int, int, int]:
     """(L, C, R): R >= 1 single steps at the start, then C chunks of L steps (C = 0: all single)."""
@@ -35,11 +49,21 @@ def _split(T: int) -> tuple[int, int, int]:
     return L, C, T - C * L
 
 
+def _c_kernel(x: torch.Tensor):
+    """The C library if it serves this tensor (a float32/float64 CPU tensor), else None."""
+    if USE_C_KERNEL and x.device.type == "cpu" and x.dtype in cpu_kernel.SUFFIX:
+        return cpu_kernel.library()
+    return None
+
+
 def scan_forward(z, f, c0, out):
     """out[:, t] = c_t = f_t c_{t-1} + (1 - f_t) z_t for z, f: [B, T, D], c0: [B, D] (zeros if None).
 
-    One step is one fused op: lerp(z, c, f) = z + f (c - z)."""
+    One step is one fused op: lerp(z, c, f) = z + f (c - z). `out` must be contiguous."""
     B, T, D = z.shape
+    if (lib := _c_kernel(z)) is not None:
+        c0 = None if c0 is None else c0.to(z.dtype).contiguous()
+        return cpu_kernel.forward(lib, z.contiguous(), f.contiguous(), c0, out)
     L, C, R = _split(T)
     c = z.new_zeros(B, D) if c0 is None else c0.to(z.dtype)
     for t in range(R):  # the head, step by step
@@ -65,13 +89,20 @@ def scan_forward(z, f, c0, out):
     return out
 
 
-def scan_backward(z, f, c, c0, gh, gc, dz, df):
+def scan_backward(z, f, c, c0, gh, gc, dz, df, o=None, do=None):
     """Backward of scan_forward: given the c_t, dL/dc_t from the outputs (gh: [B, T, D]) and dL/dc_T
-    (gc), writes dL/dz and dL/df into dz, df and returns dL/dc0.
+    (gc), writes dL/dz and dL/df into dz, df (contiguous) and returns dL/dc0. With an output gate o
+    (h = o c), gh is dL/dh instead: also writes dL/do = gh c into do, and uses gh o as dL/dc_t.
 
     In reverse time, with u_t = f_t g_t the gradient reaching c_{t-1} and g_t = dL/dc_t:
         g_t = gh_t + u_{t+1} (u_T = gc),  u_t = f_t g_t,  dz_t = g_t (1 - f_t),  df_t = g_t (c_{t-1} - z_t)."""
     B, T, D = z.shape
+    if (lib := _c_kernel(z)) is not None:  # one fused sweep, o included
+        z, f, c, gh, gc, o = (None if x is None else x.contiguous() for x in (z, f, c, gh, gc, o))
+        return cpu_kernel.backward(lib, z, f, c, None if c0 is None else c0.contiguous(), gh, gc, dz, df, o, do)
+    if o is not None:
+        torch.mul(gh, c, out=do)
+        gh = gh * o
     L, C, R = _split(T)
     u = gc.to(z.dtype).clone()
     if C:
@@ -111,6 +142,11 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _empty(shape, dtype, device):
+    # A fresh [B, T, D] buffer; on the CPU backed by huge pages where the OS allows (cpu_kernel.empty).
+    return cpu_kernel.empty(shape, dtype) if device.type == "cpu" else torch.empty(shape, dtype=dtype, device=device)
+
+
 def gates(z, f, o, keep, keep_scale, preact, acc):
     """(z, f, o, s, k) as the recurrence uses them, in dtype `acc`; s and k are for the backward.
 
@@ -118,9 +154,10 @@ def gates(z, f, o, keep, keep_scale, preact, acc):
     results are bitwise those of activating the gates in PyTorch first."""
     z, s = z.to(acc), f.to(acc)
     o = None if o is None else o.to(acc)
-    if preact:
-        z, s = torch.tanh(z), torch.sigmoid(s)
-        o = None if o is None else torch.sigmoid(o)
+    if preact:  # into huge-page buffers (see _empty), which fo_pool_bwd_cpu then reuses
+        z = torch.tanh(z, out=_empty(z.shape, acc, z.device))
+        s = torch.sigmoid(s, out=_empty(s.shape, acc, s.device))
+        o = None if o is None else torch.sigmoid(o, out=_empty(o.shape, acc, o.device))
     k = keep.to(acc) if keep is not None else keep_scale
     f = s if (keep is None and keep_scale == 1.0) else 1 - k * (1 - s)
     return z, f, o, s, k
@@ -135,10 +172,10 @@ def fo_pool_fwd_cpu(z, f, o, c0, keep=None, keep_scale=1.0, preact=False, save_c
     acc = _acc_dtype(z)
     B, T, D = z.shape
     zz, ff, oo, _, _ = gates(z, f, o, keep, keep_scale, preact, acc)
-    c = scan_forward(zz, ff, c0, torch.empty(B, T, D, dtype=acc, device=z.device))
+    c = scan_forward(zz, ff, c0, _empty((B, T, D), acc, z.device))
     # The final state is copied: an op's outputs may not alias each other.
     last = (c[:, -1] if T else _initial(c0, B, D, z, acc)).clone()
-    h = c if oo is None else c * oo
+    h = c if oo is None else torch.mul(c, oo, out=_empty((B, T, D), acc, z.device))
     cells = c.to(z.dtype) if (save_cells and o is not None) else z.new_empty(0)
     return h.to(z.dtype), last.to(z.dtype), cells
 
@@ -151,21 +188,19 @@ def fo_pool_bwd_cpu(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c
     if cells.numel() and cells.dtype == acc:
         c = cells
     else:  # not saved, or saved in a narrower dtype: recompute in full precision
-        c = scan_forward(zz, ff, c0, torch.empty(B, T, D, dtype=acc, device=z.device))
-    gh = grad_h.to(acc)
-    do = None
-    if oo is not None:
-        do = gh * c
-        if preact:
-            do = do * oo * (1 - oo)
-        gh = gh * oo
-    dz = torch.empty(B, T, D, dtype=acc, device=z.device)
-    df = torch.empty(B, T, D, dtype=acc, device=z.device)
-    dc0 = scan_backward(zz, ff, c, None if c0 is None else c0.to(acc), gh, grad_c.to(acc), dz, df)
+        c = scan_forward(zz, ff, c0, _empty((B, T, D), acc, z.device))
+    dz, df = _empty((B, T, D), acc, z.device), _empty((B, T, D), acc, z.device)
+    do = None if oo is None else _empty((B, T, D), acc, z.device)
+    dc0 = scan_backward(zz, ff, c, None if c0 is None else c0.to(acc), grad_h.to(acc), grad_c.to(acc), dz, df, oo, do)
+    # The gates' own derivatives, in place: a fresh [B, T, D] buffer costs about a pass in page
+    # faults. With preact, zz, s and oo are this call's own buffers (gates()), free to overwrite;
+    # x.neg_().add_(1) is 1 - x to the bit.
     if not (keep is None and keep_scale == 1.0):
-        df = df * k
+        df.mul_(k)
     if preact:
-        dz = dz * (1 - zz * zz)
-        df = df * s * (1 - s)
+        dz.mul_(zz.mul_(zz).neg_().add_(1))  # tanh' = 1 - tanh^2
+        df.mul_(s).mul_(s.neg_().add_(1))  # sigmoid' = s (1 - s)
+        if do is not None:
+            do.mul_(oo).mul_(oo.neg_().add_(1))
     return (dz.to(z.dtype), df.to(f.dtype), None if do is None else do.to(o.dtype),
             dc0.to(c0.dtype if c0 is not None else z.dtype))

@@ -1,0 +1,178 @@
+"""The C kernel for fo-pooling's sequential core on the CPU (cpu_kernel.c): built on first use, loaded with ctypes.
+
+    forward(lib, z, f, c0, c)                          writes all c_t into c
+    backward(lib, z, f, c, c0, gh, gc, dz, df, o, go)  writes dz, df (and go = gh c with o), returns dc0
+for contiguous float32/float64 [B, T, D] tensors on the CPU (see cpu_kernel.c), lib = library().
+
+The library is compiled with the system C compiler ($CC, else cc or gcc) at -O3 -march=native into
+$HYBRID_CACHE/kernels (else ~/.cache/hybrid/kernels), named by a hash of the source, the flags, the
+compiler's version and the machine (-march=native code may not run on another CPU), and moved into
+place atomically, so DDP ranks building at once are safe. With no compiler or a failed build,
+`library()` is None (and warns, once), as with HYBRID_CPU_KERNEL=0; cpu.py's chunked scan serves.
+
+ctypes releases the GIL during a call, so the channels are split across torch.get_num_threads()
+Python threads - not OpenMP, which would load a second OpenMP runtime beside torch's. `empty` makes
+the [B, T, D] outputs (for both of cpu.py's paths) with huge pages, where Linux allows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("cpu_kernel.c")
+FLAGS = ["-O3", "-march=native", "-fPIC", "-shared"]  # no -ffast-math: results must match the loop
+SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+MIN_PARALLEL = 1 << 20  # elements below which waking a thread (~0.1 ms) costs more than it saves
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("HYBRID_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "hybrid") / "kernels"
+
+
+def _compiler() -> list[str] | None:
+    cc = os.environ.get("CC")
+    if cc:
+        return shlex.split(cc)
+    found = shutil.which("cc") or shutil.which("gcc")
+    return [found] if found else None
+
+
+def _machine() -> str:
+    """The CPU as far as -march=native sees it: architecture, model and feature flags."""
+    info = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info += sorted({line for line in fh if line.startswith(("model name", "flags", "Features"))})
+    except OSError:
+        pass
+    return "\n".join(info)
+
+
+def _build() -> Path:
+    """The compiled library's path, compiling it unless the cache has it (raises on failure)."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version, _machine()]).encode()).hexdigest()[:16]
+    out = cache_dir() / f"fo_pool_{key}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")  # unique per process and host
+    try:
+        r = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True, timeout=120)
+        if r.returncode:
+            lines = (r.stderr or r.stdout).strip().splitlines() or [f"exit status {r.returncode}"]
+            raise RuntimeError(f"{shlex.join(cc)} failed: {lines[0]}")
+        os.replace(tmp, out)  # atomic: a concurrent loader sees no library or a whole one
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+@functools.cache
+def library():
+    """The loaded library, or None (kernel disabled or unbuildable; warns once)."""
+    if os.environ.get("HYBRID_CPU_KERNEL", "1") == "0":
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build()))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        warnings.warn(f"fo_pool: C kernel unavailable ({e}); using the chunked PyTorch scan", stacklevel=2)
+        return None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    for s in SUFFIX.values():
+        getattr(lib, f"fo_pool_fwd_{s}").argtypes = [ptr] * 4 + [i64] * 6
+        getattr(lib, f"fo_pool_bwd_{s}").argtypes = [ptr] * 11 + [i64] * 6
+    return lib
+
+
+HUGE_PAGE = 2 << 20
+
+
+@functools.cache
+def _madvise():
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return fn
+
+
+def empty(shape, dtype) -> torch.Tensor:
+    """torch.empty on the CPU, with Linux asked for 2 MiB pages (MADV_HUGEPAGE) inside a large buffer
+    before it is first written: a fresh [B, T, D] output otherwise takes a page fault per 4 KiB, which
+    can cost as much as the recurrence itself. A hint only (torch does it for every buffer with
+    THP_MEM_ALLOC_ENABLE=1); no effect where transparent huge pages are off."""
+    x = torch.empty(shape, dtype=dtype)
+    start = -(-x.data_ptr() // HUGE_PAGE) * HUGE_PAGE
+    end = (x.data_ptr() + x.numel() * x.element_size()) // HUGE_PAGE * HUGE_PAGE
+    if end > start and (madvise := _madvise()) is not None:
+        madvise(start, end - start, 14)  # MADV_HUGEPAGE
+    return x
+
+
+_pool = (0, 0, None)  # (pid, workers, ThreadPoolExecutor)
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    # Made again after a fork (a child inherits no threads) or when more threads are wanted.
+    global _pool
+    if _pool[0] != os.getpid() or _pool[1] < workers:
+        _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="fo_pool"))
+    return _pool[2]
+
+
+def _parallel(fn, args, B, T, D):
+    """fn(*args, T, D, b0, b1, d0, d1) over all channels, split across torch's thread count:
+    by batch rows when they divide evenly, else by blocks of channels (multiples of 16: whole
+    cache lines, so that no two threads write the same one)."""
+    n = torch.get_num_threads()
+    if n == 1 or B * T * D < MIN_PARALLEL:
+        return fn(*args, T, D, 0, B, 0, D)
+    if B % n == 0:
+        parts = [(B * i // n, B * (i + 1) // n, 0, D) for i in range(n)]
+    else:
+        step = -(-D // (16 * n)) * 16
+        parts = [(0, B, d, min(d + step, D)) for d in range(0, D, step)]
+    futures = [_executor(n - 1).submit(fn, *args, T, D, *p) for p in parts[1:]]
+    fn(*args, T, D, *parts[0])
+    for fut in futures:
+        fut.result()
+
+
+def _ptr(x):
+    return None if x is None else x.data_ptr()
+
+
+def forward(lib, z, f, c0, c):
+    B, T, D = z.shape
+    _parallel(getattr(lib, f"fo_pool_fwd_{SUFFIX[z.dtype]}"), [_ptr(z), _ptr(f), _ptr(c0), _ptr(c)], B, T, D)
+    return c
+
+
+def backward(lib, z, f, c, c0, gh, gc, dz, df, o=None, go=None):
+    B, T, D = z.shape
+    dc0 = gc.new_empty(B, D)
+    args = [_ptr(x) for x in (z, f, c, c0, gh, gc, o, dz, df, go, dc0)]
+    _parallel(getattr(lib, f"fo_pool_bwd_{SUFFIX[z.dtype]}"), args, B, T, D)
+    return dc0
