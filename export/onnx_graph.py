@@ -125,9 +125,12 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
     (scan_input_axes / scan_output_axes): folding the three Transposes into the Scan removes nine
     nodes from a three-QRNN graph, which matters in token-by-token generation where each node
     costs about a microsecond whatever its size. Returns the number of Transposes removed."""
+    def names_used(g: onnx.GraphProto) -> set[str]:  # inside a body: may reference outer values
+        return {i for n in g.node for i in n.input} | {x for n in g.node for b in _subgraphs(n) for x in names_used(b)}
+
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
-        for i in n.input:
+        for i in {*n.input, *(x for b in _subgraphs(n) for x in names_used(b))}:
             consumers.setdefault(i, []).append(n)
     producer = {o: n for n in graph.node for o in n.output}
     graph_outputs = {v.name for v in graph.output}
@@ -147,14 +150,15 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
         for j in range(n_scan_in):
             name = scan.input[n_state + j]
             t = producer.get(name)
-            if swaps_01(t) and len(consumers[name]) == 1 and name not in graph_outputs:
+            # (a Transpose already folded into an earlier Scan's output is gone: leave it)
+            if swaps_01(t) and t not in removed and len(consumers[name]) == 1 and name not in graph_outputs:
                 scan.input[n_state + j] = t.input[0]
                 in_axes[j], removed = 1, removed + [t]
         out_axes = [0] * (len(scan.output) - n_state)
         for j in range(len(out_axes)):
             name = scan.output[n_state + j]
             users = consumers.get(name, [])
-            if len(users) == 1 and swaps_01(users[0]) and name not in graph_outputs:
+            if len(users) == 1 and swaps_01(users[0]) and users[0] not in removed and name not in graph_outputs:
                 scan.output[n_state + j] = users[0].output[0]
                 out_axes[j], removed = 1, removed + [users[0]]
         if any(in_axes):

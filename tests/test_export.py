@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from hybrid.export import commands, exporter
 from hybrid.runtime.modeldir import open_model_dir
-from hybrid.export.onnx_graph import DEFAULT_OPSET, count_nodes, count_ops, export_onnx, output_name, weight_matmuls_in_loops
+from hybrid.export.onnx_graph import (DEFAULT_OPSET, count_nodes, count_ops, export_onnx, fold_scan_transposes, output_name,
+                                      weight_matmuls_in_loops)
 from hybrid.runtime.errors import HybridError
 from hybrid.train.config import ModelConfig, TrainConfig
 from hybrid.train.data import Corpus, load_text_corpus
@@ -117,6 +118,33 @@ def test_graph_has_one_scan_per_qrnn_and_does_not_grow_with_trace_length(exporte
         axes = {a.name: list(a.ints) for a in scan.attribute}
         assert axes["scan_input_axes"] == [1, 1] and axes["scan_output_axes"] == [1]
         assert all(producer[i].op_type != "Transpose" for i in scan.input[1:])
+
+
+def test_folding_transposes_into_chained_scans_keeps_the_graph_and_its_results():
+    # Scan A's output goes through two Transposes (they cancel) into Scan B: every Transpose folds
+    # away, both Scans run over axis 1, and onnxruntime computes what it did before.
+    B, T, D = 2, 3, 4
+    body = helper.make_graph(
+        [helper.make_node("Add", ["c", "x"], ["c2"]), helper.make_node("Identity", ["c2"], ["y"])], "body",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, D]) for n in ("c", "x")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, D]) for n in ("c2", "y")])
+    swap = dict(perm=[1, 0, 2])
+    nodes = [helper.make_node("Transpose", ["X"], ["Xt"], **swap),
+             helper.make_node("Scan", ["c0", "Xt"], ["cA", "YA"], body=body, num_scan_inputs=1),
+             helper.make_node("Transpose", ["YA"], ["YAt"], **swap),
+             helper.make_node("Transpose", ["YAt"], ["YAtt"], **swap),
+             helper.make_node("Scan", ["c0", "YAtt"], ["cB", "YB"], body=body, num_scan_inputs=1),
+             helper.make_node("Transpose", ["YB"], ["Y"], **swap)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("c0", TensorProto.FLOAT, [B, D]),
+                                           helper.make_tensor_value_info("X", TensorProto.FLOAT, [B, T, D])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [B, T, D])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+    feeds = {"c0": np.random.rand(B, D).astype(np.float32), "X": np.random.rand(B, T, D).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    assert fold_scan_transposes(model.graph) == 4
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["Scan", "Scan"]
+    np.testing.assert_array_equal(ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0], before)
 
 
 def test_no_weight_matmul_inside_any_scan_body(exported):

@@ -210,6 +210,29 @@ def test_non_contiguous_inputs(path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_mismatched_shapes_are_refused_not_misread(path):
+    # The C loop reads exactly [B, T, D] and [B, D]: a [1, D] initial state or a gate shared by the
+    # batch would be read out of bounds, so the op refuses them with a clear error (no broadcasting).
+    g = torch.Generator().manual_seed(5)
+    z, f = torch.randn(3, 11, 7, generator=g), torch.rand(3, 11, 7, generator=g)
+    with pytest.raises(ValueError, match=r"initial_state has shape \(1, 7\), expected \(3, 7\)"):
+        fo_pool(z, f, None, torch.randn(1, 7, generator=g))
+    with pytest.raises(ValueError, match=r"f has shape \(1, 11, 7\), expected \(3, 11, 7\)"):
+        fo_pool_preact(z, f[:1])
+    with pytest.raises(ValueError, match=r"o has shape"):
+        fo_pool(z, f, f[:, :5])
+
+
+def test_a_library_others_can_write_is_not_loaded(fresh_library):
+    if cpu_kernel.library() is None:
+        pytest.skip("C kernel unavailable (no compiler?)")
+    (built,) = fresh_library.glob("*.so")
+    built.chmod(0o777)
+    cpu_kernel.library.cache_clear()
+    with pytest.warns(UserWarning, match="writable by others"):
+        assert cpu_kernel.library() is None
+
+
 def test_missing_compiler_falls_back_to_the_chunked_scan(fresh_library, monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     monkeypatch.delenv("HYBRID_CPU_KERNEL", raising=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
@@ -101,8 +102,16 @@ class Dist:
 
             # Leave together: a gloo rank whose peer already tore down its sockets can die in
             # std::terminate while destroying the group (seen as SIGABRT, ~1 run in 20 here).
+            # Bounded, and never an error of its own: a peer that failed after the last collective
+            # skips the barrier, and its error is the one to report.
             if finished:
-                dist.barrier()
+                try:
+                    if dist.get_backend() == "gloo":
+                        dist.monitored_barrier(timeout=timedelta(seconds=60))
+                    else:
+                        dist.barrier()
+                except Exception:
+                    pass
             dist.destroy_process_group()
             self.owns_group = False
 

@@ -48,7 +48,8 @@ def attention_bias(slopes: torch.Tensor, T: int, M: int, past_mask: torch.Tensor
     bias = (-slopes[:, None, None] * dist).masked_fill(dist < 0, float("-inf"))  # [H, T, M+T]
     if M == 0 or past_mask is None:
         return bias
-    empty = torch.zeros_like(past_mask).masked_fill(past_mask < 0.5, float("-inf"))  # [B, M]
+    empty = torch.zeros(past_mask.shape, dtype=bias.dtype, device=bias.device)
+    empty = empty.masked_fill(past_mask < 0.5, float("-inf"))  # [B, M]
     return bias + F.pad(empty, (0, T))[:, None, None, :]  # the segment's own keys are never empty
 
 

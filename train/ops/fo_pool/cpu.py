@@ -49,11 +49,26 @@ def _split(T: int) -> tuple[int, int, int]:
     return L, C, T - C * L
 
 
-def _c_kernel(x: torch.Tensor):
-    """The C library if it serves this tensor (a float32/float64 CPU tensor), else None."""
-    if USE_C_KERNEL and x.device.type == "cpu" and x.dtype in cpu_kernel.SUFFIX:
-        return cpu_kernel.library()
-    return None
+def _c_kernel(z: torch.Tensor, full=(), state=(), out=()):
+    """The C library if it serves this call, else None (the chunked scan below serves).
+
+    The C loop neither broadcasts nor checks: z must be a float32/float64 CPU tensor, the other
+    [B, T, D] operands (`full`) and the [B, D] states (`state`) exactly those shapes (they are made
+    contiguous and of z's dtype by the caller), and the outputs (`out`) contiguous, of z's dtype."""
+    if not (USE_C_KERNEL and z.device.type == "cpu" and z.dtype in cpu_kernel.SUFFIX):
+        return None
+    B, T, D = z.shape
+    if any(x is not None and x.shape != z.shape for x in full):
+        return None
+    if any(x is not None and tuple(x.shape) != (B, D) for x in state):
+        return None
+    if any(x.shape != z.shape or x.dtype != z.dtype or x.device != z.device or not x.is_contiguous() for x in out):
+        return None
+    return cpu_kernel.library()
+
+
+def _ready(x, like):  # what the C loop reads: contiguous, in the accumulation dtype
+    return None if x is None else x.to(like.dtype).contiguous()
 
 
 def scan_forward(z, f, c0, out):
@@ -61,9 +76,8 @@ def scan_forward(z, f, c0, out):
 
     One step is one fused op: lerp(z, c, f) = z + f (c - z). `out` must be contiguous."""
     B, T, D = z.shape
-    if (lib := _c_kernel(z)) is not None:
-        c0 = None if c0 is None else c0.to(z.dtype).contiguous()
-        return cpu_kernel.forward(lib, z.contiguous(), f.contiguous(), c0, out)
+    if (lib := _c_kernel(z, full=(f,), state=(c0,), out=(out,))) is not None:
+        return cpu_kernel.forward(lib, z.contiguous(), _ready(f, z), _ready(c0, z), out)
     L, C, R = _split(T)
     c = z.new_zeros(B, D) if c0 is None else c0.to(z.dtype)
     for t in range(R):  # the head, step by step
@@ -97,9 +111,12 @@ def scan_backward(z, f, c, c0, gh, gc, dz, df, o=None, do=None):
     In reverse time, with u_t = f_t g_t the gradient reaching c_{t-1} and g_t = dL/dc_t:
         g_t = gh_t + u_{t+1} (u_T = gc),  u_t = f_t g_t,  dz_t = g_t (1 - f_t),  df_t = g_t (c_{t-1} - z_t)."""
     B, T, D = z.shape
-    if (lib := _c_kernel(z)) is not None:  # one fused sweep, o included
-        z, f, c, gh, gc, o = (None if x is None else x.contiguous() for x in (z, f, c, gh, gc, o))
-        return cpu_kernel.backward(lib, z, f, c, None if c0 is None else c0.contiguous(), gh, gc, dz, df, o, do)
+    if o is not None and do is None:
+        raise ValueError("scan_backward: with an output gate o, pass `do` to receive dL/do")
+    outs = (dz, df) if do is None else (dz, df, do)
+    if (lib := _c_kernel(z, full=(f, c, gh, o), state=(c0, gc), out=outs)) is not None:  # one sweep, o included
+        f, c, c0, gh, gc, o = (_ready(x, z) for x in (f, c, c0, gh, gc, o))
+        return cpu_kernel.backward(lib, z.contiguous(), f, c, c0, gh, gc, dz, df, o, do)
     if o is not None:
         torch.mul(gh, c, out=do)
         gh = gh * o

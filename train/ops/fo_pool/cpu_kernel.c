@@ -1,11 +1,12 @@
 /* fo-pooling's sequential core on the CPU: c_t = f_t c_{t-1} + (1 - f_t) z_t, and its backward.
 
-Built and loaded by cpu_kernel.py (cc -O3 -march=native -fPIC -shared; no -ffast-math, so results
-round as written). Plain C, no Python or torch headers. Tensors are contiguous [B, T, D], states
-[B, D]; each function does the channels b in [b0, b1), d in [d0, d1), so that the caller can split
-the work across threads. Time runs in the outer loop and the contiguous channels in the inner one,
-which the compiler vectorises: the recurrence is sequential in t only. Gate activations, zoneout and
-the sigmoid derivative of o stay in torch, whose vectorised tanh/sigmoid beat scalar libm calls.
+Built and loaded by cpu_kernel.py (cc -O3 -march=native -ffp-contract=off -fPIC -shared: no
+-ffast-math and no implicit fma, so results round as written, with any compiler). Plain C, no Python or
+torch headers. Tensors are contiguous [B, T, D], states [B, D]; each function does the channels b in
+[b0, b1), d in [d0, d1), so that the caller can split the work across threads. Time runs in the
+outer loop and the contiguous channels in the inner one, which the compiler vectorises: the
+recurrence is sequential in t only. Gate activations, zoneout and the sigmoid derivative of o stay
+in torch, whose vectorised tanh/sigmoid beat scalar libm calls.
 */
 #include <math.h>
 #include <stdint.h>

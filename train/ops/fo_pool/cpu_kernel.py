@@ -4,11 +4,12 @@
     backward(lib, z, f, c, c0, gh, gc, dz, df, o, go)  writes dz, df (and go = gh c with o), returns dc0
 for contiguous float32/float64 [B, T, D] tensors on the CPU (see cpu_kernel.c), lib = library().
 
-The library is compiled with the system C compiler ($CC, else cc or gcc) at -O3 -march=native into
-$HYBRID_CACHE/kernels (else ~/.cache/hybrid/kernels), named by a hash of the source, the flags, the
-compiler's version and the machine (-march=native code may not run on another CPU), and moved into
-place atomically, so DDP ranks building at once are safe. With no compiler or a failed build,
-`library()` is None (and warns, once), as with HYBRID_CPU_KERNEL=0; cpu.py's chunked scan serves.
+The library is compiled with the system C compiler ($CC, else cc or gcc) with FLAGS (-O3
+-march=native) into $HYBRID_CACHE/kernels (else ~/.cache/hybrid/kernels), named by a hash of the
+source, the flags, the compiler's version and the machine (-march=native code may not run on another
+CPU), and moved into place atomically, so DDP ranks building at once are safe. With no compiler or a
+failed build, `library()` is None (and warns, once), as with HYBRID_CPU_KERNEL=0; cpu.py's chunked
+scan serves.
 
 ctypes releases the GIL during a call, so the channels are split across torch.get_num_threads()
 Python threads - not OpenMP, which would load a second OpenMP runtime beside torch's. `empty` makes
@@ -34,7 +35,9 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("cpu_kernel.c")
-FLAGS = ["-O3", "-march=native", "-fPIC", "-shared"]  # no -ffast-math: results must match the loop
+# No -ffast-math, and no contraction of a*b+c into fma where the C code does not ask for one: the
+# results round as written, the same with any compiler.
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared"]
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 MIN_PARALLEL = 1 << 20  # elements below which waking a thread (~0.1 ms) costs more than it saves
 
@@ -72,6 +75,10 @@ def _build() -> Path:
     key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version, _machine()]).encode()).hexdigest()[:16]
     out = cache_dir() / f"fo_pool_{key}.so"
     if out.exists():
+        # A library is code this process will run: only one this user built and nobody else can change.
+        st = out.stat()
+        if (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
+            raise RuntimeError(f"{out} is not owned by you or is writable by others; remove it")
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")  # unique per process and host
@@ -80,6 +87,7 @@ def _build() -> Path:
         if r.returncode:
             lines = (r.stderr or r.stdout).strip().splitlines() or [f"exit status {r.returncode}"]
             raise RuntimeError(f"{shlex.join(cc)} failed: {lines[0]}")
+        os.chmod(tmp, 0o755)  # whatever the umask: the check above accepts it next time
         os.replace(tmp, out)  # atomic: a concurrent loader sees no library or a whole one
     finally:
         tmp.unlink(missing_ok=True)
@@ -138,14 +146,17 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     # Made again after a fork (a child inherits no threads) or when more threads are wanted.
     global _pool
     if _pool[0] != os.getpid() or _pool[1] < workers:
+        if _pool[0] == os.getpid():
+            _pool[2].shutdown(wait=False)  # a smaller pool: its idle threads would linger
         _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="fo_pool"))
     return _pool[2]
 
 
 def _parallel(fn, args, B, T, D):
     """fn(*args, T, D, b0, b1, d0, d1) over all channels, split across torch's thread count:
-    by batch rows when they divide evenly, else by blocks of channels (multiples of 16: whole
-    cache lines, so that no two threads write the same one)."""
+    by batch rows when they divide evenly, else by blocks of channels (multiples of 16, so that
+    with D % 16 == 0 no two threads write to the same cache line; each writes only its own elements
+    in any case)."""
     n = torch.get_num_threads()
     if n == 1 or B * T * D < MIN_PARALLEL:
         return fn(*args, T, D, 0, B, 0, D)

@@ -87,7 +87,18 @@ def _backward(ctx, grad_h, grad_c, _grad_cells):
 fo_pool_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _check_shapes(z, f, o, initial_state):
+    # The kernels read exactly these shapes (no broadcasting): refuse anything else here, clearly.
+    if z.dim() != 3:
+        raise ValueError(f"fo_pool: z must be [B, T, D], got shape {tuple(z.shape)}")
+    B, T, D = z.shape
+    for name, x, want in (("f", f, (B, T, D)), ("o", o, (B, T, D)), ("initial_state", initial_state, (B, D))):
+        if x is not None and tuple(x.shape) != want:
+            raise ValueError(f"fo_pool: {name} has shape {tuple(x.shape)}, expected {want}")
+
+
 def _run(z, f, o, initial_state, output_final_state, keep, keep_scale, preact):
+    _check_shapes(z, f, o, initial_state)
     # Keep the cells only when a backward can follow (saves a [B, T, D] write in evaluation).
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, f, o, initial_state))
     h, c, _ = fo_pool_fwd(z, f, o, initial_state, keep, float(keep_scale), preact, save)
