@@ -18,16 +18,6 @@ from hybrid.train.ops.fo_pool.op import fo_pool_fwd
 SHAPES = [(1, 1, 1), (2, 1, 5), (3, 7, 5), (2, 9, 3), (2, 37, 13), (1, 100, 3), (2, 0, 4)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(tmp_path_factory):
-    """This module builds the C kernel in a temporary cache, not the user's ~/.cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HYBRID_CACHE", str(tmp_path_factory.mktemp("cache")))
-        cpu_kernel.library.cache_clear()
-        yield
-    cpu_kernel.library.cache_clear()
-
-
 @pytest.fixture(params=["C kernel", "chunked scan"])
 def path(request, monkeypatch):
     """Runs a test on each of cpu.py's two paths."""

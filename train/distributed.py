@@ -101,7 +101,7 @@ class Dist:
             import torch.distributed as dist
 
             # Leave together: a gloo rank whose peer already tore down its sockets can die in
-            # std::terminate while destroying the group (seen as SIGABRT, ~1 run in 20 here).
+            # std::terminate while destroying the group (seen as SIGABRT in some test runs here).
             # Bounded, and never an error of its own: a peer that failed after the last collective
             # skips the barrier, and its error is the one to report.
             if finished:
