@@ -9,7 +9,8 @@ tokenizer settings):
 
 An entry is built in `<cache>/.<key>.tmp-<pid>/` and renamed into place only when complete, so an
 interrupted or failed encode never leaves a partial entry; a failed build removes its folder.
-The cache lives in $HYBRID_CACHE, else ~/.cache/hybrid/tokens.
+The cache lives in <root>/tokens, root = $HYBRID_CACHE, else ~/.cache/hybrid (the fo_pool C kernel
+builds into <root>/kernels beside it).
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ SPLITS = ("train", "valid", "test")
 HASH_CHUNK = 1 << 22
 
 
-def default_cache_dir() -> Path:
+def cache_root() -> Path:
+    """Everything hybrid caches lives under one folder: $HYBRID_CACHE, else ~/.cache/hybrid."""
     env = os.environ.get("HYBRID_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "hybrid" / "tokens"
+    return Path(env) if env else Path.home() / ".cache" / "hybrid"
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "tokens"
 
 
 def hash_bytes_of(paths: list[Path], progress=None) -> str:

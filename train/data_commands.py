@@ -43,7 +43,7 @@ def prepare(
     min_count: int = typer.Option(1, help="Word vocabulary: keep words seen at least this often in train."),
     max_vocab: Optional[int] = typer.Option(None, help="Word vocabulary: at most this many types (with <unk>, <eos>)."),
     seq_len: Optional[int] = typer.Option(None, help="Refuse a corpus whose splits cannot hold one segment of this length."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Token cache folder (default $HYBRID_CACHE or ~/.cache/hybrid/tokens)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Token cache folder (default $HYBRID_CACHE/tokens, else ~/.cache/hybrid/tokens)."),
     hub: bool = typer.Option(True, help="Load from the Hugging Face hub via `datasets` when no local copy is found."),
     recipe: Optional[Path] = typer.Option(None, help="Take the corpus from a recipe's \"data\" section."),
     progress: bool = typer.Option(True, help="Show progress while encoding."),

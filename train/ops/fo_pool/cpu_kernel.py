@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from hybrid.train.cache import cache_root
+
 SOURCE = Path(__file__).with_name("cpu_kernel.c")
 # No -ffast-math, and no contraction of a*b+c into fma where the C code does not ask for one: the
 # results round as written, the same with any compiler.
@@ -43,8 +45,7 @@ MIN_PARALLEL = 1 << 20  # elements below which waking a thread (~0.1 ms) costs m
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("HYBRID_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "hybrid") / "kernels"
+    return cache_root() / "kernels"
 
 
 def _compiler() -> list[str] | None:
