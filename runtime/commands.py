@@ -141,7 +141,7 @@ def generate(
     session = model.session()
     session.feed(prompt)
     pieces = session.stream(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                            seed=seed, stop=stop)
+                            seed=seed, stop=stop, final=True)
     sys.stdout.write(prompt)
     for piece in pieces:
         sys.stdout.write(piece)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from numbers import Integral
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from hybrid.runtime.progress import Progress
 from hybrid.runtime.textfile import ArraySource
 
 WINDOW = 16  # segments read from the source at a time
+KL_BLOCK = 1 << 20  # logits per block of the KL computation (8 MiB per float64 temporary)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -70,12 +72,16 @@ class _Tally:
         self.nll += float(token_nll(logits, targets, self.work).sum(dtype=np.float64))
         self.count += targets.size
         if base_logits is not None:
-            self.base_nll += float(token_nll(base_logits, targets).sum(dtype=np.float64))
-            lp = log_softmax(logits.astype(np.float64))
-            lq = log_softmax(base_logits.astype(np.float64))
-            kl = (np.exp(lq) * (lq - lp)).sum(axis=1)
-            self.kl += float(kl.sum())
-            self.kl_max = max(self.kl_max, float(kl.max()))
+            self.base_nll += float(token_nll(base_logits, targets, self.work).sum(dtype=np.float64))
+            # KL in float64 for accuracy, a block of rows at a time: full-size float64 copies of
+            # [rows, vocab] would be 8x the logits (GiBs with a word vocabulary).
+            rows = max(1, KL_BLOCK // logits.shape[1])
+            for r in range(0, len(logits), rows):
+                lp = log_softmax(logits[r:r + rows].astype(np.float64))
+                lq = log_softmax(base_logits[r:r + rows].astype(np.float64))
+                kl = (np.exp(lq) * (lq - lp)).sum(axis=1)
+                self.kl += float(kl.sum())
+                self.kl_max = max(self.kl_max, float(kl.max()))
             self.same_top1 += int(np.count_nonzero(logits.argmax(axis=1) == base_logits.argmax(axis=1)))
 
 
@@ -86,15 +92,24 @@ def _rows(x: np.ndarray) -> np.ndarray:
 def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0, base=None,
              max_tokens: int = 0, progress: bool = False, name: str = "text") -> dict:
     """Score a token source (see textfile.py) with `model`; returns a JSON-ready dict."""
-    if isinstance(source, np.ndarray):
+    if isinstance(source, (np.ndarray, list, tuple)):
         source = ArraySource(source)
+    if not all(hasattr(source, a) for a in ("n", "read", "close")):
+        raise HybridError(f"evaluate() takes token ids or a token source (textfile.py), got {type(source).__name__}")
+    if isinstance(source, ArraySource):
+        source.check_range(model.vocab_size)
+
+    def integer(x):
+        return isinstance(x, Integral) and not isinstance(x, bool)
+
     for opt, v in (("streams", streams), ("segment", segment)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        if not integer(v) or v <= 0:
             raise HybridError(f"{opt} must be a positive integer, got {v!r}")
-    if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 0 or ctx == 1:
+    if not integer(ctx) or ctx < 0 or ctx == 1:
         raise HybridError(f"ctx must be 0 (off) or an integer >= 2, got {ctx!r}")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+    if not integer(max_tokens) or max_tokens < 0:
         raise HybridError(f"max_tokens must be >= 0 (0 = whole text), got {max_tokens!r}")
+    streams, segment, ctx, max_tokens = int(streams), int(segment), int(ctx), int(max_tokens)
     if base is not None and (base.vocab_size != model.vocab_size
                              or base.tokenizer.to_json() != model.tokenizer.to_json()):
         raise HybridError(f"{base.dir.path}: the KL base model has a different tokenizer than {model.dir.path}")

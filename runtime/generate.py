@@ -8,6 +8,7 @@ generation exactly on the same model file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -27,20 +28,36 @@ class Sampling:
         def bad(msg):
             raise HybridError(msg)
 
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, (int, np.integer)) or self.max_tokens <= 0:
+        def integer(x):
+            return isinstance(x, Integral) and not isinstance(x, bool)
+
+        def real(x):
+            return isinstance(x, Real) and not isinstance(x, bool)
+
+        if not integer(self.max_tokens) or self.max_tokens <= 0:
             bad(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
-        if not isinstance(self.temperature, (int, float)) or not (self.temperature >= 0) or self.temperature == float("inf"):
+        if not real(self.temperature) or not (0 <= self.temperature < float("inf")):
             bad(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 0:
+        if not integer(self.top_k) or self.top_k < 0:
             bad(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        if not isinstance(self.top_p, (int, float)) or not (0 < self.top_p <= 1):
+        if not real(self.top_p) or not (0 < self.top_p <= 1):
             bad(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
+        if self.seed is not None and (not integer(self.seed) or self.seed < 0):
             bad(f"seed must be a non-negative integer, got {self.seed!r}")
-        if isinstance(self.stop, str):
+        if self.stop is None:
+            self.stop = []
+        elif isinstance(self.stop, str):
             self.stop = [self.stop]
+        else:
+            try:
+                self.stop = list(self.stop)
+            except TypeError:
+                bad(f"stop must be a string or a list of strings, got {type(self.stop).__name__}")
         if not all(isinstance(s, str) and s for s in self.stop):
             bad("stop strings must be non-empty strings")
+        self.max_tokens, self.top_k = int(self.max_tokens), int(self.top_k)
+        self.temperature, self.top_p = float(self.temperature), float(self.top_p)
+        self.seed = None if self.seed is None else int(self.seed)
         return self
 
 
@@ -48,7 +65,9 @@ def filtered_probs(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,
     """The distribution sample() draws from (float64, sums to 1): softmax(logits / temperature),
     cut to the top_k most likely tokens (ties at the k-th value all stay), then to the smallest
     set of most likely tokens whose mass reaches top_p (the most likely token always stays)."""
-    x = logits.astype(np.float64) / temperature
+    x = logits.astype(np.float64)
+    with np.errstate(over="ignore"):  # max first: a tiny temperature then gives -inf, never inf - inf
+        x = (x - x.max()) / temperature
     V = x.shape[0]
     if 0 < top_k < V:
         kth = np.partition(x, V - top_k)[V - top_k]

@@ -40,14 +40,16 @@ def resolve_provider(name: str) -> str:
 
 def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.InferenceSession:
     """An InferenceSession with all graph optimisations and `threads` intra-op threads (0 = default)."""
-    if not isinstance(threads, int) or threads < 0:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise HybridError(f"threads must be 0 (onnxruntime's default) or a positive integer, got {threads!r}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # onnxruntime's warnings are for developers, not app users
+    # onnxruntime's warnings are for developers, and its errors reach the caller as exceptions
+    # (turned into one HybridError line here): its log would only print them twice.
+    opts.log_severity_level = 4
     # Masked attention scores are -inf: exp() of them goes through denormal numbers, which make
     # Softmax 4-5x slower on x86. Flushing denormals to zero changes no logit that matters.
     opts.add_session_config_entry("session.set_denormal_as_zero", "1")
@@ -66,6 +68,8 @@ class Model:
     """One variant of an exported model directory, loaded into onnxruntime."""
 
     def __init__(self, path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu"):
+        if not isinstance(path, (str, Path)):
+            raise HybridError(f"a model directory path is needed, got {type(path).__name__}")
         self.dir: ModelDir = open_model_dir(path)
         self.variant = self.dir.pick(variant)
         self.path = self.dir.file(self.variant)
@@ -89,6 +93,13 @@ class Model:
             extra = sorted(inputs - want_in)
             raise HybridError(f"{self.path}: graph does not match config.json "
                               f"(missing {missing[:3]}, unexpected inputs {extra[:3]})")
+        graph = {i.name: i.shape for i in self.ort.get_inputs()}
+        for spec in self.state_specs:
+            fixed = graph[spec.input][1:]  # the batch dimension is free
+            if len(fixed) != len(spec.shape) - 1 or any(
+                    isinstance(g, int) and g != want for g, want in zip(fixed, spec.shape[1:])):
+                raise HybridError(f"{self.path}: state {spec.input!r} is {['batch', *fixed]} in the graph "
+                                  f"but {list(spec.shape)} in config.json")
 
     # -- facts -----------------------------------------------------------------------------------
     @property
@@ -135,6 +146,8 @@ class Model:
         """Bits per character (byte models) or perplexity (word models) of `text`; see evaluate.py."""
         from hybrid.runtime.evaluate import ArraySource, evaluate
 
+        if not isinstance(text, str):
+            raise HybridError(f"evaluate() takes a str, got {type(text).__name__} (token ids: hybrid.runtime.evaluate.evaluate)")
         return evaluate(self, ArraySource(self.tokenizer.encode(text)), streams=streams, segment=segment)
 
     def generate(self, prompt: str = "", **sampling) -> str:
@@ -145,7 +158,7 @@ class Model:
         """The continuation of `prompt`, piece by piece as it is generated."""
         s = self.session()
         s.feed(prompt)
-        return s.stream(**sampling)
+        return s.stream(**sampling, final=True)
 
 
 class Stepper:
@@ -184,6 +197,13 @@ class Stepper:
         self._keep += [ids_v, logits_v]
         self.turn = 0  # buffers[turn] holds the current state
         self._run = model.ort.run_with_iobinding
+
+    def load(self, state: State) -> None:
+        """Continue from `state` (copied into the stepper's own buffers; the bindings stay)."""
+        for k, buf in self.buffers[self.turn].items():
+            if state[k].shape != buf.shape:
+                raise HybridError(f"state {k!r} has shape {state[k].shape}, the stepper holds {buf.shape}")
+            np.copyto(buf, state[k])
 
     def step(self, token: int) -> np.ndarray:
         """Feed one token; returns the next-token logits [vocab] (a view, valid until the next step)."""

@@ -7,14 +7,20 @@
     s.feed("more text")               # continues after what was generated
 
 Word models take text word by word: a trailing word without whitespace after it is held until
-the next feed() or generation (it may be the first half of a word). Unknown words become `<unk>`.
-An empty prompt starts generation from a line break (byte models) or `<eos>` (word models): the
-start of a line, which is where a text stream naturally begins.
+the next feed() or generation (it may be the first half of a word), and so is a trailing "\r"
+(it may be the first half of "\r\n", one line break). Unknown words become `<unk>`. An empty
+prompt starts generation from a line break (byte models) or `<eos>` (word models): the start of
+a line, which is where a text stream naturally begins.
+
+Generated text comes out whole: a UTF-8 character whose bytes end one stream() call and begin
+the next is held back and yielded by the next call. feed() and reset() drop such a held partial
+character (the text fed next breaks it).
 """
 
 from __future__ import annotations
 
 import time
+from numbers import Integral
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -25,10 +31,13 @@ from hybrid.runtime.generate import Sampling, StopFilter, sample
 
 class Session:
     def __init__(self, model, segment: int = 128):
+        if isinstance(segment, bool) or not isinstance(segment, Integral) or segment <= 0:
+            raise HybridError(f"segment must be a positive integer, got {segment!r}")
         self.model = model
         self.tokenizer = model.tokenizer
-        self.segment = segment
+        self.segment = int(segment)
         self.last_stats: dict = {}
+        self._stepper = None  # made on first generation, reused after (its bindings cost ~0.4 ms)
         self.reset()
 
     def reset(self) -> None:
@@ -38,6 +47,8 @@ class Session:
         self.n_tokens = 0
         self.last_token: int | None = None
         self._partial = ""
+        self._decoder = None  # the generated text's detokenizer, kept across stream() calls
+        self._after_space = False  # word models: the text fed last ended in whitespace
 
     # -- feeding -------------------------------------------------------------------------------
     def feed(self, text: str) -> int:
@@ -49,21 +60,27 @@ class Session:
             cut = len(text)
             while cut > 0 and not text[cut - 1].isspace():
                 cut -= 1
+            if cut > 0 and text[cut - 1] == "\r":
+                cut -= 1  # "\r" then "\n" in the next feed is one line break, not two
             text, self._partial = text[:cut], text[cut:]
-        return self.feed_tokens(self.tokenizer.encode(text, eos_at_end=False))
+        n = self.feed_tokens(self.tokenizer.encode(text, eos_at_end=False))
+        if text:
+            self._after_space = not self._partial and text[-1].isspace()
+        self._decoder = None
+        return n
 
     def feed_tokens(self, ids: Iterable[int]) -> int:
-        ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64).reshape(1, -1)
+        """Append token ids to the stream; returns how many."""
+        ids = _token_ids(ids, self.model.vocab_size)
         if ids.size == 0:
             return 0
-        V = self.model.vocab_size
-        if ids.min() < 0 or ids.max() >= V:
-            raise HybridError(f"token ids must be in [0, {V}), got {int(ids.min())}..{int(ids.max())}")
         for logits, self.state in self.model.forward_segments(ids, self.state, self.segment):
             pass
         self.logits = logits[0, -1].copy()
         self.n_tokens += ids.shape[1]
         self.last_token = int(ids[0, -1])
+        self._decoder = None
+        self._after_space = False
         return ids.shape[1]
 
     def flush(self) -> None:
@@ -71,32 +88,50 @@ class Session:
         if self._partial:
             text, self._partial = self._partial, ""
             self.feed_tokens(self.tokenizer.encode(text, eos_at_end=False))
+            self._after_space = text[-1].isspace()
+
+    def _pending(self) -> list[int]:
+        """What generation feeds first: a held partial word, else (nothing fed yet) the start of a line."""
+        if self._partial:
+            return self.tokenizer.encode(self._partial, eos_at_end=False).tolist()
+        if self.logits is None:
+            return [self.tokenizer.eos_id if self.tokenizer.kind == "word" else ord("\n")]
+        return []
 
     def _start(self) -> None:
-        self.flush()
-        if self.logits is None:  # nothing fed: begin at the start of a line
-            start = self.tokenizer.eos_id if self.tokenizer.kind == "word" else ord("\n")
-            self.feed_tokens([start])
+        if self._partial:
+            self.flush()
+        elif self.logits is None:
+            self.feed_tokens(self._pending())
 
     # -- reading -----------------------------------------------------------------------------------
     def next_token_logprobs(self) -> np.ndarray:
-        """log P(next token) over the vocabulary [vocab], given everything fed so far."""
-        self._start()
-        x = self.logits.astype(np.float64)
+        """log P(next token) over the vocabulary [vocab], given everything fed so far. Reading
+        changes nothing: a held partial word (or the start of a line) is run on a copy of the state."""
+        logits = self.logits
+        if pending := self._pending():
+            ids = np.asarray(pending, dtype=np.int64).reshape(1, -1)
+            for out, _ in self.model.forward_segments(ids, self.state, self.segment):
+                pass
+            logits = out[0, -1]
+        x = logits.astype(np.float64)
         m = x.max()
         return x - (m + np.log(np.exp(x - m).sum()))
 
     # -- generating ----------------------------------------------------------------------------------
     def generate(self, max_tokens: int = 200, **sampling) -> str:
+        """The generated text as one string; options as in stream()."""
         return "".join(self.stream(max_tokens=max_tokens, **sampling))
 
     def stream(self, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
-               seed: int | None = None, stop: Iterable[str] = ()) -> Iterator[str]:
+               seed: int | None = None, stop: Iterable[str] = (), final: bool = False) -> Iterator[str]:
         """Generate up to max_tokens, yielding text as it comes; ends early at a stop string (the
-        stop string is not yielded). The generated tokens stay in the stream's state."""
-        cfg = Sampling(max_tokens, temperature, top_k, top_p, seed, list(stop) if not isinstance(stop, str) else [stop]).check()
+        stop string is not yielded). The generated tokens stay in the stream's state. A character
+        cut off at the end is held for the next call, or with `final` (no call follows) yielded as
+        U+FFFD, as the tokenizer's decode() would."""
+        cfg = Sampling(max_tokens, temperature, top_k, top_p, seed, stop).check()
         self._start()
-        return self._stream(cfg)
+        return self._stream(cfg, final=final)
 
     def generate_tokens(self, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
                         top_p: float = 1.0, seed: int | None = None) -> list[int]:
@@ -108,7 +143,11 @@ class Session:
     def _tokens(self, cfg: Sampling) -> Iterator[int]:
         """Sample, step, repeat; the stream keeps whatever was generated, even if the caller stops early."""
         rng = np.random.default_rng(cfg.seed)
-        stepper = self.model.stepper(self.state)
+        if self._stepper is None:
+            self._stepper = self.model.stepper(self.state)
+        else:
+            self._stepper.load(self.state)
+        stepper = self._stepper
         logits, n = self.logits, 0
         t0 = time.perf_counter()
         try:
@@ -126,10 +165,14 @@ class Session:
             self.last_stats = {"tokens": n, "seconds": dt, "ms_per_token": 1e3 * dt / max(n, 1),
                                "tokens_per_s": n / dt if dt > 0 else 0.0, "stopped": False}
 
-    def _stream(self, cfg: Sampling) -> Iterator[str]:
-        decoder = self.tokenizer.decoder()
-        if self.tokenizer.kind == "word":
-            decoder.line_start = self.last_token == self.tokenizer.eos_id
+    def _stream(self, cfg: Sampling, final: bool = False) -> Iterator[str]:
+        """Text pieces as generated. The detokenizer lives on across calls (a character may span
+        two), unless `final`: then an incomplete character at the end comes out as U+FFFD."""
+        if self._decoder is None:
+            self._decoder = self.tokenizer.decoder()
+            if self.tokenizer.kind == "word":
+                self._decoder.line_start = self.last_token == self.tokenizer.eos_id or self._after_space
+        decoder = self._decoder
         stops = StopFilter(cfg.stop)
         tokens = self._tokens(cfg)
         try:
@@ -139,9 +182,27 @@ class Session:
                     yield piece
                 if stops.stopped:
                     break
-            tail = stops.push(decoder.flush()) + stops.flush()
+            tail = stops.push(decoder.flush() if final else "") + stops.flush()
             if tail:
                 yield tail
         finally:
             tokens.close()  # runs _tokens' cleanup now: the state is saved before we return
             self.last_stats["stopped"] = stops.stopped
+            if final:
+                self._decoder = None
+
+
+def _token_ids(ids, vocab_size: int) -> np.ndarray:
+    """Token ids as a [1, N] int64 array, or a one-line error (not integers, out of range)."""
+    if isinstance(ids, (str, bytes)):
+        raise HybridError(f"token ids must be integers, got a {type(ids).__name__}; feed() takes text")
+    try:
+        arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids))
+    except TypeError:
+        raise HybridError(f"token ids must be an iterable of integers, got {type(ids).__name__}") from None
+    if arr.size and arr.dtype.kind not in "iu":
+        raise HybridError(f"token ids must be integers, got {arr.dtype} values")
+    arr = arr.astype(np.int64).reshape(1, -1)
+    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
+        raise HybridError(f"token ids must be in [0, {vocab_size}), got {int(arr.min())}..{int(arr.max())}")
+    return arr

@@ -25,9 +25,17 @@ class ArraySource:
     """Tokens already in memory (the API's evaluate(text))."""
 
     def __init__(self, tokens: np.ndarray):
-        self.tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 1 or (tokens.size and tokens.dtype.kind not in "iu"):
+            raise HybridError(f"token ids must be a 1-D sequence of integers, got {tokens.dtype} of shape {tokens.shape}")
+        self.tokens = tokens.astype(np.int64, copy=False)
         self.n = len(self.tokens)
         self.unknown = 0
+
+    def check_range(self, vocab_size: int) -> None:
+        if self.n and (self.tokens.min() < 0 or self.tokens.max() >= vocab_size):
+            raise HybridError(f"token ids must be in [0, {vocab_size}), got "
+                              f"{int(self.tokens.min())}..{int(self.tokens.max())}")
 
     def read(self, start: int, count: int) -> np.ndarray:
         return self.tokens[start:start + count]

@@ -371,7 +371,67 @@ def test_session_feeds_incrementally(byte_model, word_model):
     a.feed("ng is here\nand")
     b.feed("the king is here\nand")
     np.testing.assert_allclose(a.next_token_logprobs(), b.next_token_logprobs(), atol=1e-5)
-    assert a.n_tokens == b.n_tokens == 6  # the king is here <eos> and
+    assert a.n_tokens == b.n_tokens == 5  # the king is here <eos>; "and" may go on: held, read on a copy
+    # "\r\n" split across two feeds is one line break, as in one feed.
+    a, b = w.session(), w.session()
+    a.feed("the king\r")
+    a.feed("\nis here ")
+    b.feed("the king\r\nis here ")
+    assert a.n_tokens == b.n_tokens == 5  # the king <eos> is here
+    np.testing.assert_allclose(a.next_token_logprobs(), b.next_token_logprobs(), atol=1e-5)
+
+
+def test_reading_the_distribution_changes_nothing(byte_model, word_model):
+    for model_dir, first, rest in ((byte_model[1], "", "Hello"), (word_model[1], "the ki", "ng is ")):
+        m = load(model_dir, "fp32")
+        a, b = m.session(), m.session()
+        a.feed(first)
+        before = a.next_token_logprobs()
+        np.testing.assert_array_equal(before, a.next_token_logprobs())
+        a.feed(rest)
+        b.feed(first + rest)
+        assert a.n_tokens == b.n_tokens
+        np.testing.assert_allclose(a.next_token_logprobs(), b.next_token_logprobs(), atol=1e-5)
+
+
+def test_generation_continues_after_feeding(byte_model):
+    """A session's second generation (its stepper reused, the state fed since copied in) equals a
+    fresh session given the same text."""
+    m = load(byte_model[1], "fp32")
+    a = m.session()
+    a.feed("The ")
+    first = a.generate(max_tokens=6, temperature=0)
+    a.feed(" and")
+    second = a.generate(max_tokens=6, temperature=0)
+    b = m.session()
+    b.feed("The " + first + " and")
+    assert second == b.generate(max_tokens=6, temperature=0)
+
+
+def test_characters_split_across_generate_calls_come_out_whole(byte_model, monkeypatch):
+    import hybrid.runtime.session as session_mod
+
+    text = "h\u00e9llo w\u00f6rld \u20ac!"  # 2- and 3-byte characters
+    data = iter(text.encode())
+    monkeypatch.setattr(session_mod, "sample", lambda *args, **kw: next(data))
+    s = load(byte_model[1], "fp32").session()
+    s.feed("x")
+    pieces = [s.generate(max_tokens=2) for _ in range(len(text.encode()) // 2)]
+    assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)
+    # One-shot generation (nothing follows) ends a cut-off character as decode() does.
+    data = iter(b"a\xe2\x82")
+    assert load(byte_model[1], "fp32").generate("x", max_tokens=3) == "a\ufffd"
+
+
+def test_word_generation_after_a_space_adds_no_second_space(word_model, monkeypatch):
+    import hybrid.runtime.session as session_mod
+
+    w = load(word_model[1], "fp32")
+    king = w.tokenizer.encode("king", eos_at_end=False)[0]
+    monkeypatch.setattr(session_mod, "sample", lambda *args, **kw: king)
+    assert w.generate("the ", max_tokens=2) == "king king"
+    assert w.generate("the", max_tokens=1) == " king"
+    assert w.generate("the\n", max_tokens=1) == "king"
 
 
 def test_stop_strings():
@@ -389,6 +449,13 @@ def test_generation_stops_at_stop_string(byte_model):
     stop = full[30:33]
     cut = m.generate("The ", max_tokens=80, temperature=0, stop=[stop])
     assert cut == full[:full.index(stop)]
+
+
+def test_tiny_temperatures_are_greedy_not_nan():
+    logits = np.array([1.0, 3.0, 2.0, 0.0], np.float32)
+    for t in (1e-3, 1e-300, 1e-310, 1e-320):
+        np.testing.assert_array_equal(filtered_probs(logits, t), [0, 1, 0, 0])
+        assert sample(logits, t, rng=np.random.default_rng(0)) == 1
 
 
 def test_sampling_filters_match_a_plain_reference():
@@ -488,6 +555,56 @@ def test_bad_text_files(byte_model, tmp_path):
 ])
 def test_bad_generation_options(byte_model, args, needle):
     assert needle in one_error_line(hybrid("generate", byte_model[1], "--prompt", "Hi", *args))
+
+
+def test_bad_api_arguments_are_one_line_errors(byte_model):
+    from hybrid.runtime.session import Session
+
+    m = load(byte_model[1], "fp32")
+    cases = [
+        (lambda: m.evaluate(None), "evaluate\\(\\) takes a str"),
+        (lambda: evaluate(m, np.array([300, 1, 2, 3])), "token ids must be in \\[0, 256\\)"),
+        (lambda: evaluate(m, None), "takes token ids or a token source"),
+        (lambda: evaluate(m, np.array([0.5, 1.0])), "must be a 1-D sequence of integers"),
+        (lambda: Session(m, segment=0), "segment must be a positive integer"),
+        (lambda: m.session().feed_tokens("abc"), "token ids must be integers"),
+        (lambda: m.session().feed_tokens([1.5]), "token ids must be integers"),
+        (lambda: m.session().feed_tokens([256]), "token ids must be in"),
+        (lambda: m.generate("a", stop=5), "stop must be a string or a list"),
+        (lambda: load_model(None), "a model directory path is needed"),
+        (lambda: load_model(byte_model[1], threads=True), "threads must be 0"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(HybridError, match=needle):
+            call()
+    # numpy scalars are numbers like any other, and no stop strings is None as well as [].
+    assert m.generate("a", max_tokens=np.int64(3), temperature=np.float32(0.7), seed=np.int64(1), stop=None)
+    assert evaluate(m, m.tokenizer.encode(PROBE[:500]), streams=np.int64(2))["tokens"] > 0
+
+
+def test_graph_and_config_state_shapes_must_agree(byte_model, tmp_path):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(byte_model[1], d)
+    cfg = json.loads((d / "config.json").read_text())
+    spec = next(s for s in cfg["state"] if s["input"] == "past_mask")
+    spec["shape"][1] += 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert "state 'past_mask' is ['batch'," in one_error_line(hybrid("generate", d, "--prompt", "a"))
+
+
+def test_kl_in_blocks_equals_kl_at_once(byte_model, monkeypatch):
+    import hybrid.runtime.evaluate as ev
+
+    _, model_dir, _ = byte_model
+    fp32, int8 = load(model_dir, "fp32"), load(model_dir, "int8")
+    src = ArraySource(fp32.tokenizer.encode(PROBE[:3000]))
+    whole = evaluate(int8, src, streams=4, segment=32, base=fp32)
+    monkeypatch.setattr(ev, "KL_BLOCK", 3 * fp32.vocab_size)  # 3 rows per block
+    blocks = evaluate(int8, src, streams=4, segment=32, base=fp32)
+    assert blocks["kl"]["mean"] == pytest.approx(whole["kl"]["mean"], rel=1e-12)
+    assert blocks["kl"]["max"] == whole["kl"]["max"]
 
 
 def test_prompt_outside_the_vocabulary_falls_back_to_unk(word_model, byte_model):
