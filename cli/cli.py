@@ -26,11 +26,25 @@ runtime_commands.register(app)
 plot_commands.register(app)
 
 
+# What to install when a command's stage is missing (the base install is the runtime only).
+EXTRAS = {"torch": "train", "safetensors": "train", "datasets": "train", "onnx": "export",
+          "onnxscript": "export", "sympy": "export", "triton": "gpu", "matplotlib": "plot",
+          "tensorboard": "tensorboard"}
+
+
 def main():
     try:
         app()
     except HybridError as e:
         typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except ModuleNotFoundError as e:
+        package = (e.name or "").split(".")[0]
+        if package not in EXTRAS:
+            raise
+        command = " ".join(a for a in sys.argv[1:2] if not a.startswith("-"))
+        typer.echo(f"error: hybrid {command} needs {package}, which is not installed: "
+                   f"pip install 'hybrid[{EXTRAS[package]}]'", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.modeldir import FORMAT
 
 REPORT_FORMAT = "hybrid-export-report"
 FP32_RTOL = 1e-4  # max |logit diff| / max |logit|, PyTorch vs ONNX fp32
@@ -57,26 +58,72 @@ def default_probe_text() -> tuple[str, str]:
     return text[start:], f"built-in corpus test split ({BUILTIN.name})"
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise HybridError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise HybridError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+def _is_model_dir(path: Path) -> bool:
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _prepare_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> Path:
+    """The output path, resolved and checked: never the run itself or a folder holding it, and
+    --overwrite replaces only an empty folder or an earlier export, never any other folder."""
+    out = out_dir.resolve()
+    if not out.name:
+        raise HybridError(f"{out_dir}: not a valid output directory (name a folder for the model)")
+    if out == run_dir.resolve() or out in run_dir.resolve().parents:
+        raise HybridError(f"{out_dir}: is the run directory or holds it; export to a folder of its own")
+    if out.parent.is_dir():
+        _recover(out)
+    if out.exists() and not out.is_dir():
+        raise HybridError(f"{out_dir}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise HybridError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+        if not _is_model_dir(out):
+            raise HybridError(f"{out_dir}: exists and is not an exported model directory; "
+                              f"--overwrite replaces only those (choose another folder)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise HybridError(f"{out_dir.parent}: cannot create ({e.strerror or e})") from None
+        raise HybridError(f"{out.parent}: cannot create ({e.strerror or e})") from None
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover(out: Path) -> None:
+    """Clean up after an export that was killed: put back a model directory left swapped out
+    (killed between _install's two renames) and remove unfinished temporaries of dead processes."""
+    for p in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, pid = p.name[len(out.name) + 2:].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists():
+            os.replace(p, out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _install(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished directory into place; an existing one is swapped out, then removed."""
+    """Rename the finished directory into place; an existing one is swapped out, then removed.
+    Between the two renames the old directory is kept aside, and put back on any failure or
+    interrupt; after a kill -9 there, the next export puts it back (_recover)."""
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         os.replace(out_dir, old)
     try:
         os.replace(tmp, out_dir)
-    except OSError:
+    except BaseException:
         if old is not None:
             os.replace(old, out_dir)
         raise
@@ -92,6 +139,8 @@ def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_te
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
 
     # Everything that can be wrong with the input is found before anything is written.
+    import onnx
+
     from hybrid.export.onnx_graph import DEFAULT_OPSET
     from hybrid.runtime.tokenizer import load_tokenizer
     from hybrid.train.checkpoint import load_weights
@@ -99,8 +148,9 @@ def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_te
     from hybrid.train.trainer import metric_name, read_run_config
 
     opset = DEFAULT_OPSET if opset is None else int(opset)
-    if opset < MIN_OPSET:
-        raise HybridError(f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} or newer)")
+    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise HybridError(f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} to "
+                          f"{onnx.defs.onnx_opset_version()}, the newest this onnx {onnx.__version__} knows)")
     model_cfg, train_cfg, _ = read_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if tokenizer.vocab_size != model_cfg.vocab_size:
@@ -117,7 +167,7 @@ def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_te
         probe_tokens = probe_tokens[: limit + 1]
         if len(probe_tokens) < MIN_PROBE_TOKENS:
             raise HybridError(f"probe text is too short: {len(probe_tokens)} tokens, need at least {MIN_PROBE_TOKENS}")
-    _prepare_out_dir(out_dir, overwrite)
+    out_dir = _prepare_out_dir(out_dir, run_dir, overwrite)
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -128,9 +128,9 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
     def names_used(g: onnx.GraphProto) -> set[str]:  # inside a body: may reference outer values
         return {i for n in g.node for i in n.input} | {x for n in g.node for b in _subgraphs(n) for x in names_used(b)}
 
-    consumers: dict[str, list[onnx.NodeProto]] = {}
+    consumers: dict[str, list[onnx.NodeProto]] = {}  # one entry per use: a node reading a name twice counts twice
     for n in graph.node:
-        for i in {*n.input, *(x for b in _subgraphs(n) for x in names_used(b))}:
+        for i in [*n.input, *{x for b in _subgraphs(n) for x in names_used(b)}]:
             consumers.setdefault(i, []).append(n)
     producer = {o: n for n in graph.node for o in n.output}
     graph_outputs = {v.name for v in graph.output}

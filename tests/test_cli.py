@@ -83,3 +83,16 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
                       "--batch-size", "2", "--seq-len", "16", "--save-every", "100000", "--eval-every", "100000")
     assert resumed.returncode == 0, resumed.stderr
     assert f"(step {step})" in resumed.stdout and f"done: step {step + 5}" in resumed.stdout
+
+
+def test_a_stage_that_is_not_installed_is_named_in_one_line(tmp_path):
+    """The base install is the runtime only: commands of the other stages say what to install."""
+    blocked = "import sys; sys.modules.update(torch=None, onnx=None); sys.argv = ['hybrid'] + sys.argv[1:]; " \
+              "from hybrid.cli import main; main()"
+    for args, needle in ((["info"], "hybrid info needs torch, which is not installed: pip install 'hybrid[train]'"),
+                         (["train", "--out", str(tmp_path / "r")], "hybrid train needs torch"),
+                         (["export", str(tmp_path), "--out", str(tmp_path / "m")], "hybrid export needs")):
+        proc = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+        assert needle in proc.stderr

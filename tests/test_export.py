@@ -2,6 +2,7 @@
 quantized sizes, the self-check, and clean failures. One tiny run, exported once per module."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -145,6 +146,21 @@ def test_folding_transposes_into_chained_scans_keeps_the_graph_and_its_results()
     onnx.checker.check_model(model, full_check=True)
     assert [n.op_type for n in model.graph.node] == ["Scan", "Scan"]
     np.testing.assert_array_equal(ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0], before)
+
+
+def test_a_transpose_read_twice_by_one_scan_is_left_in_place():
+    B, T, D = 2, 3, 4
+    vi = lambda n, shape: helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)  # noqa: E731
+    body = helper.make_graph([helper.make_node("Mul", ["c", "f"], ["cf"]), helper.make_node("Add", ["cf", "b"], ["c2"]),
+                              helper.make_node("Identity", ["c2"], ["y"])], "body",
+                             [vi("c", [B, D]), vi("f", [B, D]), vi("b", [B, D])], [vi("c2", [B, D]), vi("y", [B, D])])
+    nodes = [helper.make_node("Transpose", ["X"], ["Xt"], perm=[1, 0, 2]),
+             helper.make_node("Scan", ["c0", "Xt", "Xt"], ["cT", "Y"], body=body, num_scan_inputs=2)]
+    model = helper.make_model(helper.make_graph(nodes, "g", [vi("c0", [B, D]), vi("X", [B, T, D])],
+                                                [vi("cT", [B, D]), vi("Y", [T, B, D])]),
+                              opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+    assert fold_scan_transposes(model.graph) == 0
+    onnx.checker.check_model(model, full_check=True)
 
 
 def test_no_weight_matmul_inside_any_scan_body(exported):
@@ -305,6 +321,7 @@ def test_bad_run_gives_one_clear_line_and_no_directory(tmp_path, run_dir, kind, 
 def test_failed_self_check_keeps_the_old_directory_and_leaves_nothing_else(tmp_path, run_dir, probe_file, monkeypatch):
     out = tmp_path / "model"
     out.mkdir()
+    (out / "config.json").write_text(json.dumps({"format": "hybrid-onnx"}))
     (out / "keep.txt").write_text("previous export")
     with pytest.raises(HybridError, match="exists and is not empty"):
         exporter.export_run(run_dir, out, quantize=(), progress=False)
@@ -313,7 +330,42 @@ def test_failed_self_check_keeps_the_old_directory_and_leaves_nothing_else(tmp_p
         exporter.export_run(run_dir, out, quantize="none", probe_text=probe_file.read_text()[:600],
                             progress=False, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "keep.txt"]
+
+
+def test_overwrite_replaces_only_an_earlier_export(tmp_path, run_dir):
+    """--overwrite never deletes the run itself, a folder holding it, or any folder that is not
+    an exported model; '.' and '/' are refused with one line, like every bad --out."""
+    import shutil
+
+    run = tmp_path / "runs" / "run"
+    shutil.copytree(run_dir, run)
+    other = tmp_path / "runs" / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    for out, needle in ((run, "is the run directory or holds it"), (run.parent, "is the run directory or holds it"),
+                        (other, "is not an exported model directory"), (Path("/"), "not a valid output directory")):
+        with pytest.raises(HybridError, match=needle):
+            exporter.export_run(run, out, quantize=(), check=False, progress=False, overwrite=True)
+    assert (run / "model.safetensors").exists() and (other / "todo.txt").read_text() == "mine"
+    with pytest.raises(HybridError, match="not supported"):
+        exporter.export_run(run, tmp_path / "m", quantize=(), opset=999, progress=False)
+
+
+def test_an_export_killed_mid_swap_is_put_back_by_the_next(tmp_path, run_dir):
+    """kill -9 between _install's two renames leaves the old model aside as .NAME.old-PID: the
+    next export restores it before anything else, and removes dead exports' temporaries."""
+    out = tmp_path / "model"
+    dead = 2 ** 22 + 12345  # above Linux's default pid_max: no such process
+    aside = tmp_path / f".model.old-{dead}"
+    aside.mkdir()
+    (aside / "config.json").write_text(json.dumps({"format": "hybrid-onnx"}))
+    (tmp_path / f".model.tmp-{dead}").mkdir()
+    with pytest.raises(HybridError, match="exists and is not empty"):
+        exporter.export_run(run_dir, out, quantize=(), check=False, progress=False)
+    exporter.export_run(run_dir, out, quantize=(), check=False, progress=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert exporter._is_model_dir(out) and (out / "model.onnx").exists()
 
 
 def test_quantize_option_parsing():
