@@ -25,6 +25,7 @@ then.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import time
@@ -35,6 +36,7 @@ import numpy as np
 
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.modeldir import VARIANTS, open_model_dir
+from hybrid.runtime.tokenizer import load_tokenizer
 
 MiB = 1 << 20
 
@@ -184,6 +186,31 @@ class TorchBackend:
         return run(gen)
 
 
+def check_run_dir(run_dir: Path, md) -> None:
+    """Before any measurement: the run must exist, torch must be importable, and the run must be
+    the model's own (same tokenizer and architecture), or the eager ratios would compare two
+    different models."""
+    if not run_dir.is_dir():
+        raise HybridError(f"{run_dir}: run directory not found")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise HybridError("--run-dir needs PyTorch (pip install 'hybrid[train]')") from None
+    try:
+        run_cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        run_model = run_cfg["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HybridError(f"{run_dir}: not a training run (no readable config.json with a model)") from None
+    if load_tokenizer(run_dir / "tokenizer.json").to_json() != load_tokenizer(md.tokenizer_path).to_json():
+        raise HybridError(f"{run_dir}: its tokenizer differs from {md.path}'s; pass the run this model was exported from")
+    keys = ("vocab_size", "d_model", "n_heads", "d_inner", "pattern", "mem_len")
+    differ = [k for k in keys if run_model.get(k) != md.model.get(k)]
+    if differ:
+        k = differ[0]
+        raise HybridError(f"{run_dir}: {k} is {run_model.get(k)!r} in the run but {md.model.get(k)!r} in {md.path}; "
+                          f"pass the run this model was exported from")
+
+
 def _row(b, test, tokens, secs) -> dict:
     s = np.asarray(secs)
     tps, mspt = tokens / s, 1e3 * s / tokens
@@ -260,10 +287,12 @@ def run_bench(model_dir, variants=("fp32", "int8", "int4"), threads=None, reps=5
     for v in variants:
         if v not in todo:
             log(f"note: no {v} model in {md.path}; skipped")
+    if not variants:
+        raise HybridError("no variants to measure: name one or more of " + ", ".join(VARIANTS))
     if not todo:
         raise HybridError(f"{md.path}: none of the variants {', '.join(variants)} was exported")
-    if run_dir is not None and not Path(run_dir).is_dir():
-        raise HybridError(f"{run_dir}: run directory not found")
+    if run_dir is not None:
+        check_run_dir(Path(run_dir), md)
     rng, V = np.random.default_rng(seed), md.vocab_size
     res = {"model_dir": str(md.path), "model": {k: md.model.get(k) for k in ("name", "pattern", "d_model", "d_inner",
                                                                             "n_heads", "mem_len", "vocab_size")},

@@ -7,6 +7,7 @@ and torch never does (except `bench --run-dir`, which compares with eager PyTorc
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -47,6 +48,7 @@ def eval_command(
     from hybrid.runtime.modeldir import VARIANTS
     from hybrid.runtime.textfile import open_text
 
+    _note_threads(threads)
     model = Model(model_dir, variant=variant, threads=threads, provider=provider)
     base = None
     if kl_base is not None:
@@ -69,12 +71,24 @@ def eval_command(
     typer.echo(f"{file}: {_fmt_metric(res)}  ({res['tokens']:,} tokens scored; {how}; "
                f"{res['variant']}; {res['tokens_per_s']:,.0f} tokens/s)")
     if res.get("unknown_tokens"):
-        typer.echo(f"note: {res['unknown_tokens']:,} words outside the vocabulary were scored as <unk>")
+        n = res["unknown_tokens"]
+        typer.echo(f"note: {n:,} word{'s' if n != 1 else ''} outside the vocabulary scored as <unk>")
+    if res["protocol"] == "streams" and res["tokens_processed"] // res["streams"] < res["segment"]:
+        typer.echo(f"note: each of the {res['streams']} streams holds only {res['tokens_processed'] // res['streams']} "
+                   f"tokens, so tokens see little context and the {res['metric']} reads high; "
+                   f"use fewer --streams for a text this short", err=True)
     if "kl" in res:
         kl = res["kl"]
         typer.echo(f"vs {kl['base']}: KL {kl['mean']:.5f} nats/token (max {kl['max']:.4f}), "
                    f"top-1 agreement {100 * kl['top1_agreement']:.2f}%, base {res['metric']} "
                    f"{kl['base_' + res['metric']]:.4f}")
+
+
+def _note_threads(threads: int) -> None:
+    cpus = os.cpu_count() or 1
+    if isinstance(threads, int) and threads > cpus:
+        typer.echo(f"note: {threads} threads on {cpus} CPUs: onnxruntime's threads will wait on each other "
+                   f"(usually much slower; 0 picks a good default)", err=True)
 
 
 def _is_training_run(path: Path) -> bool:
@@ -133,6 +147,7 @@ def generate(
     """Continue a prompt, printing tokens as they are generated."""
     from hybrid.runtime.model import Model
 
+    _note_threads(threads)
     model = Model(model_dir, variant=variant, threads=threads, provider=provider)
     unknown = model.tokenizer.unknown_words(prompt)
     if unknown:
@@ -173,6 +188,8 @@ def bench(
         sweep = [int(t) for t in threads.split(",") if t.strip()] if threads else None
     except ValueError:
         raise HybridError(f"--threads must be comma-separated integers, got {threads!r}") from None
+    for t in sweep or []:
+        _note_threads(t)
     res = run_bench(model_dir, variants=[v.strip() for v in variants.split(",") if v.strip()], threads=sweep,
                     reps=reps, prompt_len=prompt_len, gen_tokens=gen_tokens, streams=streams, segment=segment,
                     run_dir=run_dir, log=lambda s: typer.echo(s, err=True))

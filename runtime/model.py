@@ -11,7 +11,7 @@ Needs numpy and onnxruntime only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -150,15 +150,18 @@ class Model:
             raise HybridError(f"evaluate() takes a str, got {type(text).__name__} (token ids: hybrid.runtime.evaluate.evaluate)")
         return evaluate(self, ArraySource(self.tokenizer.encode(text)), streams=streams, segment=segment)
 
-    def generate(self, prompt: str = "", **sampling) -> str:
+    def generate(self, prompt: str = "", max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, stop: Iterable[str] = ()) -> str:
         """The continuation of `prompt` as one string; options as in Session.stream."""
-        return "".join(self.stream(prompt, **sampling))
+        return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop))
 
-    def stream(self, prompt: str = "", **sampling) -> Iterator[str]:
+    def stream(self, prompt: str = "", max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, stop: Iterable[str] = ()) -> Iterator[str]:
         """The continuation of `prompt`, piece by piece as it is generated."""
         s = self.session()
         s.feed(prompt)
-        return s.stream(**sampling, final=True)
+        return s.stream(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                        stop=stop, final=True)
 
 
 class Stepper:

@@ -511,6 +511,22 @@ def test_bench_reports_every_figure(byte_model):
 
 # -- bad input: one clear line --------------------------------------------------------------------------
 
+def test_bench_refuses_a_run_that_is_not_the_models_own_before_measuring(byte_model, word_model):
+    from hybrid.runtime.bench import run_bench
+
+    logged = []
+    with pytest.raises(HybridError, match="tokenizer differs"):
+        run_bench(byte_model[1], variants=["fp32"], threads=[1], reps=1, run_dir=word_model[0], log=logged.append)
+    assert logged == []  # refused before any measurement
+
+
+def test_eval_notes_streams_too_short_and_too_many_threads(byte_model, tmp_path):
+    (tmp_path / "short.txt").write_text("To be, or not to be\n")
+    proc = hybrid("eval", byte_model[1], tmp_path / "short.txt", "--threads", str(4 * (os.cpu_count() or 1)))
+    assert proc.returncode == 0, proc.stderr
+    assert "streams holds only" in proc.stderr and "threads on" in proc.stderr
+
+
 def test_bad_model_directories(byte_model, tmp_path):
     run, model_dir, _ = byte_model
     assert "model directory not found" in one_error_line(hybrid("eval", tmp_path / "nope", tmp_path / "x.txt"))
