@@ -263,6 +263,108 @@ def test_a_failed_encode_removes_its_temporary_folder(tmp_path):
     assert cache_entries(tmp_path / "cache") == [] and cache.get("k" * 24) is None
 
 
+def _damage_tokens_bin(e: Path):
+    data = (e / "tokens.bin").read_bytes()
+    (e / "tokens.bin").write_bytes(data[:len(data) // 2])  # disk full, a partial copy
+
+
+def _edit_meta(change):
+    def damage(e: Path):
+        meta = json.loads((e / "meta.json").read_text())
+        (e / "meta.json").write_text(json.dumps(change(meta)))
+    return damage
+
+
+DAMAGE = {
+    "truncated tokens.bin": _damage_tokens_bin,
+    "missing tokens.bin": lambda e: (e / "tokens.bin").unlink(),
+    "garbled tokenizer.json": lambda e: (e / "tokenizer.json").write_text("{"),
+    "wrong tokenizer.json": lambda e: (e / "tokenizer.json").write_text('{"type": "word", "vocab": ["a", "b"]}'),
+    "meta.json without splits": _edit_meta(lambda m: {k: v for k, v in m.items() if k != "splits"}),
+    "meta.json splits of the wrong type": _edit_meta(lambda m: {**m, "splits": {"train": "0:10"}}),
+    "meta.json bad dtype": _edit_meta(lambda m: {**m, "dtype": None}),
+    "meta.json a list": lambda e: (e / "meta.json").write_text("[1, 2]"),
+    "garbled meta.json": lambda e: (e / "meta.json").write_bytes(b"\xff{"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_cache_entry_is_rebuilt(tmp_path, damage):
+    path = tmp_path / "t.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog\n" * 400)
+    load = lambda: load_source("text", path, "word", cache_dir=tmp_path / "c", progress=False, seq_len=8)
+    first = load()
+    entry = Path(first.meta["cache_path"])
+    want = {s: np.array(getattr(first, s)) for s in ("train", "valid", "test")}  # not the memory map damaged below
+    del first
+    DAMAGE[damage](entry)
+    with pytest.warns(UserWarning, match=f"{entry.name} is not valid"):
+        again = load()  # rebuilt in place of the damaged entry, with no error
+    assert not again.meta["cache_hit"] and again.meta["cache_path"] == str(entry)
+    third = load()
+    assert third.meta["cache_hit"]
+    for s in ("train", "valid", "test"):
+        assert np.array_equal(want[s], getattr(again, s)) and np.array_equal(want[s], getattr(third, s))
+    assert cache_entries(tmp_path / "c") == sorted([entry.name, "fingerprints.json"])
+
+
+def _encode_small(writer):
+    from hybrid.runtime.tokenizer import ByteTokenizer
+
+    for s in ("train", "valid", "test"):
+        writer.begin(s)
+        writer.write(np.arange(10))
+    return ByteTokenizer()
+
+
+def test_build_over_a_valid_or_invalid_entry_and_a_racing_builder(tmp_path, monkeypatch):
+    cache, key = cache_mod.TokenCache(tmp_path / "c"), "k" * 24
+    first = cache.build(key, np.uint8, _encode_small, {"n": 1})
+    # Another process finished the same key first: its entry is used, our temporary folder removed.
+    second = cache.build(key, np.uint8, _encode_small, {"n": 2})
+    assert second.meta["n"] == 1 and cache_entries(tmp_path / "c") == [key]
+    # An invalid entry is renamed aside and replaced, even when another builder moves it aside first.
+    _damage_tokens_bin(first.path)
+    real_rename, moved = cache_mod.os.rename, []
+
+    def racing_rename(src, dst):
+        if not moved:
+            moved.append(dst)
+            real_rename(src, tmp_path / "elsewhere")  # the other builder wins the rename-aside
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(cache_mod.os, "rename", racing_rename)
+    third = cache.build(key, np.uint8, _encode_small, {"n": 3})
+    assert moved and third.meta["n"] == 3 and np.array_equal(third.splits["test"], np.arange(10))
+    assert cache.get(key).meta["n"] == 3 and cache_entries(tmp_path / "c") == [key]
+
+
+def test_new_content_with_the_old_size_and_mtime_is_not_a_stale_hit(tmp_path):
+    import os, time
+
+    path = tmp_path / "t.txt"
+    path.write_text("aaaa bbbb cccc\n" * 400)
+    a = load_source("text", path, cache_dir=tmp_path / "c", progress=False)
+    st = os.stat(path)
+    time.sleep(0.05)  # past the kernel's coarse timestamp tick, so the rewrite gets a new ctime
+    path.write_text("xxxx yyyy zzzz\n" * 400)  # same size, same inode
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # what cp -p / rsync -a do
+    b = load_source("text", path, cache_dir=tmp_path / "c", progress=False)
+    assert not b.meta["cache_hit"] and a.meta["cache_path"] != b.meta["cache_path"]
+    assert bytes(np.asarray(b.train[:4])) == b"xxxx"
+
+
+def test_an_old_fingerprint_memo_record_is_not_used(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("aaaa bbbb cccc\n" * 400)
+    st = path.stat()
+    old_key = json.dumps([(str(path.resolve()), st.st_size, st.st_mtime_ns)])  # the (path, size, mtime) memo
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "fingerprints.json").write_text(json.dumps({old_key: "0" * 32}))
+    c = load_source("text", path, cache_dir=tmp_path / "c", progress=False)
+    assert c.meta["source"]["content"] == cache_mod.hash_bytes_of([path])
+
+
 # -- the hub --------------------------------------------------------------------------------------
 
 @pytest.fixture

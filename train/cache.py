@@ -9,6 +9,10 @@ tokenizer settings):
 
 An entry is built in `<cache>/.<key>.tmp-<pid>/` and renamed into place only when complete, so an
 interrupted or failed encode never leaves a partial entry; a failed build removes its folder.
+An entry with anything wrong with it (a garbled or missing file, a tokens.bin of the wrong size)
+counts as none: `get` warns and returns None, and `build` renames it aside, removes it and installs
+the new one. Several processes may build the same key at once: the first rename wins, the others
+use its entry.
 The cache lives in <root>/tokens, root = $HYBRID_CACHE, else ~/.cache/hybrid (the fo_pool C kernel
 builds into <root>/kernels beside it).
 """
@@ -18,7 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,23 +79,78 @@ class Entry:
     splits: dict[str, np.ndarray]
 
 
-def _open(path: Path) -> Entry | None:
-    meta_path = path / "meta.json"
+class _Invalid(Exception):
+    """Why a folder in the cache is not a usable entry."""
+
+
+def _read_entry(path: Path) -> Entry:
+    """Open and check an entry; anything wrong with it (a missing or garbled file, a field of the wrong
+    type, a tokens.bin of the wrong size) raises _Invalid with the reason."""
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _Invalid("no meta.json") from None
+    except (OSError, ValueError) as e:
+        raise _Invalid(f"meta.json unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise _Invalid("meta.json is not a JSON object")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        return None
-    dtype = np.dtype(meta["dtype"])
-    total = sum(n for _, n in meta["splits"].values())
+        raise _Invalid(f"not a {FORMAT} version {VERSION} entry")
+    try:
+        dtype = np.dtype(meta["dtype"]) if isinstance(meta.get("dtype"), str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "ui":
+        raise _Invalid(f"bad dtype {meta.get('dtype')!r} in meta.json")
+    raw = meta.get("splits")
+    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    if (not isinstance(raw, dict) or set(raw) != set(SPLITS)
+            or not all(isinstance(v, list) and len(v) == 2 and all(map(is_int, v)) for v in raw.values())):
+        raise _Invalid("bad 'splits' in meta.json")
+    total = sum(n for _, n in raw.values())
+    if any(a + n > total for a, n in raw.values()):
+        raise _Invalid("'splits' in meta.json run past the end of the tokens")
     bin_path = path / "tokens.bin"
-    if not bin_path.exists() or bin_path.stat().st_size != total * dtype.itemsize:
+    try:
+        st = bin_path.stat()
+    except OSError:
+        raise _Invalid("no tokens.bin") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size != total * dtype.itemsize:
+        raise _Invalid(f"tokens.bin has {st.st_size:,} bytes, meta.json says {total * dtype.itemsize:,}")
+    try:
+        tokenizer = load_tokenizer(path / "tokenizer.json")
+    except Exception as e:  # HybridError for a missing or garbled file; anything else from a damaged one
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise _Invalid(f"bad tokenizer.json ({why.removeprefix(str(path / 'tokenizer.json') + ': ')})") from None
+    if meta.get("tokenizer") != tokenizer.kind or meta.get("vocab_size") != tokenizer.vocab_size:
+        raise _Invalid("tokenizer.json does not match meta.json")
+    try:
+        # Copy-on-write: writable arrays (torch.from_numpy warns on read-only ones) that never change the file.
+        data = np.memmap(bin_path, dtype=dtype, mode="c", shape=(total,)) if total else np.zeros(0, dtype)
+    except (OSError, ValueError) as e:
+        raise _Invalid(f"tokens.bin unreadable ({e})") from None
+    splits = {s: data[a:a + n] for s, (a, n) in ((s, raw[s]) for s in SPLITS)}
+    return Entry(path, meta, tokenizer, splits)
+
+
+def _open(path: Path, problem: list | None = None) -> Entry | None:
+    """The entry at `path`, or None when there is none or it is not valid (the reason appended to `problem`)."""
+    try:
+        return _read_entry(path)
+    except _Invalid as e:
+        if problem is not None:
+            problem.append(str(e))
         return None
-    # Copy-on-write: writable arrays (torch.from_numpy warns on read-only ones) that never change the file.
-    data = np.memmap(bin_path, dtype=dtype, mode="c", shape=(total,)) if total else np.zeros(0, dtype)
-    splits = {s: data[a:a + n] for s, (a, n) in meta["splits"].items()}
-    return Entry(path, meta, load_tokenizer(path / "tokenizer.json"), splits)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 class Writer:
@@ -130,7 +192,13 @@ class TokenCache:
         self.root = Path(root) if root is not None else default_cache_dir()
 
     def get(self, key: str) -> Entry | None:
-        return _open(self.root / key)
+        """The valid entry for `key`, or None (with a warning naming a damaged one, which `build` replaces)."""
+        path, problem = self.root / key, []
+        entry = _open(path, problem)
+        if entry is None and os.path.lexists(path):
+            warnings.warn(f"token cache entry {path} is not valid ({problem[0] if problem else 'unreadable'}); "
+                          "it will be rebuilt", stacklevel=2)
+        return entry
 
     def build(self, key: str, dtype, encode, meta: dict) -> Entry:
         """Run `encode(writer) -> tokenizer` into a fresh temporary folder, then rename it into place.
@@ -156,19 +224,41 @@ class TokenCache:
                     "splits": {s: writer.splits.get(s, [writer.offset, 0]) for s in SPLITS},
                     "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.kind, **meta, **writer.meta}
             (tmp / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                if _open(final) is None:
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same entry first
+            problem: list[str] = []
+            entry = _open(tmp, problem)  # its memory maps stay valid across the rename below
+            if entry is None:
+                raise HybridError(f"{final}: the token cache entry just written cannot be read back ({problem[0]})")
+            entry.path = final
+            return self._install(tmp, final, entry)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        entry = _open(final)
-        if entry is None:
-            raise HybridError(f"{final}: the token cache entry just written cannot be read back")
-        return entry
+
+    def _install(self, tmp: Path, final: Path, entry: Entry) -> Entry:
+        """Rename the complete entry `tmp` into place. A valid entry already there (another process built
+        the same key first) is used instead; an invalid one is renamed aside, removed, and replaced."""
+        err: OSError | None = None
+        for _ in range(16):
+            try:
+                os.replace(tmp, final)
+                return _open(final) or entry
+            except OSError as e:
+                err = e
+            if not os.path.lexists(final):
+                continue  # another process moved an invalid entry aside just now
+            existing = _open(final)
+            if existing is not None:  # another process finished the same entry first
+                shutil.rmtree(tmp, ignore_errors=True)
+                return existing
+            aside = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+            try:
+                os.rename(final, aside)
+            except FileNotFoundError:
+                continue  # another process moved it aside first
+            except OSError as e:
+                raise HybridError(f"{final}: cannot replace the invalid token cache entry ({e.strerror or e})") from None
+            _remove(aside)
+        raise HybridError(f"{final}: cannot install the token cache entry ({err.strerror if err and err.strerror else err})")
 
     def entries(self) -> list[Entry]:
         if not self.root.is_dir():

@@ -141,15 +141,22 @@ class _Plan:
 # -- fingerprints -------------------------------------------------------------------------------
 
 def _fingerprint(paths: list[Path], cache: TokenCache, progress: bool) -> str:
-    """Content hash of files, remembered by (path, size, mtime) so a second load does not reread them."""
+    """Content hash of files, remembered by (path, size, mtime, inode, ctime) so a second load does not
+    reread them. ctime is in the key because mtime alone can be set back (cp -p, rsync -a, tar x): new
+    content of the same size with the old mtime still has a new ctime, so it is hashed again."""
     memo_path = cache.root / "fingerprints.json"
-    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    stats = []
+    for p in paths:
+        st = p.stat()
+        stats.append((str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
     memo_key = json.dumps(stats)
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
-    if memo_key in memo:
+    if not isinstance(memo, dict):
+        memo = {}
+    if isinstance(memo.get(memo_key), str):
         return memo[memo_key]
     total = sum(s[1] for s in stats)
     bar = _bar(total, "hash", progress and total > 64 * READ_CHUNK)
