@@ -2,7 +2,7 @@
 """The paper's comparison, reproduced at CPU scale: four architectures, equal parameters, equal budget.
 
     python tools/compare.py                 # Tiny Shakespeare (../shared/data), ~1.5M parameters each
-    python tools/compare.py --smoke         # seconds: the whole pipeline on toy sizes (for tests)
+    python tools/compare.py --smoke         # seconds: the whole pipeline on toy sizes, into a temporary folder
 
 Each of the paper's four layer patterns (Transformer, PAR, Attn-QRNN, Hybrid; train/config.py
 TINY_PATTERNS) keeps its pattern and is widened until its parameter count (as `hybrid info`
@@ -318,7 +318,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared machine, more threads than free cores slow every step down many-fold)")
     p.add_argument("--archs", default=",".join(ARCHS))
-    p.add_argument("--out", type=Path, default=ROOT / "results")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default: results/; with --smoke a temporary folder, so that toy "
+                        "numbers never replace the committed results)")
     p.add_argument("--docs", type=Path, nargs="*", default=None,
                    help="markdown files whose comparison markers get the table (default: README.md and docs/comparison.md)")
     p.add_argument("--cache-dir", type=Path, default=None, help="token cache folder")
@@ -331,6 +333,10 @@ def parse_args(argv=None):
         a.speed_rounds, a.speed_steps = 1, 1
         if a.docs is None:
             a.docs = []
+        if a.out is None:
+            a.out = Path(tempfile.mkdtemp(prefix="hybrid-compare-smoke-"))
+    if a.out is None:
+        a.out = ROOT / "results"
     if a.docs is None:
         a.docs = [ROOT / "README.md", ROOT / "docs" / "comparison.md"]
     return a
