@@ -140,7 +140,7 @@ def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0,
         out["unknown_tokens"] = source.unknown
     if base is not None:
         bn = tally.base_nll / max(tally.count, 1)
-        out["kl"] = {"base": f"{base.dir.path}:{base.variant}", "mean": tally.kl / max(tally.count, 1),
+        out["kl"] = {"base": f"{base.dir.path}:{base.variant}", "mean": max(tally.kl / max(tally.count, 1), 0.0),
                      "max": tally.kl_max, "top1_agreement": tally.same_top1 / max(tally.count, 1),
                      f"base_{model.metric}": metric_value(bn, model.metric), "base_nll": bn}
     return out
