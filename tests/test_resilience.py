@@ -4,7 +4,9 @@ A hard kill (SIGKILL) at a checkpoint, in the middle of writing one, or at a ran
 `--resume`, gives bit-identical weights to a run that was never stopped (CPU, same thread count).
 A SIGTERM saves and exits. A truncated checkpoint never loads; the one before is used. A full disk
 is one clear error with the last checkpoint intact. Non-finite steps are skipped, and too many in
-a row stop the run with its last checkpoint intact. Pruning keeps the newest and the best.
+a row stop the run with its last checkpoint intact. Pruning keeps the newest and the best
+(and never deletes a damaged one). `--resume` takes the run's own model, settings and corpus; with no
+checkpoint that verifies it stops and changes nothing.
 """
 
 import errno
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -373,3 +376,153 @@ def test_resume_refuses_a_different_batch_or_segment(straight, tmp_path, corpus_
     with pytest.raises(HybridError, match="--batch-size 4 --seq-len 32"):
         trainer.train(run, ModelConfig(**MODEL), TrainConfig(**dict(TRAIN, batch_size=8)), load_text_corpus(corpus_file),
                       resume=True, **QUIET)
+
+
+# -- --resume continues the run as it was configured -----------------------------------------------
+
+def hybrid_cli(*args):
+    """`hybrid ARGS` in this process (no interpreter start per call); a HybridError is returned as the
+    result's exception, which `hybrid` prints as its one `error:` line."""
+    from typer.testing import CliRunner
+
+    from hybrid.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def cli_run(tmp_path, corpus_file):
+    """A run made on the command line with non-default settings and its own corpus: 6 steps."""
+    (tmp_path / "m.json").write_text(json.dumps(dict(MODEL, dropout=0.0, zoneout=0.0)))
+    corpus = shutil.copy(corpus_file, tmp_path / "mine.txt")
+    run = tmp_path / "run"
+    res = hybrid_cli("train", "--config", tmp_path / "m.json", "--corpus", corpus, "--out", run, "--batch-size", 4,
+                     "--seq-len", 16, "--lr", 0.005, "--warmup", 3, "--steps", 6, "--save-every", 3,
+                     "--eval-every", 3, "--log-every", 1, "--no-progress", "--no-tensorboard", "--device", "cpu")
+    assert res.exit_code == 0, (res.output, res.exception)
+    return run, Path(corpus)
+
+
+def test_cli_resume_takes_model_settings_and_corpus_from_the_run(cli_run):
+    run, _ = cli_run
+    saved = json.loads((run / "config.json").read_text())
+    res = hybrid_cli("train", "--out", run, "--resume", "--steps", 9, "--no-progress", "--device", "cpu")
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "(step 6)" in res.output and "done: step 9" in res.output
+    after = json.loads((run / "config.json").read_text())
+    assert after["model"] == saved["model"] and after["corpus"] == saved["corpus"]
+    assert after["train"] == dict(saved["train"], steps=9)  # --steps extends the run; nothing else changed
+    cfg = TrainConfig(**after["train"])
+    lrs = {r["step"]: r["lr"] for r in read_metrics(run) if "lr" in r}
+    assert [lrs[s] for s in (7, 8, 9)] == [trainer.lr_at(s - 1, cfg) for s in (7, 8, 9)]
+
+
+def test_cli_resume_refuses_options_that_differ_from_the_run(cli_run, tmp_path, corpus_file):
+    run, corpus = cli_run
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    (tmp_path / "big.json").write_text(json.dumps(dict(MODEL, d_model=64, dropout=0.0, zoneout=0.0)))
+    other = tmp_path / "other.txt"
+    other.write_bytes(corpus_file.read_bytes()[:50000])
+    same = ["--batch-size", 4, "--seq-len", 16]  # as the run: only the option under test differs
+    for args, needles in (
+            (["--lr", "0.001"], ["--lr", "0.001", "0.005"]),
+            (["--warmup", "7"], ["--warmup", "7", "3"]),
+            (["--config", tmp_path / "big.json"], ["--config", "d_model", "64", "32"]),
+            (["--preset", "hybrid-tiny"], ["--preset", "hybrid-tiny"]),
+            (["--corpus", other], ["--corpus", "other.txt", "mine.txt"]),
+            (["--tokenizer", "word"], ["--tokenizer", "word", "byte"])):
+        res = hybrid_cli("train", "--out", run, "--resume", *same, *args, "--no-progress", "--device", "cpu")
+        assert isinstance(res.exception, HybridError), (args, res.output, res.exception)
+        assert all(n in str(res.exception) for n in needles), (args, str(res.exception))
+    # The corpus file changed since the run trained on it: refused, not trained on.
+    corpus.write_bytes(corpus.read_bytes()[:-1000] + b"x" * 1000)
+    res = hybrid_cli("train", "--out", run, "--resume", "--no-progress", "--device", "cpu")
+    assert isinstance(res.exception, HybridError) and "mine.txt" in str(res.exception), (res.output, res.exception)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing was changed
+
+
+def test_cli_resume_refusal_is_one_error_line(cli_run):
+    run, _ = cli_run
+    proc = subprocess.run([sys.executable, "-m", "hybrid", "train", "--out", str(run), "--resume", "--lr", "0.01",
+                           "--batch-size", "4", "--seq-len", "16", "--no-progress", "--device", "cpu"],
+                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: --lr 0.01"), proc.stderr
+
+
+# -- no verified checkpoint, pruning, old checkpoints ----------------------------------------------
+
+def flip_byte(path, at=100):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_resume_with_every_checkpoint_damaged_stops_and_changes_nothing(two_checkpoints, tmp_path, corpus_file):
+    run = shutil.copytree(two_checkpoints, tmp_path / "run")
+    for path in ck.list_checkpoints(run):
+        flip_byte(path / "model.safetensors")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    small = dict(MODEL, dropout=0.0, zoneout=0.0)
+    with pytest.raises(HybridError, match="none of its 2 checkpoints verifies") as e:
+        trainer.train(run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=8)), load_text_corpus(corpus_file),
+                      resume=True, **QUIET)
+    assert str(run / "checkpoints") in str(e.value) and "nothing was changed" in str(e.value)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_moves_damaged_checkpoints_aside_and_says_so(two_checkpoints, tmp_path, corpus_file):
+    run = shutil.copytree(two_checkpoints, tmp_path / "run")
+    flip_byte(run / "checkpoints" / "step-00000008" / "model.safetensors")
+    damaged = (run / "checkpoints" / "step-00000008" / "model.safetensors").read_bytes()
+    small = dict(MODEL, dropout=0.0, zoneout=0.0)
+    log = []
+    cfg = TrainConfig(**dict(TRAIN, steps=12, keep_best=False))
+    result = trainer.train(run, ModelConfig(**small), cfg, load_text_corpus(corpus_file), resume=True, progress=False,
+                           log=log.append)
+    assert result.step == 12 and "resumed from" in "\n".join(log) and "(step 4)" in "\n".join(log)
+    aside = run / ck.DAMAGED_DIR / "step-00000008"
+    assert (aside / "model.safetensors").read_bytes() == damaged  # kept as it was, for inspection
+    assert any("step-00000008" in m and ck.DAMAGED_DIR in m for m in log), log
+    assert [p.name for p in ck.list_checkpoints(run)] == ["step-00000008", "step-00000012"]  # new, verified
+    for p in ck.list_checkpoints(run):
+        ck.read_checkpoint(p)
+
+
+def test_pruning_never_deletes_the_new_checkpoint_or_a_damaged_one(tmp_path):
+    model = HybridLM(ModelConfig(**MODEL))
+    opt = trainer.make_optimizer(model, TrainConfig(**TRAIN))
+    run = tmp_path / "run"
+    for step in (10, 20):
+        ck.save_checkpoint(run, model, opt, step, {}, {}, keep_last=2, keep_best=False)
+    flip_byte(run / "checkpoints" / "step-00000020" / "trainer.safetensors")
+    ck.save_checkpoint(run, model, opt, 5, {}, {}, keep_last=2, keep_best=False)  # fewer steps than those on disk
+    assert [p.name for p in ck.list_checkpoints(run)] == ["step-00000005", "step-00000010", "step-00000020"]
+    ck.save_checkpoint(run, model, opt, 30, {}, {}, keep_last=2, keep_best=False)
+    # The verified ones are pruned by step (5 goes); the damaged one is never deleted by pruning.
+    assert [p.name for p in ck.list_checkpoints(run)] == ["step-00000010", "step-00000020", "step-00000030"]
+    # Checkpoints sort by step, not by name (a step past 8 digits).
+    for step in (99999999, 100000000):
+        ck.save_checkpoint(run, model, opt, step, {}, {}, keep_last=0)
+    assert ck.list_checkpoints(run)[-1].name == "step-100000000"
+
+
+def test_checkpoint_from_an_older_version_still_loads(two_checkpoints, tmp_path, corpus_file):
+    # Before state.json carried its own checksum it was written as json.dumps(state, indent=2) + "\n".
+    run = shutil.copytree(two_checkpoints, tmp_path / "run")
+    path = ck.list_checkpoints(run)[-1]
+    state = json.loads((path / "state.json").read_bytes())
+    state.pop("state_sha256")
+    (path / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    assert ck.read_checkpoint(path)[0]["step"] == 8
+    small = dict(MODEL, dropout=0.0, zoneout=0.0)
+    log = []
+    trainer.train(run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=10)), load_text_corpus(corpus_file),
+                  resume=True, progress=False, log=log.append)
+    assert any("(step 8)" in m for m in log), log
+    # The self-checksummed layout stays strict: with its checksum, a trailing newline is damage.
+    new = ck.list_checkpoints(run)[-1]
+    ck.read_checkpoint(new)
+    (new / "state.json").write_bytes((new / "state.json").read_bytes() + b"\n")
+    with pytest.raises(HybridError, match="not in the layout it was written in"):
+        ck.read_checkpoint(new)

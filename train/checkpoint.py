@@ -12,8 +12,11 @@ A run directory:
 A checkpoint directory is assembled under a temporary name and renamed into place only when
 complete, so `checkpoints/` only ever holds whole checkpoints; state.json's hashes also catch a
 file damaged later, and state.json carries a checksum of itself (see encode_state). Pruning
-keeps the newest `keep_last` checkpoints and the one with the lowest validation loss. A process
-killed mid-write leaves only dot-named temporaries, which `clean_temporaries` removes on resume.
+keeps the newest `keep_last` verified checkpoints by step, the one with the lowest validation
+loss and always the one just written; it never deletes a checkpoint that does not verify. A
+damaged checkpoint is moved aside into `checkpoints-damaged/` (never deleted) when a resume
+skips it or a save would replace it. A process killed mid-write leaves only dot-named
+temporaries, which `clean_temporaries` removes on resume.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from safetensors.torch import save as st_save
 from hybrid.runtime.errors import HybridError
 
 CKPT_PREFIX = "step-"
+DAMAGED_DIR = "checkpoints-damaged"  # where damaged checkpoints are moved aside, beside checkpoints/
 
 
 def _fsync_dir(path: Path) -> None:
@@ -166,7 +170,14 @@ def encode_state(state: dict) -> bytes:
 
 def decode_state(data: bytes, source: str) -> dict:
     obj = json.loads(data)
-    if not isinstance(obj, dict) or json.dumps(obj, indent=2).encode() != data:
+    if not isinstance(obj, dict):
+        raise HybridError(f"{source}: damaged (not in the layout it was written in)")
+    if "state_sha256" not in obj and json.dumps(obj, indent=2).encode() + b"\n" == data:
+        # Written before state.json carried its own checksum (atomic_write_json: a trailing
+        # newline, no state_sha256): accepted as it was then; the hashes of the files it lists
+        # are still checked by read_checkpoint.
+        return obj
+    if json.dumps(obj, indent=2).encode() != data:
         raise HybridError(f"{source}: damaged (not in the layout it was written in)")
     digest = obj.pop("state_sha256", None)
     if digest != _sha256(json.dumps(obj, sort_keys=True).encode()):
@@ -185,11 +196,12 @@ def rng_tensors(device: torch.device | None = None) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str, torch.Tensor],
                     info: dict, keep_last: int = 2, keep_best: bool = True,
-                    rng: dict[str, torch.Tensor] | None = None) -> Path:
+                    rng: dict[str, torch.Tensor] | None = None, log=None) -> Path:
     """Write checkpoints/step-N atomically, update model.safetensors, prune old checkpoints.
 
     `carry` is the carried state of all B streams; `rng` maps names like "0.cpu" (rank 0's CPU
-    generator) to states, by default this process's as rank 0. `info` may hold "valid_loss"."""
+    generator) to states, by default this process's as rank 0. `info` may hold "valid_loss".
+    A damaged checkpoint already at step N is moved aside (and `log` told), not deleted."""
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
     final = ckpt_root / f"{CKPT_PREFIX}{step:08d}"
@@ -200,11 +212,13 @@ def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str,
         # than delete it to write the same step again; only a damaged one is replaced.
         try:
             read_checkpoint(final)
-        except HybridError:
-            pass
+        except HybridError as e:
+            aside = move_aside(run_dir, final)
+            if log is not None:
+                log(f"warning: {e}; moved it to {aside} and wrote step {step} afresh")
         else:
             atomic_write_bytes(run_dir / "model.safetensors", weights)
-            prune_checkpoints(run_dir, keep_last, keep_best)
+            prune_checkpoints(run_dir, keep_last, keep_best, keep=final)
             return final
     opt_tensors, groups = optimizer_to_tensors(optimizer)
     trainer = dict(opt_tensors)
@@ -227,8 +241,8 @@ def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str,
         _write_file(tmp / "trainer.safetensors", trainer_bytes)
         _write_file(tmp / "state.json", encode_state(state))
         _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # not a directory (a checkpoint there was verified or moved aside above)
+            final.unlink()
         os.replace(tmp, final)
         _fsync_dir(ckpt_root)
     except OSError as e:
@@ -236,38 +250,46 @@ def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str,
         raise HybridError(f"{final}: could not save checkpoint ({describe_os_error(e)}); "
                           f"earlier checkpoints are intact") from None
     atomic_write_bytes(run_dir / "model.safetensors", weights)  # the run's current weights, for export
-    prune_checkpoints(run_dir, keep_last, keep_best)
+    prune_checkpoints(run_dir, keep_last, keep_best, keep=final)
     return final
 
 
-def prune_checkpoints(run_dir: Path, keep_last: int, keep_best: bool = True) -> None:
-    """Delete all but the newest `keep_last` checkpoints (0: keep all) and, with keep_best, the best."""
-    ckpts = list_checkpoints(run_dir)
+def prune_checkpoints(run_dir: Path, keep_last: int, keep_best: bool = True, keep: Path | None = None) -> None:
+    """Delete all but the newest `keep_last` verified checkpoints by step (0: keep all) and, with
+    keep_best, the best verified one. `keep` (the checkpoint just written) is never deleted, and
+    neither is any checkpoint that does not verify: pruning deletes only what it has verified."""
     if keep_last <= 0:
         return
-    keep = set(ckpts[-keep_last:])
+    ckpts = list_checkpoints(run_dir)
+    verified = [p for p in ckpts if p == keep or _verifies(p)]
+    kept = set(verified[-keep_last:]) | ({keep} if keep is not None else set())
     if keep_best:
-        best = best_checkpoint(run_dir)
+        best = _best_of(verified)
         if best is not None:
-            keep.add(best[0])
-    for old in ckpts:
-        if old not in keep:
+            kept.add(best[0])
+    for old in verified:
+        if old not in kept:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """N of a checkpoints/step-N folder, None for a name that holds no step number."""
+    digits = path.name[len(CKPT_PREFIX):]
+    return int(digits) if path.name.startswith(CKPT_PREFIX) and digits.isdigit() else None
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoint folders, oldest step first (by number: step-100000000 comes after step-99999999)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX))
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX)]
+    return sorted(found, key=lambda p: (checkpoint_step(p) is not None, checkpoint_step(p) or 0, p.name))
 
 
-def best_checkpoint(run_dir: Path) -> tuple[Path, float] | None:
-    """(path, valid_loss) of the checkpoint with the lowest recorded validation loss, if any has one.
-
-    Reads only state.json; verify with read_checkpoint before loading."""
+def _best_of(paths: list[Path]) -> tuple[Path, float] | None:
     best = None
-    for path in list_checkpoints(run_dir):
+    for path in paths:
         try:
             v = json.loads((path / "state.json").read_text()).get("valid_loss")
         except (OSError, ValueError, AttributeError):
@@ -275,6 +297,51 @@ def best_checkpoint(run_dir: Path) -> tuple[Path, float] | None:
         if isinstance(v, (int, float)) and v == v and (best is None or v < best[1]):
             best = (path, float(v))
     return best
+
+
+def best_checkpoint(run_dir: Path) -> tuple[Path, float] | None:
+    """(path, valid_loss) of the checkpoint with the lowest recorded validation loss, if any has one.
+
+    Reads only state.json; verify with read_checkpoint before loading."""
+    return _best_of(list_checkpoints(run_dir))
+
+
+def _verifies(path: Path) -> bool:
+    """Whether a checkpoint verifies (state.json and the hashes of its files), reading the files in
+    chunks rather than loading them."""
+    try:
+        state = decode_state((path / "state.json").read_bytes(), str(path / "state.json"))
+        files = state.get("files")
+        if not isinstance(files, dict) or set(files) != {"model.safetensors", "trainer.safetensors"}:
+            return False
+        for name, (size, digest) in files.items():
+            h = hashlib.sha256()
+            with open(path / name, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    h.update(chunk)
+            if (path / name).stat().st_size != size or h.hexdigest() != digest:
+                return False
+        return True
+    except (HybridError, OSError, ValueError, TypeError):
+        return False
+
+
+def move_aside(run_dir: Path, path: Path) -> Path:
+    """Move a damaged checkpoint folder into RUN_DIR/checkpoints-damaged/ (kept for inspection,
+    out of the way of resume and pruning); returns where it went."""
+    root = Path(run_dir) / DAMAGED_DIR
+    dest = root / path.name
+    n = 2
+    while dest.exists():
+        dest = root / f"{path.name}.{n}"
+        n += 1
+    try:
+        root.mkdir(exist_ok=True)
+        os.replace(path, dest)
+    except OSError as e:
+        raise HybridError(f"{path}: damaged, and could not be moved to {root} ({describe_os_error(e)})") from None
+    _fsync_dir(path.parent)
+    return dest
 
 
 def clean_temporaries(run_dir: Path) -> list[Path]:
@@ -312,11 +379,14 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str
         raise HybridError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {e})") from None
 
 
-def latest_valid_checkpoint(run_dir: Path, warn=print):
-    """The newest checkpoint that verifies, skipping (with a warning) any that do not."""
+def latest_valid_checkpoint(run_dir: Path, warn=print, skipped: list | None = None):
+    """The newest checkpoint that verifies, skipping (with a warning) any that do not; the skipped
+    folders are appended to `skipped` when given."""
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return path, *read_checkpoint(path)
         except HybridError as e:
             warn(f"warning: skipping {e}")
+            if skipped is not None:
+                skipped.append(path)
     return None

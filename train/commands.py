@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +40,100 @@ def _default_run_dir(preset_name: str) -> Path:
     return Path(f"{base}-{n}")
 
 
+# --resume: the run's config.json gives the model, the training settings and the corpus. Options
+# passed with it must agree with the run, except --steps (extends the run), --device, --progress,
+# --path (where the corpus lies now) and these train settings, none of which changes the updates.
+RESUME_CHANGEABLE = ("grad_accum", "eval_every", "save_every", "keep_last", "keep_best", "max_bad_steps",
+                     "log_every", "tensorboard")
+RESUME_TRAIN_OPTIONS = {"batch_size": ("--batch-size", "batch_size"), "seq_len": ("--seq-len", "seq_len"),
+                        "lr": ("--lr", "lr"), "warmup": ("--warmup", "warmup_steps"), "seed": ("--seed", "seed")}
+
+
+def _explicit(ctx: typer.Context, name: str) -> bool:
+    """Whether the user passed option `name` (not its default), by click's parameter source. By the
+    member's name: typer may bring its own copy of click, whose ParameterSource is another class."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _corpus_spec(source: Optional[str], path, options: Optional[dict] = None) -> dict:
+    """How a corpus is chosen, as stored in a run's config.json (corpus.spec) for --resume: the
+    built-in corpus, a named one (enwik8, wikitext-*; `path` where it lay) or your own text (an
+    absolute path), plus a recipe's options (raw, min_count, max_vocab)."""
+    from hybrid.train.sources import SOURCES
+
+    if source is None:
+        spec = {"source": "builtin", "path": None}
+    elif source not in SOURCES and path is None and (Path(source).exists() or any(c in source for c in "/\\.")):
+        spec = {"source": "text", "path": str(Path(source).resolve())}  # a path: your own text
+    else:
+        spec = {"source": source, "path": str(Path(path).resolve()) if path is not None else None}
+    if options:
+        spec["options"] = dict(options)
+    return spec
+
+
+def _describe_spec(spec: dict) -> str:
+    if spec["source"] == "builtin":
+        return "the built-in corpus"
+    return spec["path"] if spec["source"] == "text" else spec["source"]
+
+
+def _load_corpus(spec: dict, tokenizer: Optional[str], seq_len: int, progress: bool, given=None):
+    """The corpus of a spec; `given` (source, path) as the user wrote them, for messages that
+    name the path as given."""
+    from hybrid.train.data import load_text_corpus
+    from hybrid.train.sources import load_source
+
+    if spec["source"] == "builtin":
+        corpus = load_text_corpus(None, tokenizer or "byte")
+    else:
+        source, path = given or (spec["source"], spec["path"])
+        corpus = load_source(source, path, tokenizer, seq_len=seq_len, progress=progress, log=typer.echo,
+                             **spec.get("options", {}))
+    corpus.meta["spec"] = spec
+    return corpus
+
+
+def _check_resume_options(ctx: typer.Context, out: Path, saved_model, saved_train, saved_corpus: dict,
+                          cli_model, recipe_cfgs, corpus_spec: Optional[dict], values: dict) -> None:
+    """Refuse, in one line naming the option and both values, an option passed with --resume that
+    differs from the run's config.json (--steps, RESUME_CHANGEABLE and --device, --progress, --path aside)."""
+    from hybrid.train.trainer import RESUME_FIXED, model_differences
+
+    where = f"the run in {out}"
+    hint = "--resume continues a run with its own settings (drop the option, or start a new run)"
+    for name, (option, field) in RESUME_TRAIN_OPTIONS.items():
+        if _explicit(ctx, name) and values[name] != getattr(saved_train, field):
+            raise HybridError(f"{option} {values[name]}: {where} has {field} {getattr(saved_train, field)}; {hint}")
+    # The option that chose the model on the command line: --recipe, else --config, else --preset.
+    name = "recipe" if values["recipe"] is not None else "config" if values["config"] is not None else "preset"
+    if _explicit(ctx, name):
+        option = f"--{name} {values[name]}"
+        diffs = model_differences(saved_model, dataclasses.replace(cli_model, vocab_size=saved_model.vocab_size))
+        if diffs:
+            k, was, now = diffs[0]
+            raise HybridError(f"{option}: its model has {k} {now!r}, {where} has {k} {was!r}; {hint}")
+        if name == "recipe":
+            for k in RESUME_FIXED:
+                if getattr(recipe_cfgs[1], k) != getattr(saved_train, k):
+                    raise HybridError(f"{option}: its {k} is {getattr(recipe_cfgs[1], k)!r}, {where} has "
+                                      f"{getattr(saved_train, k)!r}; {hint}")
+    if _explicit(ctx, "tokenizer") and values["tokenizer"] != saved_corpus["tokenizer"]:
+        raise HybridError(f"--tokenizer {values['tokenizer']}: {where} trains on {saved_corpus['tokenizer']} "
+                          f"tokens; {hint}")
+    saved_spec = saved_corpus.get("spec")
+    if corpus_spec is not None and isinstance(saved_spec, dict):
+        option = f"--corpus {values['corpus']}" if _explicit(ctx, "corpus") else f"--recipe {values['recipe']}"
+        same = corpus_spec["source"] == saved_spec.get("source") and \
+            corpus_spec.get("options", {}) == saved_spec.get("options", {})
+        if not same:  # (the same source at another path is checked by its fingerprint once loaded)
+            raise HybridError(f"{option}: {where} was trained on {_describe_spec(saved_spec)} "
+                              f"({saved_corpus['name']}); {hint}")
+
+
 def train(
+    ctx: typer.Context,
     preset: str = typer.Option("hybrid-tiny", help="Model preset (see `hybrid info`)."),
     config: Optional[Path] = typer.Option(None, help="Model config JSON; overrides --preset."),
     corpus: Optional[str] = typer.Option(None, help="enwik8, wikitext-103, wikitext-2, or a path to your own text "
@@ -49,7 +143,8 @@ def train(
     recipe: Optional[Path] = typer.Option(None, help="A recipe JSON (recipes/*/*.json): model, training and data "
                                                      "settings together; --steps, --out and --path still apply."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<preset>, numbered if taken)."),
-    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 1200, or the recipe's)."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 1200, or the recipe's; "
+                                                   "with --resume the run's, and more extend it)."),
     batch_size: int = typer.Option(16, help="Parallel contiguous streams per step."),
     seq_len: int = typer.Option(128, help="Segment length T."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
@@ -58,7 +153,11 @@ def train(
     save_every: int = typer.Option(200, help="Checkpoint every N steps."),
     seed: int = typer.Option(1234),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    resume: bool = typer.Option(False, help="Continue from the last valid checkpoint in --out."),
+    resume: bool = typer.Option(False, help="Continue from the last valid checkpoint in --out, with the run's own "
+                                            "model, training settings and corpus (its config.json). Other options "
+                                            "given must match them, except --steps, --grad-accum, --eval-every, "
+                                            "--save-every, --keep-last, --keep-best, --max-bad-steps, --log-every, "
+                                            "--tensorboard, --progress, --device and --path, which may change."),
     overwrite: bool = typer.Option(False, help="Start afresh in an existing --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     grad_accum: int = typer.Option(1, help="Micro-batches per step and process: splits the batch to save memory; "
@@ -69,66 +168,100 @@ def train(
     tensorboard: bool = typer.Option(True, help="Also log to RUN_DIR/tensorboard if the tensorboard package is installed."),
     log_every: int = typer.Option(10, help="Write a metrics.jsonl record every N steps."),
 ):
-    """Train a model. With no arguments: the tiny Hybrid Transformer on Tiny Shakespeare, on the CPU."""
+    """Train a model. With no arguments: the tiny Hybrid Transformer on Tiny Shakespeare, on the CPU.
+
+    With --resume, a run continues exactly as it was configured (model, settings and corpus from its
+    config.json); a corpus that changed since is refused."""
     import shutil
 
     from hybrid.train.config import TrainConfig, load_model_config, preset as get_preset
-    from hybrid.train.data import load_text_corpus
     from hybrid.train.model import HybridLM
     from hybrid.train.distributed import launch_env
-    from hybrid.train.trainer import pick_device, train as run_training
+    from hybrid.train.trainer import corpus_fingerprint, pick_device, read_run_config, train as run_training
 
+    values = dict(ctx.params)
     recipe_cfgs = None
     if recipe is not None:
         from hybrid.train.sources import read_recipe
 
         recipe_cfgs = read_recipe(recipe)
-    if steps is None:
-        steps = recipe_cfgs[1].steps if recipe_cfgs else 1200
-    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--seq-len", seq_len),
-                    ("--eval-every", eval_every), ("--save-every", save_every), ("--grad-accum", grad_accum),
-                    ("--max-bad-steps", max_bad_steps), ("--log-every", log_every)):
-        if v <= 0:
-            raise HybridError(f"{name} must be positive, got {v}")
-    if lr <= 0:
-        raise HybridError(f"--lr must be positive, got {lr}")
-    if keep_last < 0:
-        raise HybridError(f"--keep-last must be >= 0, got {keep_last}")
-    rank = launch_env()[0]  # under torchrun: only rank 0 touches the run directory
-    dev = pick_device(device)
-    if recipe_cfgs is not None:
-        from hybrid.train.sources import load_recipe_corpus
-
-        data = load_recipe_corpus(recipe, data_path, progress=progress, log=typer.echo)
-        model_cfg = recipe_cfgs[0]
-    else:
-        if corpus is None:
-            data = load_text_corpus(None, tokenizer or "byte")
-        else:
-            from hybrid.train.sources import load_source
-
-            data = load_source(corpus, data_path, tokenizer, seq_len=seq_len, progress=progress, log=typer.echo)
-        model_cfg = load_model_config(config) if config else get_preset(preset)
-    if model_cfg.vocab_size != data.tokenizer.vocab_size:
-        model_cfg.vocab_size = data.tokenizer.vocab_size
-    name = model_cfg.name if model_cfg.name != "custom" else preset
+    if resume and overwrite:
+        raise HybridError("--overwrite with --resume: --overwrite deletes the run that --resume continues; pass one")
+    # The model the command line names (the run directory's default name comes from it).
+    cli_model = recipe_cfgs[0] if recipe_cfgs else (load_model_config(config) if config else get_preset(preset))
+    name = cli_model.name if cli_model.name != "custom" else preset
     if out is None:
         out = _default_run_dir(name) if not resume else Path("runs") / name
     elif out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
+    saved = read_run_config(out) if resume and (out / "config.json").is_file() else None
+    if steps is None:
+        steps = saved[1].steps if saved else recipe_cfgs[1].steps if recipe_cfgs else 1200
+    for opt, v in (("--steps", steps), ("--batch-size", batch_size), ("--seq-len", seq_len),
+                   ("--eval-every", eval_every), ("--save-every", save_every), ("--grad-accum", grad_accum),
+                   ("--max-bad-steps", max_bad_steps), ("--log-every", log_every)):
+        if v <= 0:
+            raise HybridError(f"{opt} must be positive, got {v}")
+    if lr <= 0:
+        raise HybridError(f"--lr must be positive, got {lr}")
+    if keep_last < 0:
+        raise HybridError(f"--keep-last must be >= 0, got {keep_last}")
+    # How the corpus is chosen on the command line (None: by the run's config.json on --resume).
+    corpus_spec, given, corpus_tokenizer = None, None, tokenizer
+    if recipe_cfgs is not None:
+        data_cfg = recipe_cfgs[2]
+        given = (data_cfg["source"], data_path or data_cfg.get("path"))
+        corpus_spec = _corpus_spec(*given, {k: data_cfg[k] for k in ("raw", "min_count", "max_vocab") if k in data_cfg})
+        corpus_tokenizer = data_cfg.get("tokenizer")
+    elif corpus is not None or saved is None:
+        given = (corpus, data_path)
+        corpus_spec = _corpus_spec(*given)
+    rank = launch_env()[0]  # under torchrun: only rank 0 touches the run directory
+    dev = pick_device(device)
+    if saved is not None:
+        saved_model, saved_train, obj = saved
+        saved_corpus = obj["corpus"]
+        _check_resume_options(ctx, out, saved_model, saved_train, saved_corpus, cli_model, recipe_cfgs,
+                              corpus_spec, values)
+        model_cfg = saved_model
+        train_cfg = dataclasses.replace(saved_train, steps=steps,
+                                        **{k: values[k] for k in RESUME_CHANGEABLE if _explicit(ctx, k)})
+        saved_spec = saved_corpus.get("spec")
+        if corpus_spec is None:
+            if isinstance(saved_spec, dict):
+                corpus_spec = dict(saved_spec)
+                if data_path is not None and corpus_spec["source"] != "builtin":
+                    corpus_spec["path"] = str(data_path.resolve())  # where the corpus lies now
+            else:  # a run from before config.json recorded how its corpus was loaded
+                corpus_spec = _corpus_spec(None, None)
+        corpus_tokenizer = corpus_tokenizer or saved_corpus["tokenizer"]
+        data = _load_corpus(corpus_spec, corpus_tokenizer, train_cfg.seq_len, progress, given)
+        old_fp = saved_corpus.get("fingerprint")
+        if isinstance(old_fp, str) and corpus_fingerprint(data) != old_fp:
+            chosen = f"--corpus {corpus}" if corpus is not None else f"--recipe {recipe}" if recipe is not None \
+                else _describe_spec(corpus_spec) + ("" if isinstance(saved_spec, dict) else " (name it with --corpus)")
+            raise HybridError(f"{chosen}: not the corpus the run in {out} was trained on ({saved_corpus['name']}, "
+                              f"fingerprint {old_fp}; this is {data.name}, fingerprint {corpus_fingerprint(data)}); "
+                              f"--resume continues a run only on the same data")
+    else:
+        data = _load_corpus(corpus_spec, corpus_tokenizer, seq_len, progress, given)
+        model_cfg = dataclasses.replace(cli_model)
+        if model_cfg.vocab_size != data.tokenizer.vocab_size:
+            model_cfg.vocab_size = data.tokenizer.vocab_size
+        if recipe_cfgs is not None:
+            train_cfg = dataclasses.replace(recipe_cfgs[1], steps=steps)
+        else:
+            train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, steps=steps, lr=lr, warmup_steps=warmup,
+                                    eval_every=eval_every, save_every=save_every, seed=seed, grad_accum=grad_accum,
+                                    keep_last=keep_last, keep_best=keep_best, max_bad_steps=max_bad_steps,
+                                    tensorboard=tensorboard, log_every=log_every)
     if overwrite and out.exists() and rank == 0:
         shutil.rmtree(out)
-    if recipe_cfgs is not None:
-        import dataclasses
-
-        train_cfg = dataclasses.replace(recipe_cfgs[1], steps=steps)
-    else:
-        train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, steps=steps, lr=lr, warmup_steps=warmup,
-                                eval_every=eval_every, save_every=save_every, seed=seed, grad_accum=grad_accum,
-                                keep_last=keep_last, keep_best=keep_best, max_bad_steps=max_bad_steps,
-                                tensorboard=tensorboard, log_every=log_every)
     echo = typer.echo if rank == 0 else (lambda *a, **k: None)
+    if saved is not None:
+        echo(f"resuming {out} with its own model, settings and corpus ({out / 'config.json'})")
     echo(data.describe())
+    name = model_cfg.name if model_cfg.name != "custom" else preset
     echo(f"model {name}: pattern {model_cfg.pattern}, "
          f"{sum(p.numel() for p in HybridLM(model_cfg).parameters()):,} parameters; "
          f"device {dev}; run dir {out}")

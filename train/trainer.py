@@ -168,12 +168,39 @@ class TrainResult:
     interrupted: bool = False
 
 
-def write_run_files(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus) -> None:
+def corpus_fingerprint(corpus: Corpus) -> str:
+    """A hash of what training reads: the tokenizer and the tokens of every split (bytes as uint8,
+    words as int32, whatever array type the loader gave them), so the same text loaded through
+    either loader gives the same fingerprint. Remembered in corpus.meta."""
+    import hashlib
+    import json
+
+    if isinstance(corpus.meta.get("token_fingerprint"), str):
+        return corpus.meta["token_fingerprint"]
+    dtype = np.dtype("u1") if corpus.tokenizer.kind == "byte" else np.dtype("<i4")
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(corpus.tokenizer.to_json(), sort_keys=True).encode())
+    for split in ("train", "valid", "test"):
+        tokens = getattr(corpus, split)
+        h.update(f"\0{split}:{len(tokens)}\0".encode())
+        for i in range(0, len(tokens), 1 << 24):
+            h.update(np.ascontiguousarray(tokens[i:i + (1 << 24)], dtype=dtype).data)
+    corpus.meta["token_fingerprint"] = h.hexdigest()
+    return corpus.meta["token_fingerprint"]
+
+
+def write_run_files(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus,
+                    spec: dict | None = None) -> None:
+    """config.json and tokenizer.json. The corpus section names the corpus, its fingerprint (see
+    corpus_fingerprint) and, from the command line, `spec`: how to load it again on --resume."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    section = {"name": corpus.name, "tokenizer": corpus.tokenizer.kind, "fingerprint": corpus_fingerprint(corpus)}
+    spec = spec if spec is not None else corpus.meta.get("spec")
+    if spec is not None:
+        section["spec"] = spec
     ck.atomic_write_json(run_dir / "config.json", {
         "format": RUN_FORMAT, "version": RUN_VERSION,
-        "model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
-        "corpus": {"name": corpus.name, "tokenizer": corpus.tokenizer.kind},
+        "model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "corpus": section,
     })
     save_tokenizer(corpus.tokenizer, run_dir / "tokenizer.json")
 
@@ -205,15 +232,51 @@ def load_run_model(run_dir: Path, device="cpu") -> tuple[HybridLM, object]:
     return model.to(device).eval(), load_tokenizer(Path(run_dir) / "tokenizer.json")
 
 
-def _check_resume_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """The data order is a function of (batch_size, seq_len): a resume must keep both."""
+# Train settings that fix what a run computes: a resume must keep them. The others (steps, to
+# extend a run; grad_accum, which splits the same batch; how often to evaluate, save and log;
+# how many checkpoints to keep; max_bad_steps; eval_tokens; tensorboard) may change.
+RESUME_FIXED = ("batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "beta1", "beta2",
+                "grad_clip", "seed")
+
+
+def model_differences(a: ModelConfig, b: ModelConfig) -> list[tuple[str, object, object]]:
+    """(field, a's value, b's value) where two model configs differ (the name aside)."""
+    da, db = a.to_dict(), b.to_dict()
+    return [(k, da[k], db[k]) for k in da if k != "name" and da[k] != db[k]]
+
+
+def _check_resume_config(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus) -> dict | None:
+    """A resume continues the run as it was configured: the same model, the same settings that
+    fix the updates (RESUME_FIXED; the data order is a function of batch_size and seq_len) and the
+    same corpus. Returns the run's saved corpus section (None before the run's first start)."""
     if not (run_dir / "config.json").is_file():
-        return
-    _, old, _ = read_run_config(run_dir)
+        return None
+    old_model, old, obj = read_run_config(run_dir)
     if (old.batch_size, old.seq_len) != (cfg.batch_size, cfg.seq_len):
         raise HybridError(f"{run_dir}: the run trains on batch size {old.batch_size} and segment length "
                           f"{old.seq_len}; resume it with --batch-size {old.batch_size} --seq-len {old.seq_len} "
                           f"(the world size and --grad-accum may change)")
+    diffs = model_differences(old_model, model_cfg)
+    if diffs:
+        k, was, now = diffs[0]
+        raise HybridError(f"{run_dir}: the run's model has {k} {was!r}, not {now!r}; resume it with its own model "
+                          f"(its config.json)")
+    for k in RESUME_FIXED:
+        if getattr(old, k) != getattr(cfg, k):
+            raise HybridError(f"{run_dir}: the run trains with {k} {getattr(old, k)!r}, not {getattr(cfg, k)!r}; "
+                              f"a resume keeps the run's settings (its config.json)")
+    saved = obj["corpus"]
+    if saved["tokenizer"] != corpus.tokenizer.kind:
+        raise HybridError(f"{run_dir}: the run trains on {saved['tokenizer']} tokens, not {corpus.tokenizer.kind}")
+    if isinstance(saved.get("fingerprint"), str):
+        if saved["fingerprint"] != corpus_fingerprint(corpus):
+            raise HybridError(f"{run_dir}: the corpus differs from the one the run was trained on "
+                              f"({saved['name']}, fingerprint {saved['fingerprint']}; now {corpus.name}, "
+                              f"fingerprint {corpus_fingerprint(corpus)})")
+    elif saved["name"] != corpus.name:  # a run written before corpora had a fingerprint
+        raise HybridError(f"{run_dir}: the run was trained on the corpus {saved['name']}, not {corpus.name}; "
+                          f"resume it on the same corpus")
+    return saved
 
 
 def _restore_rng(trainer: dict[str, torch.Tensor], dd: distributed.Dist, seed: int, step: int) -> None:
@@ -269,12 +332,29 @@ def _train(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corp
     batcher = StreamBatcher(corpus.train, B, T)
     state = model.initial_state(share, device=device)
     step = 0
+    spec = corpus.meta.get("spec")
     if resume:
-        _check_resume_config(run_dir, cfg)
+        saved = _check_resume_config(run_dir, model_cfg, cfg, corpus)
+        if spec is None and saved is not None:
+            spec = saved.get("spec")  # same corpus (checked): keep how the command line loads it
+        damaged: list[Path] = []
+        found = ck.latest_valid_checkpoint(run_dir, warn=say, skipped=damaged)
+        if found is None and damaged:
+            raise HybridError(f"{run_dir / 'checkpoints'}: none of its {len(damaged)} checkpoints verifies "
+                              f"(see the warnings above); nothing was changed. Move them aside to start "
+                              f"the run again from step 0, or restore a good copy")
+        dd.any(False)  # every rank has read its checkpoint before rank 0 moves anything
+        error = ""
         if dd.main:
             for p in ck.clean_temporaries(run_dir):
                 say(f"removed {p.name}, left by an interrupted write")
-        found = ck.latest_valid_checkpoint(run_dir, warn=say)
+            try:
+                for p in damaged:  # out of the way of pruning and of the saves to come, never deleted
+                    say(f"moved the damaged checkpoint {p.name} to {ck.move_aside(run_dir, p)} (kept for inspection)")
+            except HybridError as e:
+                error = str(e)
+        if dd.any(bool(error)):
+            raise HybridError(error or "rank 0 could not move a damaged checkpoint aside (see its message)")
         if found is None:
             say(f"no checkpoint in {run_dir}; starting from step 0")
         else:
@@ -298,7 +378,7 @@ def _train(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corp
     metric = metric_name(kind)
     metrics = None
     if dd.main:
-        write_run_files(run_dir, model_cfg, cfg, corpus)
+        write_run_files(run_dir, model_cfg, cfg, corpus, spec)
         metrics = MetricsLog(run_dir, step, tensorboard=cfg.tensorboard)
 
     def record(obj):
@@ -316,7 +396,7 @@ def _train(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corp
         if dd.main:
             try:
                 path = ck.save_checkpoint(run_dir, model, optimizer, step, carry, info,
-                                          keep_last=cfg.keep_last, keep_best=cfg.keep_best, rng=rng)
+                                          keep_last=cfg.keep_last, keep_best=cfg.keep_best, rng=rng, log=say)
             except HybridError as e:
                 error = str(e)
         if dd.any(bool(error)):
