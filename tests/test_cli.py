@@ -60,6 +60,9 @@ def test_existing_run_dir_needs_resume_or_overwrite(tmp_path):
     (tmp_path / "r" / "x").write_text("x")
     line = one_error_line(run_cli("train", "--out", str(tmp_path / "r")))
     assert "--resume" in line
+    # --overwrite replaces a training run only, never any other folder.
+    line = one_error_line(run_cli("train", "--out", str(tmp_path / "r"), "--overwrite"))
+    assert "is not a training run directory" in line and (tmp_path / "r" / "x").read_text() == "x"
 
 
 def test_ctrl_c_saves_and_resume_continues(tmp_path):

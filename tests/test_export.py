@@ -297,6 +297,8 @@ def damage(run, kind):
     weights = (run / "model.safetensors").read_bytes()
     if kind == "truncated":
         (bad / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    elif kind == "directory":
+        (bad / "model.safetensors").mkdir()
     else:  # a checkpoint whose tensors do not match its config
         (bad / "model.safetensors").write_bytes(weights)
         cfg = json.loads((bad / "config.json").read_text())
@@ -307,6 +309,7 @@ def damage(run, kind):
 
 @pytest.mark.parametrize("kind,needle", [("missing", "run directory not found"),
                                          ("truncated", "not a valid safetensors file"),
+                                         ("directory", "cannot read the weights file"),
                                          ("mismatch", "shape")])
 def test_bad_run_gives_one_clear_line_and_no_directory(tmp_path, run_dir, kind, needle):
     bad = damage(run_dir, kind)

@@ -107,6 +107,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise HybridError(f"{path}: weights file not found") from None
+    except OSError as e:  # a directory in its place, no permission, an I/O error
+        raise HybridError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:

@@ -73,6 +73,16 @@ def _corpus_spec(source: Optional[str], path, options: Optional[dict] = None) ->
     return spec
 
 
+def _is_run_dir(path: Path) -> bool:
+    """A folder `hybrid train` wrote (config.json of format hybrid-run): the only kind --overwrite deletes."""
+    import json
+
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("format") == "hybrid-run"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _describe_spec(spec: dict) -> str:
     if spec["source"] == "builtin":
         return "the built-in corpus"
@@ -194,6 +204,8 @@ def train(
         out = _default_run_dir(name) if not resume else Path("runs") / name
     elif out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
+    elif overwrite and out.exists() and any(out.iterdir()) and not _is_run_dir(out):
+        raise HybridError(f"{out}: is not a training run directory; --overwrite replaces only those (choose another --out)")
     saved = read_run_config(out) if resume and (out / "config.json").is_file() else None
     if steps is None:
         steps = saved[1].steps if saved else recipe_cfgs[1].steps if recipe_cfgs else 1200
