@@ -90,27 +90,16 @@ def _prepare_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> Path:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _recover(out: Path) -> None:
     """Clean up after an export that was killed: put back a model directory left swapped out
     (killed between _install's two renames) and remove unfinished temporaries of dead processes."""
-    for p in out.parent.glob(f".{out.name}.*-*"):
-        kind, _, pid = p.name[len(out.name) + 2:].partition("-")
-        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
-            continue
-        if kind == "old" and not out.exists():
+    from hybrid.train.cache import pid_alive, remove_dead_temporaries
+
+    for p in out.parent.glob(f".{out.name}.old-*"):
+        pid = p.name[len(out.name) + 6:]
+        if not out.exists() and pid.isdigit() and not pid_alive(int(pid)):
             os.replace(p, out)
-        else:
-            shutil.rmtree(p, ignore_errors=True)
+    remove_dead_temporaries(out.parent, out.name)
 
 
 def _install(tmp: Path, out_dir: Path) -> None:

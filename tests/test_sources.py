@@ -3,6 +3,8 @@ the hub path (datasets.load_dataset replaced by a local stand-in, the loading co
 bad input without a partial cache, recipes and `hybrid data`."""
 
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -363,6 +365,33 @@ def test_an_old_fingerprint_memo_record_is_not_used(tmp_path):
     (tmp_path / "c" / "fingerprints.json").write_text(json.dumps({old_key: "0" * 32}))
     c = load_source("text", path, cache_dir=tmp_path / "c", progress=False)
     assert c.meta["source"]["content"] == cache_mod.hash_bytes_of([path])
+
+
+def test_fingerprint_records_of_changed_or_removed_files_are_dropped(tmp_path):
+    memo = tmp_path / "c" / "fingerprints.json"
+    gone, kept, new = (tmp_path / f"{n}.txt" for n in ("gone", "kept", "new"))
+    for f in (gone, kept, new):
+        f.write_text(f"{f.stem} text, long enough\n" * 300)
+    load_source("text", gone, cache_dir=tmp_path / "c", progress=False)
+    load_source("text", kept, cache_dir=tmp_path / "c", progress=False)
+    assert len(json.loads(memo.read_text())) == 2
+    gone.unlink()
+    load_source("text", new, cache_dir=tmp_path / "c", progress=False)
+    paths = [json.loads(k)[0][0] for k in json.loads(memo.read_text())]
+    assert sorted(paths) == sorted(str(f.resolve()) for f in (kept, new))  # bounded by the files that still exist
+
+
+def test_a_killed_builds_temporary_folders_are_removed_by_the_next_build(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("some text to encode\n" * 300)
+    first = load_source("text", path, cache_dir=tmp_path / "c", progress=False)
+    key, dead = first.meta["cache_path"].split("/")[-1], 2 ** 22 + 4321  # no such process
+    shutil.rmtree(first.meta["cache_path"])  # so the next load builds again
+    for name in (f".{key}.tmp-{dead}", f".{key}.old-{dead}-abcd", f".{key}.tmp-{os.getpid()}-x"):
+        (tmp_path / "c" / name).mkdir()
+    load_source("text", path, cache_dir=tmp_path / "c", progress=False)
+    left = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert left == sorted([key, "fingerprints.json", f".{key}.tmp-{os.getpid()}-x"])  # a live process's stays
 
 
 # -- the hub --------------------------------------------------------------------------------------

@@ -153,6 +153,26 @@ def _remove(path: Path) -> None:
             pass
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder: Path, name: str) -> None:
+    """Remove `.NAME.tmp-PID` and `.NAME.old-PID-*` folders whose process is gone (killed while
+    building or installing); those of live processes are theirs to finish."""
+    for p in folder.glob(f".{name}.*-*"):
+        kind, _, rest = p.name[len(name) + 2:].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
+            _remove(p)
+
+
 class Writer:
     """Appends the tokens of each split, in order, to tokens.bin of an entry being built."""
 
@@ -210,6 +230,7 @@ class TokenCache:
         except OSError as e:
             raise HybridError(f"{self.root}: cannot create the token cache ({e.strerror or e})") from None
         final = self.root / key
+        remove_dead_temporaries(self.root, key)
         tmp = self.root / f".{key}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

@@ -162,6 +162,7 @@ def _fingerprint(paths: list[Path], cache: TokenCache, progress: bool) -> str:
     bar = _bar(total, "hash", progress and total > 64 * READ_CHUNK)
     digest = hash_bytes_of(paths, bar.update)
     bar.close()
+    memo = {k: v for k, v in memo.items() if _still_valid(k)}  # files changed or gone: their records go
     memo[memo_key] = digest
     try:
         cache.root.mkdir(parents=True, exist_ok=True)
@@ -171,6 +172,18 @@ def _fingerprint(paths: list[Path], cache: TokenCache, progress: bool) -> str:
     except OSError:
         pass  # only a speed-up
     return digest
+
+
+def _still_valid(memo_key: str) -> bool:
+    """Whether every file a fingerprint record names still has the size, mtime, inode and ctime it had."""
+    try:
+        for path, size, mtime, ino, ctime in json.loads(memo_key):
+            st = os.stat(path)
+            if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != (size, mtime, ino, ctime):
+                return False
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _bar(total: int, desc: str, enabled: bool):
