@@ -141,6 +141,16 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _file_digest(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a file, read in chunks rather than held in memory."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
     sd = opt.state_dict()
     tensors = {}
@@ -213,7 +223,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str,
         # Step N saved before (a run resumed where it stopped): keep that whole checkpoint rather
         # than delete it to write the same step again; only a damaged one is replaced.
         try:
-            read_checkpoint(final)
+            _verified(final, keep=False)
         except HybridError as e:
             aside = move_aside(run_dir, final)
             if log is not None:
@@ -309,22 +319,11 @@ def best_checkpoint(run_dir: Path) -> tuple[Path, float] | None:
 
 
 def _verifies(path: Path) -> bool:
-    """Whether a checkpoint verifies (state.json and the hashes of its files), reading the files in
-    chunks rather than loading them."""
+    """Whether a checkpoint verifies, as read_checkpoint checks it, without loading its tensors."""
     try:
-        state = decode_state((path / "state.json").read_bytes(), str(path / "state.json"))
-        files = state.get("files")
-        if not isinstance(files, dict) or set(files) != {"model.safetensors", "trainer.safetensors"}:
-            return False
-        for name, (size, digest) in files.items():
-            h = hashlib.sha256()
-            with open(path / name, "rb") as fh:
-                while chunk := fh.read(1 << 24):
-                    h.update(chunk)
-            if (path / name).stat().st_size != size or h.hexdigest() != digest:
-                return False
+        _verified(path, keep=False)
         return True
-    except (HybridError, OSError, ValueError, TypeError):
+    except HybridError:
         return False
 
 
@@ -359,8 +358,10 @@ def clean_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(state, weights, trainer tensors) of one checkpoint, verified against its recorded hashes."""
+def _verified(path: Path, keep: bool) -> tuple[dict, dict[str, bytes]]:
+    """(state, file bytes) of a checkpoint whose state.json and files match their recorded sizes and
+    hashes; with `keep` the files are read whole and returned, else only hashed in chunks.
+    HybridError names what is wrong."""
     try:
         state = decode_state((path / "state.json").read_bytes(), str(path / "state.json"))
         if not isinstance(state, dict) or not isinstance(state.get("step"), int) or \
@@ -370,14 +371,26 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str
             raise HybridError(f"{path / 'state.json'}: lists files {sorted(state['files'])}")
         blobs = {}
         for name, (size, digest) in state["files"].items():
-            data = (path / name).read_bytes()
-            if len(data) != size or _sha256(data) != digest:
+            if keep:
+                blobs[name] = data = (path / name).read_bytes()
+                found = len(data), _sha256(data)
+            else:
+                found = _file_digest(path / name)
+            if found != (size, digest):
                 raise HybridError(f"{path / name}: damaged (size or checksum differs from state.json)")
-            blobs[name] = data
-        return state, st_load(blobs["model.safetensors"]), st_load(blobs["trainer.safetensors"])
+        return state, blobs
     except HybridError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise HybridError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {e})") from None
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(state, weights, trainer tensors) of one checkpoint, verified against its recorded hashes."""
+    state, blobs = _verified(path, keep=True)
+    try:
+        return state, st_load(blobs["model.safetensors"]), st_load(blobs["trainer.safetensors"])
+    except (ValueError, SafetensorError) as e:
         raise HybridError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {e})") from None
 
 
