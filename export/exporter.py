@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
-from hybrid.runtime.modeldir import FORMAT
+from hybrid.runtime.modeldir import FORMAT, config_format
 
 REPORT_FORMAT = "hybrid-export-report"
 FP32_RTOL = 1e-4  # max |logit diff| / max |logit|, PyTorch vs ONNX fp32
@@ -59,10 +59,7 @@ def default_probe_text() -> tuple[str, str]:
 
 
 def _is_model_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return config_format(path) == FORMAT
 
 
 def _prepare_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> Path:

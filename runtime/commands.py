@@ -92,10 +92,9 @@ def _note_threads(threads: int) -> None:
 
 
 def _is_training_run(path: Path) -> bool:
-    try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("format") == "hybrid-run"
-    except (OSError, ValueError, AttributeError):
-        return False
+    from hybrid.runtime.modeldir import config_format
+
+    return config_format(path) == "hybrid-run"
 
 
 def _eval_checkpoint(run_dir: Path, file: Path, streams: int, segment: int, max_tokens: int, json_out: bool):

@@ -6,5 +6,18 @@ every stage shares it.
 """
 
 
+from numbers import Integral, Real
+
+
 class HybridError(Exception):
     """A problem with the user's input (a file, a value, a config), explained in one line."""
+
+
+def is_integer(x) -> bool:
+    """An int or a numpy integer, but not a bool: what a count, a size or a seed may be."""
+    return isinstance(x, Integral) and not isinstance(x, bool)
+
+
+def is_number(x) -> bool:
+    """An int, a float or a numpy number, but not a bool."""
+    return isinstance(x, Real) and not isinstance(x, bool)

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import math
 import time
-from numbers import Integral
 
 import numpy as np
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, is_integer
 from hybrid.runtime.progress import Progress
 from hybrid.runtime.textfile import ArraySource
 
@@ -98,16 +97,12 @@ def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0,
         raise HybridError(f"evaluate() takes token ids or a token source (textfile.py), got {type(source).__name__}")
     if isinstance(source, ArraySource):
         source.check_range(model.vocab_size)
-
-    def integer(x):
-        return isinstance(x, Integral) and not isinstance(x, bool)
-
     for opt, v in (("streams", streams), ("segment", segment)):
-        if not integer(v) or v <= 0:
+        if not is_integer(v) or v <= 0:
             raise HybridError(f"{opt} must be a positive integer, got {v!r}")
-    if not integer(ctx) or ctx < 0 or ctx == 1:
+    if not is_integer(ctx) or ctx < 0 or ctx == 1:
         raise HybridError(f"ctx must be 0 (off) or an integer >= 2, got {ctx!r}")
-    if not integer(max_tokens) or max_tokens < 0:
+    if not is_integer(max_tokens) or max_tokens < 0:
         raise HybridError(f"max_tokens must be >= 0 (0 = whole text), got {max_tokens!r}")
     streams, segment, ctx, max_tokens = int(streams), int(segment), int(ctx), int(max_tokens)
     if base is not None and (base.vocab_size != model.vocab_size

@@ -8,11 +8,10 @@ generation exactly on the same model file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import numpy as np
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, is_integer, is_number
 
 
 @dataclass
@@ -28,21 +27,15 @@ class Sampling:
         def bad(msg):
             raise HybridError(msg)
 
-        def integer(x):
-            return isinstance(x, Integral) and not isinstance(x, bool)
-
-        def real(x):
-            return isinstance(x, Real) and not isinstance(x, bool)
-
-        if not integer(self.max_tokens) or self.max_tokens <= 0:
+        if not is_integer(self.max_tokens) or self.max_tokens <= 0:
             bad(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
-        if not real(self.temperature) or not (0 <= self.temperature < float("inf")):
+        if not is_number(self.temperature) or not (0 <= self.temperature < float("inf")):
             bad(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
-        if not integer(self.top_k) or self.top_k < 0:
+        if not is_integer(self.top_k) or self.top_k < 0:
             bad(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        if not real(self.top_p) or not (0 < self.top_p <= 1):
+        if not is_number(self.top_p) or not (0 < self.top_p <= 1):
             bad(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
-        if self.seed is not None and (not integer(self.seed) or self.seed < 0):
+        if self.seed is not None and (not is_integer(self.seed) or self.seed < 0):
             bad(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.stop is None:
             self.stop = []

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from hybrid.runtime.safe_onnx import check_external_data
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, is_integer
 from hybrid.runtime.modeldir import ModelDir, open_model_dir
 from hybrid.runtime.tokenizer import load_tokenizer
 
@@ -40,12 +40,12 @@ def resolve_provider(name: str) -> str:
 
 def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.InferenceSession:
     """An InferenceSession with all graph optimisations and `threads` intra-op threads (0 = default)."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+    if not is_integer(threads) or threads < 0:
         raise HybridError(f"threads must be 0 (onnxruntime's default) or a positive integer, got {threads!r}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
     # onnxruntime's warnings are for developers, and its errors reach the caller as exceptions
     # (turned into one HybridError line here): its log would only print them twice.

@@ -20,6 +20,16 @@ VARIANTS = ("fp32", "int8", "int4")
 AUTO_ORDER = ("int8", "fp32", "int4")
 
 
+def config_format(path: str | Path) -> str | None:
+    """The `format` in a folder's config.json (hybrid-onnx: an export; hybrid-run: a training run),
+    or None when there is no readable one."""
+    try:
+        fmt = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fmt if isinstance(fmt, str) else None
+
+
 @dataclass(frozen=True)
 class StateSpec:
     input: str  # past_key_values.<i>.<kind> or past_mask

@@ -20,18 +20,18 @@ character (the text fed next breaks it).
 from __future__ import annotations
 
 import time
-from numbers import Integral
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, is_integer
 from hybrid.runtime.generate import Sampling, StopFilter, sample
+from hybrid.runtime.textfile import check_token_range
 
 
 class Session:
     def __init__(self, model, segment: int = 128):
-        if isinstance(segment, bool) or not isinstance(segment, Integral) or segment <= 0:
+        if not is_integer(segment) or segment <= 0:
             raise HybridError(f"segment must be a positive integer, got {segment!r}")
         self.model = model
         self.tokenizer = model.tokenizer
@@ -203,6 +203,5 @@ def _token_ids(ids, vocab_size: int) -> np.ndarray:
     if arr.size and arr.dtype.kind not in "iu":
         raise HybridError(f"token ids must be integers, got {arr.dtype} values")
     arr = arr.astype(np.int64).reshape(1, -1)
-    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
-        raise HybridError(f"token ids must be in [0, {vocab_size}), got {int(arr.min())}..{int(arr.max())}")
+    check_token_range(arr, vocab_size)
     return arr

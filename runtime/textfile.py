@@ -21,6 +21,12 @@ from hybrid.runtime.errors import HybridError
 CHUNK = 1 << 20  # bytes read at a time
 
 
+def check_token_range(ids: np.ndarray, vocab_size: int) -> None:
+    """One line naming the range when an integer token id falls outside [0, vocab_size)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise HybridError(f"token ids must be in [0, {vocab_size}), got {int(ids.min())}..{int(ids.max())}")
+
+
 class ArraySource:
     """Tokens already in memory (the API's evaluate(text))."""
 
@@ -33,9 +39,7 @@ class ArraySource:
         self.unknown = 0
 
     def check_range(self, vocab_size: int) -> None:
-        if self.n and (self.tokens.min() < 0 or self.tokens.max() >= vocab_size):
-            raise HybridError(f"token ids must be in [0, {vocab_size}), got "
-                              f"{int(self.tokens.min())}..{int(self.tokens.max())}")
+        check_token_range(self.tokens, vocab_size)
 
     def read(self, start: int, count: int) -> np.ndarray:
         return self.tokens[start:start + count]

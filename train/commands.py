@@ -75,12 +75,10 @@ def _corpus_spec(source: Optional[str], path, options: Optional[dict] = None) ->
 
 def _is_run_dir(path: Path) -> bool:
     """A folder `hybrid train` wrote (config.json of format hybrid-run): the only kind --overwrite deletes."""
-    import json
+    from hybrid.runtime.modeldir import config_format
+    from hybrid.train.trainer import RUN_FORMAT
 
-    try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("format") == "hybrid-run"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return config_format(path) == RUN_FORMAT
 
 
 def _describe_spec(spec: dict) -> str:
