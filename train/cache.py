@@ -262,7 +262,7 @@ class TokenCache:
         for _ in range(16):
             try:
                 os.replace(tmp, final)
-                return _open(final) or entry
+                return entry  # opened and checked from tmp; the rename keeps its files and maps
             except OSError as e:
                 err = e
             if not os.path.lexists(final):
