@@ -145,10 +145,7 @@ def _fingerprint(paths: list[Path], cache: TokenCache, progress: bool) -> str:
     reread them. ctime is in the key because mtime alone can be set back (cp -p, rsync -a, tar x): new
     content of the same size with the old mtime still has a new ctime, so it is hashed again."""
     memo_path = cache.root / "fingerprints.json"
-    stats = []
-    for p in paths:
-        st = p.stat()
-        stats.append((str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+    stats = [(str(p.resolve()), *_stamp(p)) for p in paths]
     memo_key = json.dumps(stats)
     try:
         memo = json.loads(memo_path.read_text())
@@ -174,16 +171,18 @@ def _fingerprint(paths: list[Path], cache: TokenCache, progress: bool) -> str:
     return digest
 
 
+def _stamp(path) -> tuple[int, int, int, int]:
+    """(size, mtime, inode, ctime) of a file: what a remembered fingerprint is keyed by."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
 def _still_valid(memo_key: str) -> bool:
-    """Whether every file a fingerprint record names still has the size, mtime, inode and ctime it had."""
+    """Whether every file a fingerprint record names still has the stamp it had."""
     try:
-        for path, size, mtime, ino, ctime in json.loads(memo_key):
-            st = os.stat(path)
-            if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != (size, mtime, ino, ctime):
-                return False
+        return all(_stamp(path) == tuple(stamp) for path, *stamp in json.loads(memo_key))
     except (OSError, ValueError, TypeError):
         return False
-    return True
 
 
 def _bar(total: int, desc: str, enabled: bool):
