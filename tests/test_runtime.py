@@ -651,3 +651,19 @@ def test_eval_on_a_checkpoint_equals_eval_on_its_export(byte_model, tmp_path):
         results.append(json.loads(proc.stdout))
     assert results[0]["variant"] == "pytorch" and results[0]["tokens"] == results[1]["tokens"]
     assert results[0]["bpc"] == pytest.approx(results[1]["bpc"], rel=1e-5)
+
+
+def test_profile_tool_sums_time_by_operator(byte_model):
+    """tools/profile_onnx.py: one Scan per QRNN block per call, every op type timed."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "profile_onnx.py"
+    spec = importlib.util.spec_from_file_location("profile_onnx", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    res = tool.profile(byte_model[1], variant="int8", batch=2, seq=8, runs=2, warmup=1)
+    ops = {o["op"]: o for o in res["ops"]}
+    assert ops["Scan"]["nodes"] == open_model_dir(byte_model[1]).model["pattern"].count("Q")
+    assert "DynamicQuantizeMatMul" in ops and all(o["ms"] >= 0 for o in res["ops"])
+    assert res["ms_per_call"] > 0 and sum(o["ms"] for o in res["ops"]) > 0
