@@ -39,47 +39,7 @@ LABELS = {"transformer": "Transformer", "par": "PAR Transformer", "attn-qrnn": "
 MARK_BEGIN, MARK_END = "<!-- comparison:begin -->", "<!-- comparison:end -->"
 
 
-# -- equal parameter counts ---------------------------------------------------------------------
-
-def count_params(cfg) -> int:
-    """Total parameters as `hybrid info` counts them, without allocating the weights."""
-    import torch
-
-    from hybrid.train.model import HybridLM, count_parameters
-
-    with torch.device("meta"):
-        return count_parameters(HybridLM(cfg))["total"]
-
-
-def sized_config(arch: str, target: int, vocab_size: int, n_heads: int = 4, step: int = 4, **base):
-    """The architecture's tiny pattern at the width whose parameter count is closest to `target`.
-
-    d_model runs over multiples of `step` (d_inner = 4 d_model); then, for patterns with
-    feed-forward blocks, d_inner moves in steps of 8 toward the target (parameters are linear
-    in d_inner).
-    """
-    from hybrid.train.config import _TINY, TINY_PATTERNS, ModelConfig
-
-    fields = dict(_TINY, vocab_size=vocab_size, n_heads=n_heads, pattern=TINY_PATTERNS[arch], name=f"{arch}-sized")
-    fields.update(base)
-    best = None
-    for d in range(max(step, n_heads), 1025, step):
-        if d % n_heads:
-            continue
-        cfg = ModelConfig(**dict(fields, d_model=d, d_inner=4 * d))
-        n = count_params(cfg)
-        if best is None or abs(n - target) < abs(best[1] - target):
-            best = (cfg, n)
-        if n > 2 * target:
-            break
-    cfg, n = best
-    if "F" in cfg.pattern:
-        per_unit = count_params(ModelConfig(**dict(fields, d_model=cfg.d_model, d_inner=cfg.d_inner + 8))) - n
-        units = round((target - n) / per_unit)
-        d_inner = max(8, cfg.d_inner + 8 * units)
-        cfg = ModelConfig(**dict(fields, d_model=cfg.d_model, d_inner=d_inner))
-        n = count_params(cfg)
-    return cfg, n
+# -- equal parameter counts: hybrid.train.sizing ------------------------------------------------
 
 
 # -- training and evaluation --------------------------------------------------------------------
@@ -351,6 +311,7 @@ def main(argv=None) -> dict:
 
     from hybrid.train.config import TrainConfig
     from hybrid.train.data import BUILTIN, Corpus
+    from hybrid.train.sizing import sized_config
     from hybrid.train.sources import load_source
     from hybrid.train.trainer import metric_name
 

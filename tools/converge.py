@@ -1,0 +1,392 @@
+#!/usr/bin/env python
+"""The four architectures trained to convergence: equal parameters, several seeds, two corpora.
+
+    python tools/converge.py                       # the whole plan (hours on a 2-core CPU; resumable)
+    python tools/converge.py --jobs 2              # two runs at a time (one per core, or per GPU)
+    python tools/converge.py --report              # only rebuild the table and plot from results/
+    python tools/converge.py --smoke               # the pipeline in a minute, into a temporary folder
+
+Every (corpus, size, architecture, seed) is one `hybrid train` run directory under --runs. A run
+trains until its validation score (the whole valid split, carried state) has not improved for
+--patience evaluations, or until its token ceiling (--epochs passes over the train split); the
+tool then stops it the way Ctrl-C does (it finishes the step and saves), and scores the best
+checkpoint on the whole valid and test splits. The finished run's record goes to
+results/convergence/runs/...json; a run with a record is skipped, a run killed half-way resumes
+from its last checkpoint (`hybrid train --resume`: the same steps as one straight run), so the
+plan can be run in pieces, on one machine or on many. Ctrl-C stops every run cleanly.
+
+The learning-rate schedule (warm-up, then cosine to 0.1x) spans the ceiling, so that stopping
+early by patience changes nothing before the stop. Sizes, seeds and corpora are the same for
+every architecture; the data order is the trainer's (contiguous streams), the same for all runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import converge_report as report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHS = ("transformer", "par", "attn-qrnn", "hybrid")
+SIZES = {"1.5M": 1.5e6, "6M": 6e6}
+WORD_FILE = ROOT / "tools" / "corpora" / "wikitext-2-valid" / "wiki.valid.tokens"
+# How each corpus is trained: streams x segment, evaluation interval, ceiling in epochs.
+CORPORA = {
+    "tinyshakespeare": dict(tokenizer="byte", batch_size=16, seq_len=128, eval_every=250, epochs=12),
+    "wikitext-2": dict(tokenizer="word", batch_size=16, seq_len=64, eval_every=100, epochs=30,
+                       adaptive_cutoffs=[2000, 6000], adaptive_div=4),
+}
+PARAM_TOLERANCE = 0.01  # equal parameters: every model within 1% of the target
+
+
+@dataclasses.dataclass
+class Job:
+    corpus: str
+    size: str
+    arch: str
+    seed: int
+    run_dir: Path
+    recipe: Path
+    record: Path
+    plan: dict  # what the run computes: a record made under another plan is not reused
+
+    @property
+    def name(self) -> str:
+        return f"{self.corpus}/{self.size}/{self.arch}-seed{self.seed}"
+
+
+# -- the plan ---------------------------------------------------------------------------------
+
+def corpus_spec(key: str, args) -> dict:
+    """The recipe's data section: where the corpus lies and how it is tokenized."""
+    if key == "tinyshakespeare":
+        from hybrid.train.data import BUILTIN
+
+        return {"source": str(args.byte_corpus or BUILTIN), "tokenizer": "byte"}
+    if args.word_corpus == "wikitext-2":  # the real files (wiki.{train,valid,test}.tokens)
+        spec = {"source": "wikitext-2", "tokenizer": "word"}
+        if args.word_path:
+            spec["path"] = str(Path(args.word_path).resolve())
+        return spec
+    return {"source": str(Path(args.word_corpus or WORD_FILE).resolve()), "tokenizer": "word"}
+
+
+def load_corpus(spec: dict, seq_len: int, cache_dir):
+    from hybrid.train.sources import load_source
+
+    return load_source(spec["source"], spec.get("path"), spec["tokenizer"], seq_len=seq_len,
+                       cache_dir=cache_dir, progress=False)
+
+
+def plan_jobs(args, log) -> tuple[list[Job], dict]:
+    """Every run of the plan, and per corpus what the report needs (name, split sizes, budget)."""
+    from hybrid.train.config import TrainConfig
+    from hybrid.train.sizing import sized_config
+    from hybrid.train.trainer import corpus_fingerprint
+
+    jobs, corpora = [], {}
+    for key in args.corpora:
+        c = dict(CORPORA[key], **(args.overrides.get(key, {})))
+        spec = corpus_spec(key, args)
+        corpus = load_corpus(spec, c["seq_len"], args.cache_dir)
+        tokens_per_step = c["batch_size"] * c["seq_len"]
+        ceiling = max(c["eval_every"], round(c["epochs"] * len(corpus.train) / tokens_per_step))
+        corpora[key] = {"name": corpus.name, "tokenizer": corpus.tokenizer.kind, "vocab": corpus.tokenizer.vocab_size,
+                        "split_tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
+                        "ceiling_steps": ceiling, "tokens_per_step": tokens_per_step, "epochs": c["epochs"],
+                        "eval_every": c["eval_every"], "patience": args.patience, "source": spec}
+        log(corpus.describe() + f"; ceiling {ceiling:,} steps ({c['epochs']} epochs)")
+        extra = {k: c[k] for k in ("adaptive_cutoffs", "adaptive_div") if k in c}
+        if "adaptive_cutoffs" in extra:  # clusters only inside this vocabulary
+            extra["adaptive_cutoffs"] = [x for x in extra["adaptive_cutoffs"] if x < corpus.tokenizer.vocab_size]
+        for size in args.sizes:
+            target = int(SIZES.get(size) or float(size))
+            for arch in args.archs:
+                cfg, n = sized_config(arch, target, corpus.tokenizer.vocab_size, dropout=args.dropout, **extra)
+                if abs(n - target) > args.tolerance * target:
+                    raise SystemExit(f"{arch} at {size}: {n:,} parameters, more than {args.tolerance:.0%} from {target:,}")
+                for seed in args.seeds:
+                    train = TrainConfig(batch_size=c["batch_size"], seq_len=c["seq_len"], steps=ceiling, lr=args.lr,
+                                        warmup_steps=min(100, ceiling // 10), min_lr_ratio=0.1,
+                                        eval_every=c["eval_every"], eval_tokens=0, save_every=c["eval_every"],
+                                        keep_last=1, keep_best=True, seed=seed, log_every=50, tensorboard=False)
+                    name = f"{arch}-seed{seed}"
+                    plan = {"model": dataclasses.asdict(cfg), "train": train.to_dict(), "params": n,
+                            "corpus_fingerprint": corpus_fingerprint(corpus), "patience": args.patience}
+                    jobs.append(Job(key, size, arch, seed, args.runs / key / size / name,
+                                    args.runs / key / size / "recipes" / f"{name}.json",
+                                    args.out / "runs" / key / size / f"{name}.json", plan))
+    # Seed by seed, so that a plan run in pieces fills whole rows of the table first.
+    jobs.sort(key=lambda j: (args.seeds.index(j.seed), args.corpora.index(j.corpus), args.sizes.index(j.size),
+                             args.archs.index(j.arch)))
+    return jobs, corpora
+
+
+def write_recipe(job: Job, data_spec: dict) -> None:
+    from hybrid.train.checkpoint import atomic_write_json
+
+    job.recipe.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(job.recipe, {"recipe": f"tools/converge.py {job.name}", "model": job.plan["model"],
+                                   "train": job.plan["train"], "data": data_spec})
+
+
+# -- convergence --------------------------------------------------------------------------------
+
+def valid_history(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, valid loss) of every evaluation of a run, periodic and final, in step order."""
+    from hybrid.train.metrics import read_metrics
+
+    if not (run_dir / "metrics.jsonl").exists():
+        return []
+    return [(r["step"], float(r["valid_loss"])) for r in read_metrics(run_dir) if "valid_loss" in r]
+
+
+def converged(history: list[tuple[int, float]], patience: int) -> bool:
+    """Whether the best evaluation is `patience` or more evaluations old."""
+    if not history:
+        return False
+    best = min(range(len(history)), key=lambda i: (history[i][1], i))
+    return len(history) - 1 - best >= patience
+
+
+def done_training(job: Job) -> str | None:
+    """Why a run is finished ("patience" or "ceiling"), or None if it must (still) train."""
+    history = valid_history(job.run_dir)
+    if converged(history, job.plan["patience"]):
+        return "patience"
+    if history and history[-1][0] >= job.plan["train"]["steps"]:
+        return "ceiling"
+    return None
+
+
+def start(job: Job, args, data_spec: dict) -> subprocess.Popen:
+    write_recipe(job, data_spec)
+    cmd = [sys.executable, "-m", "hybrid", "train", "--recipe", str(job.recipe), "--out", str(job.run_dir),
+           "--steps", str(job.plan["train"]["steps"]), "--no-progress", "--device", args.device]
+    if (job.run_dir / "config.json").exists():
+        cmd.append("--resume")
+    elif job.run_dir.exists():  # killed before the trainer wrote its config: nothing to keep
+        shutil.rmtree(job.run_dir)
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = job.run_dir.parent / "logs" / f"{job.arch}-seed{job.seed}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    with open(log_path, "a") as f:  # the child keeps its own descriptor
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        # Its own session: Ctrl-C reaches the tool, which stops every run the same way (SIGINT).
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+
+
+def finish(job: Job, corpus_info: dict, stop: str, args) -> dict:
+    """Score the best checkpoint on the whole valid and test splits; write the run's record."""
+    import torch
+
+    from hybrid.train import checkpoint as ck
+    from hybrid.train.checkpoint import atomic_write_json
+    from hybrid.train.config import ModelConfig
+    from hybrid.train.metrics import read_metrics
+    from hybrid.train.model import HybridLM
+    from hybrid.train.trainer import evaluate, metric_name, metric_value
+
+    torch.set_num_threads(args.threads)
+    history = valid_history(job.run_dir)
+    best_step, best_loss = min(history, key=lambda h: h[1])
+    path = next((p for p in ck.list_checkpoints(job.run_dir) if ck.checkpoint_step(p) == best_step), None)
+    if path is None:
+        raise SystemExit(f"{job.name}: no checkpoint of step {best_step}, its best evaluation, in {job.run_dir}")
+    _, weights, _ = ck.read_checkpoint(path)
+    cfg = ModelConfig.from_dict(job.plan["model"], str(job.recipe))
+    model = HybridLM(cfg)
+    ck.load_weights_into(model, weights, str(path))
+    B, T = job.plan["train"]["batch_size"], job.plan["train"]["seq_len"]
+    corpus = load_corpus(corpus_info["source"], T, args.cache_dir)
+    v_nll, v_n = evaluate(model, corpus.valid, B, T)
+    t_nll, t_n = evaluate(model, corpus.test, B, T)
+    if abs(v_nll - best_loss) > 1e-4 * max(1.0, abs(best_loss)):
+        raise SystemExit(f"{job.name}: {path} scores valid loss {v_nll:.6f}, the run recorded {best_loss:.6f}")
+    kind, per_step = corpus.tokenizer.kind, corpus_info["tokens_per_step"]
+    metric = metric_name(kind)
+    records = read_metrics(job.run_dir)
+    seconds, last = 0.0, 0  # the trainer's own log intervals: training time, not evaluations
+    for r in records:
+        if "tokens_per_s" in r:
+            seconds += (r["step"] - last) * per_step / max(r["tokens_per_s"], 1e-9)
+            last = r["step"]
+    last_step = max(r["step"] for r in records)
+    rec = {
+        "format": "hybrid-convergence-run", "version": 1, "corpus": job.corpus, "size": job.size, "arch": job.arch,
+        "seed": job.seed, "pattern": cfg.pattern, "d_model": cfg.d_model, "d_inner": cfg.d_inner,
+        "params": job.plan["params"], "metric": metric, "stop": stop, "steps": last_step,
+        "tokens": last_step * per_step, "best_step": best_step, "best_tokens": best_step * per_step,
+        f"valid_{metric}": metric_value(v_nll, kind), f"test_{metric}": metric_value(t_nll, kind),
+        "valid_nll": v_nll, "test_nll": t_nll, "valid_tokens": v_n, "test_tokens": t_n,
+        "curve": [{"step": s, "tokens": s * per_step, metric: metric_value(v, kind)} for s, v in history],
+        "train_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d %H:%M"), "plan": job.plan,
+    }
+    job.record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(job.record, rec)
+    return rec
+
+
+# -- the scheduler ------------------------------------------------------------------------------
+
+def existing_record(job: Job, redo: bool) -> dict | None:
+    if not job.record.exists() or redo:
+        return None
+    rec = json.loads(job.record.read_text())
+    if rec.get("plan") != job.plan:
+        raise SystemExit(f"{job.record}: made with other settings than this plan; pass --redo to train it again "
+                         f"(the run directory {job.run_dir} is then continued or replaced)")
+    return rec
+
+
+def run_plan(jobs: list[Job], corpora: dict, args, log) -> int:
+    """Run every job without a record, --jobs at a time; 0 if all finished."""
+    pending = [j for j in jobs if existing_record(j, args.redo) is None]
+    log(f"{len(jobs) - len(pending)} of {len(jobs)} runs already have records; {len(pending)} to go")
+    running: dict[str, tuple[Job, subprocess.Popen, bool]] = {}
+    failed = 0
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                job = pending.pop(0)
+                stop = done_training(job)
+                if stop:  # trained before a kill, not yet scored
+                    finish(job, corpora[job.corpus], stop, args)
+                    continue
+                log(f"training {job.name} ({job.plan['params']:,} parameters)")
+                running[job.name] = (job, start(job, args, corpora[job.corpus]["source"]), False)
+            time.sleep(args.poll)
+            for name, (job, proc, stopped) in list(running.items()):
+                if not stopped and proc.poll() is None and converged(valid_history(job.run_dir), args.patience):
+                    proc.send_signal(signal.SIGINT)  # finish the step, save, exit
+                    running[name] = (job, proc, True)
+                    continue
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                del running[name]
+                stop = done_training(job)
+                if stop is None or rc not in (0, 130):
+                    failed += 1
+                    log(f"FAILED {job.name}: exit {rc}; see {job.run_dir.parent / 'logs'}")
+                    continue
+                rec = finish(job, corpora[job.corpus], stop, args)
+                m = rec["metric"]
+                log(f"done {job.name}: stopped by {stop} at step {rec['steps']:,} (best {rec['best_step']:,}); "
+                    f"valid {m} {rec[f'valid_{m}']:.4f}, test {m} {rec[f'test_{m}']:.4f}")
+    except KeyboardInterrupt:
+        log("interrupted: stopping every run (each saves its checkpoint); run the same command to continue")
+        for job, proc, _ in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for job, proc, _ in running.values():
+            proc.wait()
+        return 130
+    return 1 if failed else 0
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpora", default=",".join(CORPORA), help="which corpora (tinyshakespeare, wikitext-2)")
+    p.add_argument("--byte-corpus", type=Path, default=None, help="text file for the byte-level corpus "
+                   "(default: the built-in Tiny Shakespeare)")
+    p.add_argument("--word-corpus", default=None, help="word-level corpus: a text file (default: the WikiText-2 "
+                   "validation split in tools/corpora, split 90/5/5 by lines), or `wikitext-2` for the real files")
+    p.add_argument("--word-path", default=None, help="with --word-corpus wikitext-2: the folder of its files")
+    p.add_argument("--sizes", default="1.5M", help=f"model sizes ({', '.join(SIZES)}, or a number)")
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--archs", default=",".join(ARCHS))
+    p.add_argument("--patience", type=int, default=4, help="evaluations without improvement before stopping")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "converge", help="run directories")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default results/convergence)")
+    p.add_argument("--docs", type=Path, nargs="*", default=None, help="markdown files whose convergence markers "
+                   "get the table (default README.md and docs/comparison.md)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="token cache folder")
+    p.add_argument("--redo", action="store_true", help="train runs again whose record was made under other settings")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (sizes, ceilings, runs) and stop")
+    p.add_argument("--report", action="store_true", help="only rebuild the table and plot from the records")
+    p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.add_argument("--smoke", action="store_true", help="toy sizes: the whole pipeline in about a minute")
+    a = p.parse_args(argv)
+    a.corpora, a.archs, a.sizes = (s.split(",") for s in (a.corpora, a.archs, a.sizes))
+    a.seeds = [int(s) for s in a.seeds.split(",")]
+    a.overrides, a.tolerance = {}, PARAM_TOLERANCE
+    bad = [c for c in a.corpora if c not in CORPORA] + [x for x in a.archs if x not in ARCHS]
+    if bad or a.patience < 1 or a.jobs < 1 or a.threads < 1:
+        p.error(f"bad --corpora/--archs {bad}, or --patience/--jobs/--threads below 1")
+    if a.smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="hybrid-converge-smoke-"))
+        a.sizes, a.patience, a.poll, a.tolerance, a.seeds = ["40000"], 2, 0.5, 0.1, a.seeds[:1]
+        a.overrides = {k: dict(epochs=0.1, eval_every=5, batch_size=4, seq_len=32) for k in CORPORA}
+        a.byte_corpus, a.word_corpus = smoke_corpora(tmp)
+        a.runs = tmp / "runs"
+        a.out = a.out or tmp / "results"
+        a.docs = a.docs if a.docs is not None else []
+    a.out = a.out or ROOT / "results" / "convergence"
+    a.docs = a.docs if a.docs is not None else [ROOT / "README.md", ROOT / "docs" / "comparison.md"]
+    return a
+
+
+def smoke_corpora(tmp: Path) -> tuple[Path, Path]:
+    """Small slices of both corpora, so that an epoch is a few steps."""
+    from hybrid.train.data import BUILTIN
+
+    byte, word = tmp / "bytes.txt", tmp / "words.txt"
+    byte.write_bytes(Path(BUILTIN).read_bytes()[:40_000])
+    word.write_text("".join(WORD_FILE.read_text(encoding="utf-8").splitlines(keepends=True)[:400]), encoding="utf-8")
+    return byte, word
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    rc = 0
+    if not args.report:
+        jobs, corpora = plan_jobs(args, log)
+        args.out.mkdir(parents=True, exist_ok=True)
+        from hybrid.train.checkpoint import atomic_write_json
+
+        command = " ".join(["python tools/converge.py", *(sys.argv[1:] if argv is None else argv)])
+        atomic_write_json(args.out / "plan.json", {"corpora": corpora, "seeds": args.seeds, "sizes": args.sizes,
+                                                   "archs": args.archs, "command": command})
+        if args.dry_run:
+            for j in jobs:
+                m = j.plan["model"]
+                log(f"{j.name}: {j.plan['params']:,} parameters (d_model {m['d_model']}, d_inner {m['d_inner']}), "
+                    f"{j.plan['train']['steps']:,} steps at most, record {'done' if j.record.exists() else 'to do'}")
+            return 0
+        rc = run_plan(jobs, corpora, args, log)
+    res = report.build(args.out, args.docs, log)
+    if res is not None:
+        print(res["markdown"])
+    return rc
+
+
+if __name__ == "__main__":
+    from hybrid.runtime.errors import HybridError
+
+    try:
+        sys.exit(main())
+    except HybridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
