@@ -317,7 +317,7 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "converge", help="run directories")
+    p.add_argument("--runs", type=Path, default=None, help="run directories (default runs/converge)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default results/convergence)")
     p.add_argument("--docs", type=Path, nargs="*", default=None, help="markdown files whose convergence markers "
                    "get the table (default README.md and docs/comparison.md)")
@@ -339,10 +339,11 @@ def parse_args(argv=None):
         a.sizes, a.patience, a.poll, a.tolerance, a.seeds = ["40000"], 2, 0.5, 0.1, a.seeds[:1]
         a.overrides = {k: dict(epochs=0.1, eval_every=5, batch_size=4, seq_len=32) for k in CORPORA}
         a.byte_corpus, a.word_corpus = smoke_corpora(tmp)
-        a.runs = tmp / "runs"
+        a.runs = a.runs or tmp / "runs"
         a.out = a.out or tmp / "results"
         a.docs = a.docs if a.docs is not None else []
     a.out = a.out or ROOT / "results" / "convergence"
+    a.runs = a.runs or ROOT / "runs" / "converge"
     a.docs = a.docs if a.docs is not None else [ROOT / "README.md", ROOT / "docs" / "comparison.md"]
     return a
 
