@@ -2,7 +2,8 @@
 """The four architectures trained to convergence: equal parameters, several seeds, two corpora.
 
     python tools/converge.py                       # the whole plan (hours on a 2-core CPU; resumable)
-    python tools/converge.py --jobs 2              # two runs at a time (one per core, or per GPU)
+    python tools/converge.py --jobs 2              # two runs at a time, one per core
+    python tools/converge.py --jobs 8 --device cuda:0,cuda:1,cuda:2,cuda:3,cuda:4,cuda:5,cuda:6,cuda:7
     python tools/converge.py --report              # only rebuild the table and plot from results/
     python tools/converge.py --smoke               # the pipeline in a minute, into a temporary folder
 
@@ -170,10 +171,10 @@ def done_training(job: Job) -> str | None:
     return None
 
 
-def start(job: Job, args, data_spec: dict) -> subprocess.Popen:
+def start(job: Job, args, data_spec: dict, device: str) -> subprocess.Popen:
     write_recipe(job, data_spec)
     cmd = [sys.executable, "-m", "hybrid", "train", "--recipe", str(job.recipe), "--out", str(job.run_dir),
-           "--steps", str(job.plan["train"]["steps"]), "--no-progress", "--device", args.device]
+           "--steps", str(job.plan["train"]["steps"]), "--no-progress", "--device", device]
     if (job.run_dir / "config.json").exists():
         cmd.append("--resume")
     elif job.run_dir.exists():  # killed before the trainer wrote its config: nothing to keep
@@ -257,6 +258,7 @@ def run_plan(jobs: list[Job], corpora: dict, args, log) -> int:
     pending = [j for j in jobs if existing_record(j, args.redo) is None]
     log(f"{len(jobs) - len(pending)} of {len(jobs)} runs already have records; {len(pending)} to go")
     running: dict[str, tuple[Job, subprocess.Popen, bool]] = {}
+    devices = {name: [] for name in args.device.split(",")}  # device -> names of the runs on it
     failed = 0
     try:
         while pending or running:
@@ -266,8 +268,10 @@ def run_plan(jobs: list[Job], corpora: dict, args, log) -> int:
                 if stop:  # trained before a kill, not yet scored
                     finish(job, corpora[job.corpus], stop, args)
                     continue
-                log(f"training {job.name} ({job.plan['params']:,} parameters)")
-                running[job.name] = (job, start(job, args, corpora[job.corpus]["source"]), False)
+                device = min(devices, key=lambda d: len(devices[d]))  # the least busy
+                devices[device].append(job.name)
+                log(f"training {job.name} ({job.plan['params']:,} parameters) on {device}")
+                running[job.name] = (job, start(job, args, corpora[job.corpus]["source"], device), False)
             time.sleep(args.poll)
             for name, (job, proc, stopped) in list(running.items()):
                 if not stopped and proc.poll() is None and converged(valid_history(job.run_dir), args.patience):
@@ -278,6 +282,9 @@ def run_plan(jobs: list[Job], corpora: dict, args, log) -> int:
                 if rc is None:
                     continue
                 del running[name]
+                for names in devices.values():
+                    if name in names:
+                        names.remove(name)
                 stop = done_training(job)
                 if stop is None or rc not in (0, 130):
                     failed += 1
@@ -316,7 +323,8 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="device of every run, or a comma-separated list "
+                   "(cuda:0,cuda:1,...): each run goes to the least busy one")
     p.add_argument("--runs", type=Path, default=None, help="run directories (default runs/converge)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default results/convergence)")
     p.add_argument("--docs", type=Path, nargs="*", default=None, help="markdown files whose convergence markers "
