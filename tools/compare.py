@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The paper's comparison, reproduced at CPU scale: four architectures, equal parameters, equal budget.
 
-    python tools/compare.py                 # Tiny Shakespeare (../shared/data), ~1.5M parameters each
+    python tools/compare.py                 # the built-in Tiny Shakespeare, ~1.5M parameters each
     python tools/compare.py --smoke         # seconds: the whole pipeline on toy sizes, into a temporary folder
 
 Each of the paper's four layer patterns (Transformer, PAR, Attn-QRNN, Hybrid; train/config.py
@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 ARCHS = ("transformer", "par", "attn-qrnn", "hybrid")
 LABELS = {"transformer": "Transformer", "par": "PAR Transformer", "attn-qrnn": "Attn-QRNN",
           "hybrid": "Hybrid Transformer"}
@@ -262,7 +261,7 @@ def update_docs(res: dict, docs: list[Path], log) -> list[str]:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", type=Path, default=None, help="text file or corpus name (default: ../shared/data Tiny Shakespeare)")
+    p.add_argument("--corpus", type=Path, default=None, help="text file or corpus name (default: the built-in Tiny Shakespeare)")
     p.add_argument("--tokenizer", default="byte", choices=["byte", "word"])
     p.add_argument("--params", type=float, default=1.5e6, help="target parameter count of every model")
     p.add_argument("--steps", type=int, default=500, help="training steps of every model (equal token budget)")
@@ -316,7 +315,7 @@ def main(argv=None) -> dict:
     from hybrid.train.trainer import metric_name
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    corpus_path = args.corpus or (SHARED_CORPUS if SHARED_CORPUS.exists() else BUILTIN)
+    corpus_path = args.corpus or BUILTIN
     corpus = load_source(str(corpus_path), None, args.tokenizer, seq_len=args.seq_len, cache_dir=args.cache_dir,
                          progress=False, log=log)
     if args.smoke:  # the pipeline, not the numbers: a slice keeps every evaluation to a moment
