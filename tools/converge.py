@@ -128,8 +128,9 @@ def plan_jobs(args, log) -> tuple[list[Job], dict]:
                     jobs.append(Job(key, size, arch, seed, args.runs / key / size / name,
                                     args.runs / key / size / "recipes" / f"{name}.json",
                                     args.out / "runs" / key / size / f"{name}.json", plan))
-    # Seed by seed, so that a plan run in pieces fills whole rows of the table first.
-    jobs.sort(key=lambda j: (args.seeds.index(j.seed), args.corpora.index(j.corpus), args.sizes.index(j.size),
+    # Corpus by corpus (the first named first), seed by seed: a plan run in pieces completes
+    # whole tables, each filled one seed of all four models at a time.
+    jobs.sort(key=lambda j: (args.corpora.index(j.corpus), args.sizes.index(j.size), args.seeds.index(j.seed),
                              args.archs.index(j.arch)))
     return jobs, corpora
 
