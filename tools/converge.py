@@ -367,24 +367,33 @@ def smoke_corpora(tmp: Path) -> tuple[Path, Path]:
     return byte, word
 
 
+def write_plan(args, corpora: dict, argv) -> None:
+    """results/.../plan.json: what the report says about each corpus, merged over invocations
+    that ran parts of the plan."""
+    from hybrid.train.checkpoint import atomic_write_json
+
+    path = args.out / "plan.json"
+    plan = json.loads(path.read_text()) if path.exists() else {}
+    plan.setdefault("corpora", {}).update(corpora)
+    plan.update(seeds=args.seeds, sizes=args.sizes, archs=args.archs,
+                command=" ".join(["python tools/converge.py", *(sys.argv[1:] if argv is None else argv)]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, plan)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rc = 0
     if not args.report:
         jobs, corpora = plan_jobs(args, log)
-        args.out.mkdir(parents=True, exist_ok=True)
-        from hybrid.train.checkpoint import atomic_write_json
-
-        command = " ".join(["python tools/converge.py", *(sys.argv[1:] if argv is None else argv)])
-        atomic_write_json(args.out / "plan.json", {"corpora": corpora, "seeds": args.seeds, "sizes": args.sizes,
-                                                   "archs": args.archs, "command": command})
         if args.dry_run:
             for j in jobs:
                 m = j.plan["model"]
                 log(f"{j.name}: {j.plan['params']:,} parameters (d_model {m['d_model']}, d_inner {m['d_inner']}), "
                     f"{j.plan['train']['steps']:,} steps at most, record {'done' if j.record.exists() else 'to do'}")
             return 0
+        write_plan(args, corpora, argv)
         rc = run_plan(jobs, corpora, args, log)
     res = report.build(args.out, args.docs, log)
     if res is not None:
