@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, is_integer
+from hybrid.runtime.limits import MAX_THREADS, check_fits, forward_bytes
 from hybrid.runtime.modeldir import VARIANTS, open_model_dir
 from hybrid.runtime.tokenizer import load_tokenizer
 
@@ -278,11 +279,13 @@ def run_bench(model_dir, variants=("fp32", "int8", "int4"), threads=None, reps=5
             raise HybridError(f"unknown variant {v!r} (choose from {', '.join(VARIANTS)})")
     for name, v in (("reps", reps), ("prompt_len", prompt_len), ("gen_tokens", gen_tokens),
                     ("streams", streams), ("segment", segment)):
-        if v <= 0:
+        if not is_integer(v) or v <= 0:
             raise HybridError(f"--{name.replace('_', '-')} must be positive, got {v}")
     threads = threads or default_threads()
-    if any(t <= 0 for t in threads):
-        raise HybridError(f"thread counts must be positive, got {threads}")
+    if any(not is_integer(t) or not 0 < t <= MAX_THREADS for t in threads):
+        raise HybridError(f"thread counts must be from 1 to {MAX_THREADS}, got {threads}")
+    check_fits(forward_bytes(md.model, 1, prompt_len), f"--prompt-len {prompt_len}")
+    check_fits(forward_bytes(md.model, streams, segment), f"--streams {streams} x --segment {segment}")
     todo = [v for v in variants if v in md.variants]
     for v in variants:
         if v not in todo:
