@@ -262,3 +262,75 @@ def test_special_files_as_a_corpus_or_a_text_are_refused(tiny, tmp_path):
         assert needle in one_error_line(hybrid("train", "--corpus", corpus, "--out", tmp_path / "r", "--steps", "1"))
     for path in (fifo, "/dev/zero"):  # eval would hang on the FIFO, and read /dev/zero forever
         assert "not a regular file" in one_error_line(hybrid("eval", tiny[1], path, timeout=60))
+
+
+# -- item 1: the compiled kernel is loaded only from a directory nobody else can change ------------
+
+@pytest.fixture
+def kernel_cache(tmp_path, monkeypatch):
+    """Points HYBRID_CACHE at tmp_path/NAME and loads the kernel afresh there; returns library()."""
+    from hybrid.train.ops.fo_pool import cpu_kernel
+
+    if cpu_kernel._compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.delenv("HYBRID_CPU_KERNEL", raising=False)
+
+    def load(root):
+        monkeypatch.setenv("HYBRID_CACHE", str(root))
+        cpu_kernel.library.cache_clear()
+        return cpu_kernel.library()
+
+    yield load
+    cpu_kernel.library.cache_clear()
+
+
+def test_kernel_cache_writable_by_others_or_owned_by_another_user_is_refused(kernel_cache, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: anyone may rename the kernel directory away and put their own
+    with pytest.warns(UserWarning, match=f"{shared} is writable by others"):
+        assert kernel_cache(shared) is None
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o775)
+    with pytest.warns(UserWarning, match="is writable by its group"):
+        assert kernel_cache(group) is None
+    if os.geteuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 4242, 4242)
+        with pytest.warns(UserWarning, match="owned by uid 4242, not by you or root"):
+            assert kernel_cache(theirs) is None
+
+
+def test_kernel_cache_in_a_sticky_directory_is_accepted_and_loaded_through_its_descriptor(kernel_cache, tmp_path,
+                                                                                         monkeypatch):
+    import ctypes
+
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /tmp: others may write, but not rename what is ours
+    loaded = []
+    real = ctypes.CDLL
+
+    def spy(name, *a, **k):
+        loaded.append((name, os.readlink(name) if name.startswith("/proc/self/fd/") else None))
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(ctypes, "CDLL", spy)
+    assert kernel_cache(sticky / "mine") is not None  # built now, and loaded as the file checked
+    assert kernel_cache(sticky / "mine") is not None  # from the cache
+    (so,) = (sticky / "mine" / "kernels").glob("*.so")
+    assert [target for _, target in loaded] == [str(so), str(so)]
+    assert all(name.startswith("/proc/self/fd/") for name, _ in loaded)
+    assert oct((sticky / "mine" / "kernels").stat().st_mode & 0o777) == "0o700"
+
+
+def test_kernel_library_that_is_a_link_is_not_followed(kernel_cache, tmp_path):
+    assert kernel_cache(tmp_path / "c") is not None
+    (so,) = (tmp_path / "c" / "kernels").glob("*.so")
+    real = tmp_path / "real.so"
+    so.rename(real)
+    so.symlink_to(real)  # a link in our own folder could be turned to any file later
+    with pytest.warns(UserWarning, match="C kernel unavailable"):
+        assert kernel_cache(tmp_path / "c") is None

@@ -84,15 +84,21 @@ def load_text_corpus(path: str | Path | None = None, tokenizer: str = "byte",
     return Corpus(path.name, tok, train, valid, test)
 
 
+def check_stream_length(n: int, batch_size: int, seq_len: int, what: str = "train split") -> int:
+    """The length of each of B streams cut from n tokens; refused when shorter than one segment."""
+    stream_len = (n - 1) // batch_size
+    if stream_len < seq_len + 1:
+        raise HybridError(f"{what} has {n:,} tokens: too short for {batch_size} streams "
+                          f"of one {seq_len}-token segment; use a smaller --batch-size or --seq-len")
+    return stream_len
+
+
 class StreamBatcher:
     """Batches of B contiguous streams, T tokens per segment; batch(step) is deterministic."""
 
     def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, what: str = "train split"):
         self.B, self.T = batch_size, seq_len
-        self.stream_len = (len(tokens) - 1) // batch_size
-        if self.stream_len < seq_len + 1:
-            raise HybridError(f"{what} has {len(tokens):,} tokens: too short for {batch_size} streams "
-                              f"of one {seq_len}-token segment; use a smaller --batch-size or --seq-len")
+        self.stream_len = check_stream_length(len(tokens), batch_size, seq_len, what)
         n = self.stream_len * batch_size
         self.inputs = np.ascontiguousarray(tokens[:n].reshape(batch_size, self.stream_len))
         self.targets = np.ascontiguousarray(tokens[1:n + 1].reshape(batch_size, self.stream_len))
