@@ -91,7 +91,7 @@ def _prepare_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> Path:
 def _recover(out: Path) -> None:
     """Clean up after an export that was killed: put back a model directory left swapped out
     (killed between _install's two renames) and remove unfinished temporaries of dead processes."""
-    from hybrid.train.cache import pid_alive, remove_dead_temporaries
+    from hybrid.runtime.files import pid_alive, remove_dead_temporaries
 
     for p in out.parent.glob(f".{out.name}.old-*"):
         pid = p.name[len(out.name) + 6:]

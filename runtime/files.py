@@ -10,7 +10,8 @@ HybridError line naming the file.
   reader, /dev/zero would fill the memory, a directory gives a traceback), of at most `max_bytes`.
 - inside(root, name): a file a directory names (config.json's `files`, `tokenizer`), resolved
   and refused unless it lies inside that directory.
-- DirLock: one writer per directory (fcntl.flock), the second told who holds it.
+- DirLock: one writer per directory (fcntl.flock), the second told who holds it; and
+  remove_dead_temporaries, for what a killed writer left beside its target.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -190,6 +192,29 @@ def inside(root: str | os.PathLike, name, where: str) -> Path:
         shown = repr(name) if isinstance(name, str) else ""
         raise HybridError(f"{where}: {shown + ' ' if shown else ''}{why}; a directory may name only files inside itself")
     return target
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder: Path, name: str) -> None:
+    """Remove `.NAME.tmp-PID...` and `.NAME.old-PID...` files and folders whose process is gone
+    (killed while building or installing); those of live processes are theirs to finish."""
+    for p in Path(folder).glob(f".{name}.*-*"):
+        kind, _, rest = p.name[len(name) + 2:].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 class DirLock:

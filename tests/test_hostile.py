@@ -334,3 +334,128 @@ def test_kernel_library_that_is_a_link_is_not_followed(kernel_cache, tmp_path):
     so.symlink_to(real)  # a link in our own folder could be turned to any file later
     with pytest.warns(UserWarning, match="C kernel unavailable"):
         assert kernel_cache(tmp_path / "c") is None
+
+
+# -- items 4-7 on the training side: one writer, validate before deleting, full disk, sizes ---------
+
+def cli(*args):
+    """`hybrid ARGS` in this process; a HybridError comes back as the result's exception (the one
+    `error:` line `hybrid` prints)."""
+    from typer.testing import CliRunner
+
+    from hybrid.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_of(result) -> str:
+    assert isinstance(result.exception, HybridError), (result.exception, result.output)
+    return str(result.exception)
+
+
+def snapshot(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A corpus file, a small model config, and the options of a 2-step run of them."""
+    root = tmp_path_factory.mktemp("small")
+    (root / "corpus.txt").write_text(TEXT[:40000])
+    (root / "model.json").write_text(json.dumps(dict(SMALL, pattern="QFAF")))
+    opts = ["--corpus", root / "corpus.txt", "--config", root / "model.json", "--steps", "2", "--batch-size", "2",
+            "--seq-len", "16", "--eval-every", "1000", "--save-every", "1", "--no-progress", "--no-tensorboard"]
+    return root, opts
+
+
+def test_a_second_writer_of_a_run_or_model_directory_is_refused_and_changes_nothing(small_run, tiny, tmp_path):
+    from hybrid.export.exporter import export_run
+
+    _, opts = small_run
+    run = tmp_path / "run"
+    with DirLock(run):  # another `hybrid train` holds it
+        assert "is writing to it" in error_of(cli("train", *opts, "--out", run))
+    assert not run.exists()
+    assert cli("train", *opts, "--out", run).exit_code == 0
+    before = snapshot(run)
+    with DirLock(run):
+        for extra in (["--resume", "--steps", "3"], ["--overwrite"]):
+            assert f"{run}: process {os.getpid()} is writing to it" in error_of(cli("train", *opts, "--out", run, *extra))
+    assert snapshot(run) == before
+    out = tmp_path / "model"
+    with DirLock(out):  # another `hybrid export` to the same destination, which does not exist yet
+        with pytest.raises(HybridError, match="is writing to it"):
+            export_run(tiny[0], out, quantize=(), check=False, progress=False)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_overwrite_validates_everything_before_deleting_the_old_run(small_run, tmp_path):
+    root, opts = small_run
+    run = tmp_path / "run"
+    assert cli("train", *opts, "--out", run).exit_code == 0
+    (run / "notes.txt").write_text("mine")
+    before = snapshot(run)
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps(dict(SMALL, d_model=1 << 16, n_heads=1, d_inner=1 << 16)))
+    for extra, needle in ((["--batch-size", "4000"], "too short for 4000 streams"),
+                          (["--config", wide], "needs about .* GiB of memory"),
+                          (["--seed", str(2 ** 70)], "seed must be an integer from 0 to 2\\*\\*62 - 1"),
+                          (["--corpus", "/dev/null"], "is a character device")):
+        with pytest.raises(HybridError, match=needle):
+            raise cli("train", *opts, "--out", run, "--overwrite", *extra).exception
+        assert snapshot(run) == before
+    assert cli("train", *opts, "--out", run, "--overwrite").exit_code == 0
+    assert not (run / "notes.txt").exists()
+
+
+def test_a_model_or_step_larger_than_the_memory_is_refused_before_allocating(small_run, tmp_path):
+    from hybrid.runtime.limits import available_bytes
+    from hybrid.train.preflight import parameter_count
+
+    root, opts = small_run
+    have = available_bytes()
+    if have is None:
+        pytest.skip("no /proc/meminfo")
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps(dict(SMALL, d_model=1 << 17, n_heads=1)))
+    assert "needs about" in error_of(cli("info", "--config", huge))
+    # Weights that fit, but not with their gradients and AdamW's moments: refused by the step estimate.
+    cfg = dict(SMALL, pattern="F", d_inner=1)
+    cfg["d_inner"] = int(have / 2 / 4 / (2 * SMALL["d_model"]))
+    (tmp_path / "wide.json").write_text(json.dumps(cfg))
+    assert 4 * parameter_count(preset("hybrid-tiny", **cfg)) < have
+    line = error_of(cli("train", *opts, "--config", tmp_path / "wide.json", "--out", tmp_path / "r"))
+    assert "training with --batch-size 2 --seq-len 16" in line and "GiB of memory" in line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "injected"])
+def test_a_full_disk_while_building_the_token_cache_is_one_line_and_leaves_nothing(small_run, tmp_path, how,
+                                                                                   monkeypatch):
+    import errno
+    import subprocess
+
+    from hybrid.train import cache
+
+    root, _ = small_run
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if how == "tmpfs":  # a real full disk: a 16 KiB file system (needs root and mount rights)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+    else:
+        real = cache.Writer.write
+
+        def full(self, tokens):
+            real(self, tokens[: len(tokens) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(cache.Writer, "write", full)
+    try:
+        line = error_of(cli("data", "prepare", root / "corpus.txt", "--cache-dir", disk / "tokens", "--no-progress"))
+        assert "could not write the token cache entry (disk full); nothing was left behind" in line
+        assert [p.name for p in (disk / "tokens").iterdir() if p.name != "fingerprints.json"] == []
+    finally:
+        if how == "tmpfs":
+            subprocess.run(["umount", str(disk)])

@@ -34,6 +34,7 @@ import numpy as np
 
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.files import MiB, atomic_write_json, describe_os_error, read_json
+from hybrid.runtime.files import remove_dead_temporaries
 from hybrid.runtime.tokenizer import save_tokenizer, load_tokenizer
 
 FORMAT = "hybrid-token-cache"
@@ -151,26 +152,6 @@ def _remove(path: Path) -> None:
             path.unlink()
         except OSError:
             pass
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def remove_dead_temporaries(folder: Path, name: str) -> None:
-    """Remove `.NAME.tmp-PID` and `.NAME.old-PID-*` folders whose process is gone (killed while
-    building or installing); those of live processes are theirs to finish."""
-    for p in folder.glob(f".{name}.*-*"):
-        kind, _, rest = p.name[len(name) + 2:].partition("-")
-        pid = rest.split("-")[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
-            _remove(p)
 
 
 class Writer:

@@ -21,7 +21,6 @@ temporaries, which `clean_temporaries` removes on resume.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -34,56 +33,21 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import atomic_write_bytes, atomic_write_json, fsync_dir, write_durably  # noqa: F401
+from hybrid.runtime.files import describe_os_error as os_error_text
 
 CKPT_PREFIX = "step-"
 DAMAGED_DIR = "checkpoints-damaged"  # where damaged checkpoints are moved aside, beside checkpoints/
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 TMP_MARK = ".tmp-"  # every temporary this module writes has a name starting "." and holding this
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write and flush to the disk (the one place bytes go out; tests simulate a full disk here)."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+_fsync_dir = fsync_dir
+_write_file = write_durably  # the one place checkpoint bytes go out (tests simulate a full disk here)
 
 
 def describe_os_error(e: OSError) -> str:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "disk full: free some space, then continue with --resume"
-    return e.strerror or str(e)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush to disk, then rename over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        _write_file(tmp, data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise HybridError(f"{path}: could not write ({describe_os_error(e)}); the previous file is intact") from None
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    why = os_error_text(e)
+    return why + ": free some space, then continue with --resume" if why == "disk full" else why
 
 
 def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -181,9 +181,9 @@ def train(
     With --resume, a run continues exactly as it was configured (model, settings and corpus from its
     config.json); a corpus that changed since is refused."""
     from hybrid.train.config import TrainConfig, load_model_config, preset as get_preset
-    from hybrid.train.model import HybridLM
     from hybrid.train.distributed import launch_env
-    from hybrid.train.rundir import lock_run_dir, start_afresh
+    from hybrid.train.preflight import parameter_count
+    from hybrid.train.rundir import lock_run_dir, prepare_run_dir
     from hybrid.train.trainer import corpus_fingerprint, pick_device, read_run_config, train as run_training
 
     values = dict(ctx.params)
@@ -265,15 +265,14 @@ def train(
                                     eval_every=eval_every, save_every=save_every, seed=seed, grad_accum=grad_accum,
                                     keep_last=keep_last, keep_best=keep_best, max_bad_steps=max_bad_steps,
                                     tensorboard=tensorboard, log_every=log_every)
-    if overwrite:
-        start_afresh(out, model_cfg, train_cfg, data, dev)  # every check first; deleting the old run last
+    prepare_run_dir(out, overwrite, model_cfg, train_cfg, data, dev)  # every check first; --overwrite deletes last
     echo = typer.echo if rank == 0 else (lambda *a, **k: None)
     if saved is not None:
         echo(f"resuming {out} with its own model, settings and corpus ({out / 'config.json'})")
     echo(data.describe())
     name = model_cfg.name if model_cfg.name != "custom" else preset
     echo(f"model {name}: pattern {model_cfg.pattern}, "
-         f"{sum(p.numel() for p in HybridLM(model_cfg).parameters()):,} parameters; "
+         f"{parameter_count(model_cfg):,} parameters; "
          f"device {dev}; run dir {out}")
     result = run_training(out, model_cfg, train_cfg, data, resume=resume, device=dev, progress=progress, log=typer.echo)
     if result.interrupted:

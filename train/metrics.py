@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import atomic_write_bytes, describe_os_error
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -59,8 +60,6 @@ class MetricsLog:
         # A final evaluation is made again at the end of the resumed run.
         keep = [r for r in read_metrics(run_dir) if r["step"] <= start_step and not r.get("final")] \
             if self.path.exists() else []
-        from hybrid.train.checkpoint import atomic_write_bytes
-
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in keep).encode())
         try:
             self.fh = open(self.path, "a", encoding="utf-8")
@@ -74,8 +73,6 @@ class MetricsLog:
             self.fh.write(json.dumps(obj) + "\n")
             self.fh.flush()
         except OSError as e:
-            from hybrid.train.checkpoint import describe_os_error
-
             raise HybridError(f"{self.path}: could not write ({describe_os_error(e)})") from None
         if self.tb is not None:
             for k, v in obj.items():
