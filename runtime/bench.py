@@ -25,7 +25,6 @@ then.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid.runtime.errors import HybridError, is_integer
+from hybrid.runtime.files import read_json
 from hybrid.runtime.limits import MAX_THREADS, check_fits, forward_bytes
 from hybrid.runtime.modeldir import VARIANTS, open_model_dir
 from hybrid.runtime.tokenizer import load_tokenizer
@@ -198,9 +198,10 @@ def check_run_dir(run_dir: Path, md) -> None:
     except ImportError:
         raise HybridError("--run-dir needs PyTorch (pip install 'hybrid[train]')") from None
     try:
-        run_cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        run_model = run_cfg["model"]
-    except (OSError, ValueError, KeyError, TypeError):
+        run_model = read_json(run_dir / "config.json", "config.json")["model"]
+        if not isinstance(run_model, dict):
+            raise KeyError("model")
+    except (HybridError, KeyError):
         raise HybridError(f"{run_dir}: not a training run (no readable config.json with a model)") from None
     if load_tokenizer(run_dir / "tokenizer.json").to_json() != load_tokenizer(md.tokenizer_path).to_json():
         raise HybridError(f"{run_dir}: its tokenizer differs from {md.path}'s; pass the run this model was exported from")

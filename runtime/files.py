@@ -228,6 +228,8 @@ class DirLock:
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
         real = self.dir.resolve()
+        if not real.name:  # "/" has no folder beside which to lock, nor is it one to write into
+            raise HybridError(f"{directory}: not a valid output directory (name a folder)")
         self.path = real.with_name(f".{real.name}.lock")
         self.fd: int | None = None
 

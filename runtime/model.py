@@ -23,6 +23,7 @@ from hybrid.runtime.modeldir import ModelDir, check_tokenizer, open_model_dir
 from hybrid.runtime.textfile import check_token_range
 from hybrid.runtime.tokenizer import load_tokenizer
 
+LARGE = 1 << 28  # bytes; reading the free memory costs a file read: only larger requests are checked
 State = dict[str, np.ndarray]  # keyed by graph input name (past_key_values.<i>.<kind>, past_mask)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -145,7 +146,9 @@ class Model:
         """Zeros for every state tensor: a fresh stream (an all-zero past_mask is an empty memory)."""
         if not is_integer(batch) or batch <= 0:
             raise HybridError(f"batch must be a positive integer, got {batch!r}")
-        check_fits(self.dir.state_bytes(int(batch)), f"a state for batch {batch}")
+        need = self.dir.state_bytes(int(batch))
+        if need > LARGE:
+            check_fits(need, f"a state for batch {batch}")
         return {s.input: np.zeros((batch, *s.shape[1:]), dtype=np.float32) for s in self.state_specs}
 
     def forward(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
@@ -169,7 +172,7 @@ class Model:
             raise HybridError(f"state must be this model's state for batch {arr.shape[0]} "
                               f"(as initial_state({arr.shape[0]}) or forward() returns it)")
         need = forward_bytes(self.dir.model, arr.shape[0], arr.shape[1])
-        if need > 1 << 28:  # reading the free memory costs a file read: only for large calls
+        if need > LARGE:
             check_fits(need, f"a forward call on {arr.shape[0]} x {arr.shape[1]} tokens")
         check_token_range(arr, self.vocab_size)
         return np.ascontiguousarray(arr, dtype=np.int64)
@@ -228,9 +231,7 @@ class Stepper:
         self.ids = np.zeros((1, 1), dtype=np.int64)
         self.logits = np.zeros((1, 1, model.vocab_size), dtype=np.float32)
         first = model.initial_state(1) if state is None else state
-        bad = [k for k, v in first.items() if v.shape[0] != 1]
-        if bad:
-            raise HybridError("the stepper runs one stream: state batch must be 1")
+        model._checked_ids(self.ids, first)  # this model's state, batch 1 (the stepper runs one stream)
         self.buffers = [{k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in first.items()},
                         {k: np.empty_like(v) for k, v in first.items()}]
         ov = ort.OrtValue.ortvalue_from_numpy
@@ -253,6 +254,7 @@ class Stepper:
 
     def load(self, state: State) -> None:
         """Continue from `state` (copied into the stepper's own buffers; the bindings stay)."""
+        self.model._checked_ids(self.ids, state)
         for k, buf in self.buffers[self.turn].items():
             if state[k].shape != buf.shape:
                 raise HybridError(f"state {k!r} has shape {state[k].shape}, the stepper holds {buf.shape}")

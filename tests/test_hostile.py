@@ -459,3 +459,60 @@ def test_a_full_disk_while_building_the_token_cache_is_one_line_and_leaves_nothi
     finally:
         if how == "tmpfs":
             subprocess.run(["umount", str(disk)])
+
+
+# -- past the list: the same classes of fault elsewhere ----------------------------------------------
+
+def test_special_files_in_a_run_or_as_options_are_refused_without_hanging(tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny[0], run, ignore=shutil.ignore_patterns("checkpoints"))
+    (run / "model.safetensors").unlink()
+    os.mkfifo(run / "model.safetensors")  # reading it would wait for a writer forever
+    line = one_error_line(hybrid("export", run, "--out", tmp_path / "m", "--no-check", timeout=120))
+    assert "model.safetensors: cannot read the weights file (is a FIFO, not a regular file)" in line
+    os.mkfifo(tmp_path / "probe.txt")
+    line = one_error_line(hybrid("export", tiny[0], "--out", tmp_path / "m", "--probe", tmp_path / "probe.txt", timeout=120))
+    assert "probe.txt: probe text is a FIFO" in line
+    os.mkfifo(tmp_path / "enwik8.zip")
+    assert "enwik8.zip: is a FIFO, not a regular file" in error_of(
+        cli("data", "prepare", "enwik8", "--path", tmp_path / "enwik8.zip", "--no-hub"))
+    (tmp_path / "m.json").symlink_to("/dev/zero")  # a config that never ends
+    assert "m.json: config file is a character device" in error_of(cli("info", "--config", tmp_path / "m.json"))
+
+
+def test_recipe_and_run_config_values_of_the_wrong_type_are_one_line(small_run, tmp_path):
+    recipe = json.loads((BUILTIN.parents[3] / "recipes" / "enwik8" / "hybrid.json").read_text())
+    for key, value in (("source", 5), ("path", ["x"]), ("raw", "yes"), ("min_count", 1.5), ("tokenizer", "bpe")):
+        bad = dict(recipe, data=dict(recipe["data"], **{key: value}))
+        (tmp_path / "r.json").write_text(json.dumps(bad))
+        assert f"r.json: data.{key} must be" in error_of(cli("train", "--recipe", tmp_path / "r.json"))
+    root, opts = small_run
+    run = tmp_path / "run"
+    assert cli("train", *opts, "--out", run).exit_code == 0
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["corpus"]["spec"] = {"source": "text", "path": 7}
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert "'corpus.spec' must hold a source" in error_of(cli("train", "--out", run, "--resume", "--no-progress"))
+
+
+def test_a_token_cache_entry_that_is_a_link_is_not_read(small_run, tmp_path):
+    from hybrid.train.sources import load_source
+
+    root, _ = small_run
+    first = load_source(str(root / "corpus.txt"), cache_dir=tmp_path / "a", progress=False)
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / first.meta["cache_path"].split("/")[-1]).symlink_to(first.meta["cache_path"])  # planted
+    with pytest.warns(UserWarning, match="is a symbolic link"):
+        again = load_source(str(root / "corpus.txt"), cache_dir=other, progress=False)
+    assert not again.meta["cache_hit"] and not os.path.islink(again.meta["cache_path"])
+
+
+def test_a_stepper_refuses_a_state_that_is_not_its_models(tiny):
+    m = load_model(tiny[1], threads=1)
+    with pytest.raises(HybridError, match="state must be this model's state for batch 1"):
+        m.stepper(m.initial_state(2))
+    with pytest.raises(HybridError, match="state must be this model's state"):
+        m.stepper().load({"past_mask": np.zeros((1, 16), dtype=np.float32)})
+    with pytest.raises(HybridError, match="seed must be an integer from 0"):
+        TrainConfig(seed=-1)

@@ -89,6 +89,8 @@ class _Invalid(Exception):
 def _read_entry(path: Path) -> Entry:
     """Open and check an entry; anything wrong with it (a missing or garbled file, a field of the wrong
     type, a tokens.bin of the wrong size) raises _Invalid with the reason."""
+    if path.is_symlink():  # an entry is a folder of its own, not a way to another one
+        raise _Invalid("is a symbolic link")
     if not (path / "meta.json").exists():
         raise _Invalid("no meta.json")
     try:  # a regular file of a sane size, not followed out of the entry by a link

@@ -35,6 +35,8 @@ from safetensors.torch import save as st_save
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.files import atomic_write_bytes, atomic_write_json, fsync_dir, write_durably  # noqa: F401
 from hybrid.runtime.files import describe_os_error as os_error_text
+from hybrid.runtime.files import open_regular, read_bytes
+from hybrid.runtime.limits import check_fits
 
 CKPT_PREFIX = "step-"
 DAMAGED_DIR = "checkpoints-damaged"  # where damaged checkpoints are moved aside, beside checkpoints/
@@ -67,11 +69,16 @@ def encode_weights(model: torch.nn.Module, metadata: dict[str, str] | None = Non
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HybridError(f"{path}: weights file not found") from None
-    except OSError as e:  # a directory in its place, no permission, an I/O error
+    try:  # a regular file (a FIFO would hang, /dev/zero fill the memory) that fits in memory
+        with open_regular(path, what="weights file") as fh:
+            check_fits(os.fstat(fh.fileno()).st_size, f"reading {path}")
+            data = fh.read()
+    except HybridError as e:
+        if str(e).endswith("weights file not found"):
+            raise
+        why = str(e).removeprefix(f"{path}: ").removeprefix("weights file ")
+        raise HybridError(f"{path}: cannot read the weights file ({why})") from None
+    except OSError as e:  # an I/O error
         raise HybridError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
     try:
         return st_load(data)
@@ -108,7 +115,7 @@ def _sha256(data: bytes) -> str:
 def _file_digest(path: Path) -> tuple[int, str]:
     """(size, sha256) of a file, read in chunks rather than held in memory."""
     h, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
+    with open_regular(path, what="checkpoint file") as fh:
         while chunk := fh.read(1 << 24):
             h.update(chunk)
             size += len(chunk)
@@ -327,7 +334,7 @@ def _verified(path: Path, keep: bool) -> tuple[dict, dict[str, bytes]]:
     hashes; with `keep` the files are read whole and returned, else only hashed in chunks.
     HybridError names what is wrong."""
     try:
-        state = decode_state((path / "state.json").read_bytes(), str(path / "state.json"))
+        state = decode_state(read_bytes(path / "state.json", 16 << 20, "state.json"), str(path / "state.json"))
         if not isinstance(state, dict) or not isinstance(state.get("step"), int) or \
                 not isinstance(state.get("param_groups"), list) or not isinstance(state.get("files"), dict):
             raise HybridError(f"{path / 'state.json'}: not a checkpoint state (step, param_groups, files)")
@@ -336,7 +343,9 @@ def _verified(path: Path, keep: bool) -> tuple[dict, dict[str, bytes]]:
         blobs = {}
         for name, (size, digest) in state["files"].items():
             if keep:
-                blobs[name] = data = (path / name).read_bytes()
+                with open_regular(path / name, what=name) as fh:
+                    check_fits(os.fstat(fh.fileno()).st_size, f"reading {path / name}")
+                    blobs[name] = data = fh.read()
                 found = len(data), _sha256(data)
             else:
                 found = _file_digest(path / name)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import open_regular
 from hybrid.runtime.tokenizer import ByteTokenizer, Tokenizer, WordTokenizer
 
 CORPORA = Path(__file__).parent / "corpora"
@@ -51,12 +52,8 @@ def split_90_5_5(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def read_text_file(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HybridError(f"{path}: corpus file not found") from None
-    except IsADirectoryError:
-        raise HybridError(f"{path}: is a directory, expected a text file") from None
+    with open_regular(path, what="corpus file") as fh:  # a FIFO or a device is refused, not read forever
+        data = fh.read()
     if not data.strip():
         raise HybridError(f"{path}: corpus is empty")
     try:

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
-from hybrid.runtime.files import atomic_write_bytes, describe_os_error
+from hybrid.runtime.files import atomic_write_bytes, describe_os_error, open_regular
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -24,10 +24,11 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     """The records of a run, skipping lines a crash left torn; later records of a step that was
     run twice (a resume without the cut) replace the earlier ones."""
     path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        raise HybridError(f"{path}: no metrics file (is {run_dir} a training run?)")
     try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        raise HybridError(f"{path}: no metrics file (is {run_dir} a training run?)") from None
+        with open_regular(path, what="metrics file") as fh:
+            lines = fh.read().splitlines()
     except OSError as e:
         raise HybridError(f"{path}: cannot read ({e.strerror or e})") from None
     out: list[dict] = []

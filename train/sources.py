@@ -206,6 +206,8 @@ def _find_enwik8(path) -> Path | None:
             raise HybridError(f"{p}: no enwik8 or enwik8.zip in this folder")
         if not p.exists():
             raise HybridError(f"{p}: file not found")
+        if not p.is_file():  # a FIFO (zipfile would wait on it forever) or a device
+            raise HybridError(f"{p}: is {file_kind(p.stat().st_mode)}, not a regular file")
         return p
     for d in _search_dirs():
         for name in ("enwik8", "enwik8.zip", "enwik8/enwik8", "enwik8/enwik8.zip"):
@@ -604,6 +606,12 @@ def _text_plan(path: Path, kind: str, cache: TokenCache, progress: bool) -> _Pla
 # -- recipes ------------------------------------------------------------------------------------
 
 RECIPE_DATA_KEYS = {"source", "path", "tokenizer", "raw", "min_count", "max_vocab"}
+_str = lambda v: isinstance(v, str) and v != ""  # noqa: E731
+_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+RECIPE_DATA_TYPES = [("source", _str, "a corpus name or path"), ("path", lambda v: v is None or _str(v), "a path"),
+                     ("tokenizer", lambda v: v is None or v in ("byte", "word"), "'byte' or 'word'"),
+                     ("raw", lambda v: v is None or isinstance(v, bool), "true or false"),
+                     ("min_count", _int, "an integer"), ("max_vocab", lambda v: v is None or _int(v), "an integer")]
 
 
 def read_recipe(path: str | os.PathLike):
@@ -621,6 +629,9 @@ def read_recipe(path: str | os.PathLike):
         raise HybridError(f"{path}: unknown data keys {unknown} (use {', '.join(sorted(RECIPE_DATA_KEYS))})")
     if "source" not in data:
         raise HybridError(f"{path}: the recipe's data section needs a 'source'")
+    for key, ok, want in RECIPE_DATA_TYPES:
+        if key in data and not ok(data[key]):
+            raise HybridError(f"{path}: data.{key} must be {want}, got {data[key]!r}")
     return ModelConfig.from_dict(obj["model"], str(path)), TrainConfig.from_dict(obj["train"], str(path)), data
 
 
