@@ -20,14 +20,12 @@ def export(
 ):
     """Export a trained run to a self-checked ONNX model directory (fp32, int8, int4)."""
     from hybrid.export.exporter import export_run
-    from hybrid.runtime.errors import HybridError
 
     probe_text = None
     if probe is not None:
-        try:
-            probe_text = probe.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise HybridError(f"{probe}: cannot read probe text ({e.__class__.__name__})") from None
+        from hybrid.runtime.files import read_text
+
+        probe_text = read_text(probe, 256 << 20, "probe text")  # a regular file (not a FIFO or /dev/zero)
     report = export_run(run_dir, out, quantize=quantize, opset=opset, probe_text=probe_text, check=check,
                         progress=progress, overwrite=overwrite)
     typer.echo(summary(report))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import DirLock
 from hybrid.runtime.modeldir import FORMAT, config_format
 
 REPORT_FORMAT = "hybrid-export-report"
@@ -90,7 +91,7 @@ def _prepare_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> Path:
 def _recover(out: Path) -> None:
     """Clean up after an export that was killed: put back a model directory left swapped out
     (killed between _install's two renames) and remove unfinished temporaries of dead processes."""
-    from hybrid.train.cache import pid_alive, remove_dead_temporaries
+    from hybrid.runtime.files import pid_alive, remove_dead_temporaries
 
     for p in out.parent.glob(f".{out.name}.old-*"):
         pid = p.name[len(out.name) + 6:]
@@ -119,8 +120,14 @@ def _install(tmp: Path, out_dir: Path) -> None:
 
 def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_text=None, check=True,
                progress=True, *, overwrite: bool = False) -> dict:
-    """Export a run directory to a model directory; returns the report (also export_report.json)."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    """Export a run directory to a model directory; returns the report (also export_report.json).
+    The destination is locked for the whole export (one writer per directory, also while it does
+    not exist yet): a second export to it stops at once with one line."""
+    with DirLock(out_dir):
+        return _export(Path(run_dir), Path(out_dir), quantize, opset, probe_text, check, progress, overwrite)
+
+
+def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, progress, overwrite) -> dict:
     variants = parse_quantize(quantize)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
 
@@ -180,6 +187,7 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
     import torch
 
     from hybrid.export import contract, quantize as q, selfcheck
+    from hybrid.runtime.tokenizer import save_tokenizer
     from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
                                           export_onnx, output_name, weight_matmuls_in_loops)
 
@@ -213,7 +221,7 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
                 raise HybridError(f"{files[v]}: {len(left)} weight matrix products left in fp32 ({', '.join(left[:3])})")
         prepared.unlink()
 
-    shutil.copyfile(run_dir / "tokenizer.json", tmp / "tokenizer.json")
+    save_tokenizer(tokenizer, tmp / "tokenizer.json")  # the one loaded and checked, not the file again
     shapes = model.state_shapes(1)
     cfg_json = contract.model_config_json(model_cfg.to_dict(), shapes, {n: output_name(n) for n in shapes},
                                           metric, opset, files)

@@ -25,7 +25,6 @@ then.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import time
@@ -34,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, is_integer
+from hybrid.runtime.files import read_json
+from hybrid.runtime.limits import MAX_THREADS, check_fits, forward_bytes
 from hybrid.runtime.modeldir import VARIANTS, open_model_dir
 from hybrid.runtime.tokenizer import load_tokenizer
 
@@ -197,9 +198,10 @@ def check_run_dir(run_dir: Path, md) -> None:
     except ImportError:
         raise HybridError("--run-dir needs PyTorch (pip install 'hybrid[train]')") from None
     try:
-        run_cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        run_model = run_cfg["model"]
-    except (OSError, ValueError, KeyError, TypeError):
+        run_model = read_json(run_dir / "config.json", "config.json")["model"]
+        if not isinstance(run_model, dict):
+            raise KeyError("model")
+    except (HybridError, KeyError):
         raise HybridError(f"{run_dir}: not a training run (no readable config.json with a model)") from None
     if load_tokenizer(run_dir / "tokenizer.json").to_json() != load_tokenizer(md.tokenizer_path).to_json():
         raise HybridError(f"{run_dir}: its tokenizer differs from {md.path}'s; pass the run this model was exported from")
@@ -278,11 +280,13 @@ def run_bench(model_dir, variants=("fp32", "int8", "int4"), threads=None, reps=5
             raise HybridError(f"unknown variant {v!r} (choose from {', '.join(VARIANTS)})")
     for name, v in (("reps", reps), ("prompt_len", prompt_len), ("gen_tokens", gen_tokens),
                     ("streams", streams), ("segment", segment)):
-        if v <= 0:
+        if not is_integer(v) or v <= 0:
             raise HybridError(f"--{name.replace('_', '-')} must be positive, got {v}")
     threads = threads or default_threads()
-    if any(t <= 0 for t in threads):
-        raise HybridError(f"thread counts must be positive, got {threads}")
+    if any(not is_integer(t) or not 0 < t <= MAX_THREADS for t in threads):
+        raise HybridError(f"thread counts must be from 1 to {MAX_THREADS}, got {threads}")
+    check_fits(forward_bytes(md.model, 1, prompt_len), f"--prompt-len {prompt_len}")
+    check_fits(forward_bytes(md.model, streams, segment), f"--streams {streams} x --segment {segment}")
     todo = [v for v in variants if v in md.variants]
     for v in variants:
         if v not in todo:

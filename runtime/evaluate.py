@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from hybrid.runtime.errors import HybridError, is_integer
+from hybrid.runtime.limits import check_fits, forward_bytes
 from hybrid.runtime.progress import Progress
 from hybrid.runtime.textfile import ArraySource
 
@@ -111,6 +112,7 @@ def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0,
     n = source.n if not max_tokens else min(source.n, max_tokens + 1)
     if n < 2:
         raise HybridError(f"{name}: too short to evaluate ({n} token{'s' if n != 1 else ''}; need at least 2)")
+    _check_memory(model, base, n, streams, segment, ctx)
     tally = _Tally(base is not None)
     t0 = time.perf_counter()
     if ctx:
@@ -139,6 +141,18 @@ def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0,
                      "max": tally.kl_max, "top1_agreement": tally.same_top1 / max(tally.count, 1),
                      f"base_{model.metric}": metric_value(bn, model.metric), "base_nll": bn}
     return out
+
+
+def _check_memory(model, base, n, streams, segment, ctx) -> None:
+    """Refuse streams x segment (as the protocol will cut this text) that cannot fit in memory:
+    the graph call, and as much again for the NLL's work buffer and a KL base model."""
+    if ctx:
+        B, T = min(streams, max(1, n // ctx)), min(segment, ctx)
+    else:
+        B = max(1, min(streams, (n - 1) // 2))
+        T = min(segment, max(1, (n - 1) // B))
+    need = forward_bytes(model.dir.model, B, T) * (2 if base is not None else 1) + 4 * B * T * model.vocab_size
+    check_fits(need, f"streams {streams} and segment {segment} ({B} x {T} tokens per graph call)")
 
 
 def _run_streams(model, base, source, n, streams, segment, tally, progress, name) -> dict:

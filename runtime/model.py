@@ -18,9 +18,12 @@ import onnxruntime as ort
 
 from hybrid.runtime.safe_onnx import check_external_data
 from hybrid.runtime.errors import HybridError, is_integer
-from hybrid.runtime.modeldir import ModelDir, open_model_dir
+from hybrid.runtime.limits import MAX_THREADS, check_fits, forward_bytes
+from hybrid.runtime.modeldir import ModelDir, check_tokenizer, open_model_dir
+from hybrid.runtime.textfile import check_token_range
 from hybrid.runtime.tokenizer import load_tokenizer
 
+LARGE = 1 << 28  # bytes; reading the free memory costs a file read: only larger requests are checked
 State = dict[str, np.ndarray]  # keyed by graph input name (past_key_values.<i>.<kind>, past_mask)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -30,6 +33,8 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
 
 
 def resolve_provider(name: str) -> str:
+    if not isinstance(name, str):
+        raise HybridError(f"provider must be a name such as 'cpu' or 'cuda', got {name!r}")
     full = PROVIDERS.get(name.lower(), name)
     have = ort.get_available_providers()
     if full not in have:
@@ -40,8 +45,9 @@ def resolve_provider(name: str) -> str:
 
 def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.InferenceSession:
     """An InferenceSession with all graph optimisations and `threads` intra-op threads (0 = default)."""
-    if not is_integer(threads) or threads < 0:
-        raise HybridError(f"threads must be 0 (onnxruntime's default) or a positive integer, got {threads!r}")
+    if not is_integer(threads) or not 0 <= threads <= MAX_THREADS:
+        raise HybridError(f"threads must be 0 (onnxruntime's default) or a positive integer up to "
+                          f"{MAX_THREADS}, got {threads!r}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -60,8 +66,7 @@ def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.Inf
     try:
         return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise HybridError(f"{path}: onnxruntime cannot load this model ({first[:200]})") from None
+        raise HybridError(f"{path}: onnxruntime cannot load this model ({_first_line(e)})") from None
 
 
 class Model:
@@ -74,14 +79,13 @@ class Model:
         self.variant = self.dir.pick(variant)
         self.path = self.dir.file(self.variant)
         self.tokenizer = load_tokenizer(self.dir.tokenizer_path)
-        if self.tokenizer.vocab_size != self.dir.vocab_size:
-            raise HybridError(f"{self.dir.tokenizer_path}: vocabulary of {self.tokenizer.vocab_size} tokens, "
-                              f"but the model has {self.dir.vocab_size}")
+        check_tokenizer(self.dir, self.tokenizer)
+        check_fits(2 * self.path.stat().st_size, f"loading {self.path}")  # the file, and the session's copy
         self.threads, self.provider = threads, provider
         self.ort = make_session(self.path, threads, provider)
         self.state_specs = self.dir.state
-        self._check_graph()
         self.output_names = ["logits"] + [s.output for s in self.state_specs]
+        self._check_graph()
 
     def _check_graph(self) -> None:
         inputs = {i.name for i in self.ort.get_inputs()}
@@ -100,6 +104,30 @@ class Model:
                     isinstance(g, int) and g != want for g, want in zip(fixed, spec.shape[1:])):
                 raise HybridError(f"{self.path}: state {spec.input!r} is {['batch', *fixed]} in the graph "
                                   f"but {list(spec.shape)} in config.json")
+        self._check_order_and_logits()
+
+    def _check_order_and_logits(self) -> None:
+        """The rest of the contract: inputs and outputs in config.json's order, input_ids int64,
+        float state, and logits [batch, sequence, vocab_size] (tried on one token when the graph
+        leaves the vocabulary dimension open)."""
+        ins, outs = self.ort.get_inputs(), self.ort.get_outputs()
+        order_in = ["input_ids"] + [s.input for s in self.state_specs]
+        order_out = ["logits"] + [s.output for s in self.state_specs]
+        if [i.name for i in ins] != order_in or [o.name for o in outs][:len(order_out)] != order_out:
+            raise HybridError(f"{self.path}: the graph's inputs and outputs are not in config.json's order")
+        types = {i.name: i.type for i in ins} | {o.name: o.type for o in outs}
+        bad = [n for n in order_in[1:] + order_out if types[n] != "tensor(float)"]
+        if types["input_ids"] != "tensor(int64)" or bad:
+            raise HybridError(f"{self.path}: {'input_ids is not int64' if not bad else bad[0] + ' is not float32'} "
+                              f"in the graph, as config.json states")
+        shape = outs[0].shape
+        vocab = shape[-1] if len(shape) == 3 else None
+        if not isinstance(vocab, int) and len(shape) == 3:
+            logits, _ = self.forward(np.zeros((1, 1), dtype=np.int64), self.initial_state(1))
+            vocab = logits.shape[-1]
+        if vocab != self.vocab_size:
+            raise HybridError(f"{self.path}: the graph's logits are {list(shape)}, but config.json has "
+                              f"vocab_size {self.vocab_size}; the graph is not this directory's model")
 
     # -- facts -----------------------------------------------------------------------------------
     @property
@@ -116,13 +144,38 @@ class Model:
     # -- the plain path: numpy in, numpy out -------------------------------------------------------
     def initial_state(self, batch: int = 1) -> State:
         """Zeros for every state tensor: a fresh stream (an all-zero past_mask is an empty memory)."""
+        if not is_integer(batch) or batch <= 0:
+            raise HybridError(f"batch must be a positive integer, got {batch!r}")
+        need = self.dir.state_bytes(int(batch))
+        if need > LARGE:
+            check_fits(need, f"a state for batch {batch}")
         return {s.input: np.zeros((batch, *s.shape[1:]), dtype=np.float32) for s in self.state_specs}
 
     def forward(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """logits [B, T, vocab] and the state after these T tokens; `ids` is [B, T] integers."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        outs = self.ort.run(self.output_names, {"input_ids": ids, **state})
+        """logits [B, T, vocab] and the state after these T tokens; `ids` is [B, T] integers in
+        [0, vocab_size), `state` as initial_state(B) gives it."""
+        ids = self._checked_ids(ids, state)
+        try:
+            outs = self.ort.run(self.output_names, {"input_ids": ids, **state})
+        except Exception as e:  # onnxruntime's own exception types: one line, as at load
+            raise HybridError(f"{self.path}: onnxruntime failed to run the model ({_first_line(e)})") from None
         return outs[0], {s.input: o for s, o in zip(self.state_specs, outs[1:])}
+
+    def _checked_ids(self, ids, state) -> np.ndarray:
+        """ids as contiguous int64 [B, T], refused in one line when they are not integers in range,
+        the state does not belong to this model and batch, or the call would not fit in memory."""
+        arr = np.asarray(ids)
+        if arr.ndim != 2 or (arr.size and arr.dtype.kind not in "iu"):
+            raise HybridError(f"ids must be a [batch, tokens] array of integers, got {arr.dtype} of shape {arr.shape}")
+        if not isinstance(state, dict) or set(state) != {s.input for s in self.state_specs} \
+                or any(getattr(v, "shape", (None,))[0] != arr.shape[0] for v in state.values()):
+            raise HybridError(f"state must be this model's state for batch {arr.shape[0]} "
+                              f"(as initial_state({arr.shape[0]}) or forward() returns it)")
+        need = forward_bytes(self.dir.model, arr.shape[0], arr.shape[1])
+        if need > LARGE:
+            check_fits(need, f"a forward call on {arr.shape[0]} x {arr.shape[1]} tokens")
+        check_token_range(arr, self.vocab_size)
+        return np.ascontiguousarray(arr, dtype=np.int64)
 
     def forward_segments(self, ids: np.ndarray, state: State, segment: int = 128) -> Iterator[tuple[np.ndarray, State]]:
         """forward() over [B, T] ids in segments of at most `segment` tokens, carrying state,
@@ -178,9 +231,7 @@ class Stepper:
         self.ids = np.zeros((1, 1), dtype=np.int64)
         self.logits = np.zeros((1, 1, model.vocab_size), dtype=np.float32)
         first = model.initial_state(1) if state is None else state
-        bad = [k for k, v in first.items() if v.shape[0] != 1]
-        if bad:
-            raise HybridError("the stepper runs one stream: state batch must be 1")
+        model._checked_ids(self.ids, first)  # this model's state, batch 1 (the stepper runs one stream)
         self.buffers = [{k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in first.items()},
                         {k: np.empty_like(v) for k, v in first.items()}]
         ov = ort.OrtValue.ortvalue_from_numpy
@@ -203,6 +254,7 @@ class Stepper:
 
     def load(self, state: State) -> None:
         """Continue from `state` (copied into the stepper's own buffers; the bindings stay)."""
+        self.model._checked_ids(self.ids, state)
         for k, buf in self.buffers[self.turn].items():
             if state[k].shape != buf.shape:
                 raise HybridError(f"state {k!r} has shape {state[k].shape}, the stepper holds {buf.shape}")
@@ -210,8 +262,13 @@ class Stepper:
 
     def step(self, token: int) -> np.ndarray:
         """Feed one token; returns the next-token logits [vocab] (a view, valid until the next step)."""
+        if not 0 <= token < self.model.vocab_size:
+            raise HybridError(f"token ids must be in [0, {self.model.vocab_size}), got {token!r}")
         self.ids[0, 0] = token
-        self._run(self.bindings[self.turn])
+        try:
+            self._run(self.bindings[self.turn])
+        except Exception as e:
+            raise HybridError(f"{self.model.path}: onnxruntime failed to run the model ({_first_line(e)})") from None
         self.turn ^= 1
         return self.logits[0, 0]
 
@@ -219,6 +276,11 @@ class Stepper:
     def state(self) -> State:
         """The current state (views into the stepper's buffers; copy to keep them)."""
         return self.buffers[self.turn]
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else e.__class__.__name__
 
 
 def load_model(path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu") -> Model:

@@ -6,11 +6,11 @@ graph, and it refuses anything it does not understand with one clear line.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, is_integer
+from hybrid.runtime.files import MiB, inside, read_json
 
 FORMAT = "hybrid-onnx"
 FORMAT_VERSION = 1
@@ -18,14 +18,16 @@ VARIANTS = ("fp32", "int8", "int4")
 # `auto` picks the first variant present in this order: int8 is the fast one on CPUs and keeps
 # bits per character within a few thousandths of fp32 on trained models.
 AUTO_ORDER = ("int8", "fp32", "int4")
+CONFIG_MAX = 16 * MiB  # config.json and export_report.json
+MAX_DIM = 1 << 31  # any one size in config.json (the graph's dimensions are int64, its sizes far smaller)
 
 
 def config_format(path: str | Path) -> str | None:
     """The `format` in a folder's config.json (hybrid-onnx: an export; hybrid-run: a training run),
     or None when there is no readable one."""
     try:
-        fmt = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError):
+        fmt = read_json(Path(path) / "config.json", "config.json", CONFIG_MAX).get("format")
+    except HybridError:
         return None
     return fmt if isinstance(fmt, str) else None
 
@@ -57,15 +59,19 @@ class ModelDir:
     def vocab_size(self) -> int:
         return int(self.model["vocab_size"])
 
+    def named(self, name, where: str) -> Path:
+        """A file config.json names, resolved: refused unless inside the model directory."""
+        return inside(self.path, name, f"{self.path / 'config.json'}: {where}")
+
     @property
     def tokenizer_path(self) -> Path:
-        return self.path / self.config.get("tokenizer", "tokenizer.json")
+        return self.named(self.config.get("tokenizer", "tokenizer.json"), "'tokenizer'")
 
     @property
     def variants(self) -> list[str]:
         """Variants listed in config.json whose file exists, in VARIANTS order."""
         files = self.config["files"]
-        return [v for v in VARIANTS if v in files and (self.path / files[v]).is_file()]
+        return [v for v in VARIANTS if v in files and self.named(files[v], f"files.{v}").is_file()]
 
     def pick(self, variant: str = "auto") -> str:
         have = self.variants
@@ -83,15 +89,15 @@ class ModelDir:
         return variant
 
     def file(self, variant: str) -> Path:
-        return self.path / self.config["files"][self.pick(variant)]
+        v = self.pick(variant)
+        return self.named(self.config["files"][v], f"files.{v}")
 
     def export_report(self) -> dict | None:
         """The exporter's export_report.json, or None when absent or unreadable."""
         try:
-            obj = json.loads((self.path / "export_report.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return read_json(self.named("export_report.json", "export_report.json"), "export report", CONFIG_MAX)
+        except HybridError:
             return None
-        return obj if isinstance(obj, dict) else None
 
     def state_bytes(self, batch: int = 1) -> int:
         n = 0
@@ -120,13 +126,7 @@ def open_model_dir(path: str | Path) -> ModelDir:
         hint = " (a training run? export it first: hybrid export RUN_DIR --out MODEL_DIR)" \
             if (path / "model.safetensors").exists() else ""
         raise HybridError(f"{path}: no config.json; not an exported model directory{hint}")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise HybridError(f"{cfg_path}: not UTF-8 text") from None
-    except json.JSONDecodeError as e:
-        raise HybridError(f"{cfg_path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    _need(isinstance(cfg, dict), cfg_path, "expected a JSON object")
+    cfg = read_json(inside(path, "config.json", f"{cfg_path}"), "config.json", CONFIG_MAX)
     fmt = cfg.get("format")
     if fmt == "hybrid-run":
         raise HybridError(f"{path}: is a training run, not an exported model; "
@@ -136,8 +136,8 @@ def open_model_dir(path: str | Path) -> ModelDir:
     _need(ver == FORMAT_VERSION, cfg_path,
           f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} version {FORMAT_VERSION})")
     model = cfg.get("model")
-    _need(isinstance(model, dict) and isinstance(model.get("vocab_size"), int) and model["vocab_size"] > 0,
-          cfg_path, "'model' must be an object with a positive integer vocab_size")
+    _need(isinstance(model, dict) and _size(model.get("vocab_size")) and model["vocab_size"] > 0,
+          cfg_path, f"'model' must be an object with a vocab_size from 1 to {MAX_DIM:,}")
     _need(cfg.get("metric") in ("bpc", "ppl"), cfg_path, f"'metric' must be 'bpc' or 'ppl', got {cfg.get('metric')!r}")
     files = cfg.get("files")
     _need(isinstance(files, dict) and files and all(isinstance(v, str) for v in files.values()),
@@ -150,10 +150,69 @@ def open_model_dir(path: str | Path) -> ModelDir:
     for i, s in enumerate(state):
         ok = (isinstance(s, dict) and isinstance(s.get("input"), str) and isinstance(s.get("output"), str)
               and isinstance(s.get("shape"), list) and len(s["shape"]) >= 2 and s["shape"][0] == "batch"
-              and all(isinstance(d, int) and d >= 0 for d in s["shape"][1:])
+              and all(_size(d) for d in s["shape"][1:])
               and s.get("dtype", "float32") == "float32")
         _need(ok, cfg_path, f"state[{i}] must have input, output, dtype float32 and shape ['batch', sizes...]")
         specs.append(StateSpec(s["input"], s["output"], tuple(s["shape"]), "float32"))
     md = ModelDir(path, cfg, specs)
+    check_contract(md, cfg_path)
     _need(bool(md.variants), path, f"none of the model files listed in config.json exist ({', '.join(files.values())})")
+    md.tokenizer_path  # refused here if it names a file outside the directory
     return md
+
+
+def _size(d) -> bool:
+    return is_integer(d) and 0 <= d <= MAX_DIM
+
+
+def expected_state(model: dict) -> list[tuple[str, str, tuple]] | None:
+    """(input, output, shape) of every state tensor the contract gives a model config, in graph
+    order (docs/model-directory.md); None when the config lacks a field it needs."""
+    keys = ("pattern", "n_heads", "d_model", "mem_len", "qrnn_window")
+    if not (isinstance(model.get("pattern"), str) and all(_size(model.get(k)) for k in keys[1:])
+            and model["n_heads"] > 0 and model["d_model"] % model["n_heads"] == 0):
+        return None
+    H, D, M, k = model["n_heads"], model["d_model"], model["mem_len"], model["qrnn_window"]
+    out = []
+    for i, kind in enumerate(model["pattern"]):
+        if kind == "A" and M > 0:
+            out += [(f"past_key_values.{i}.{n}", f"present.{i}.{n}", ("batch", H, M, D // H)) for n in ("key", "value")]
+        elif kind == "Q":
+            out.append((f"past_key_values.{i}.recurrent_state", f"present.{i}.recurrent_state", ("batch", D)))
+            if k > 1:
+                out.append((f"past_key_values.{i}.conv_state", f"present.{i}.conv_state", ("batch", k - 1, D)))
+    if "A" in model["pattern"] and M > 0:
+        out.append(("past_mask", "present_mask", ("batch", M)))
+    return out
+
+
+def check_contract(md: ModelDir, cfg_path: Path) -> None:
+    """config.json against itself: the state list, the logits shape and the input dtype are what
+    the contract derives from its `model` section; the metric is the tokenizer's (checked when the
+    tokenizer is loaded: check_tokenizer)."""
+    want = expected_state(md.model)
+    _need(want is not None, cfg_path, "'model' must give pattern, n_heads, d_model, mem_len and qrnn_window as sizes")
+    have = [(s.input, s.output, s.shape) for s in md.state]
+    if have != want:
+        diff = next((f"state[{i}] is {h} but the model config gives {w}" for i, (h, w) in enumerate(zip(have, want))
+                     if h != w), f"{len(have)} state tensors listed, the model config gives {len(want)}")
+        raise HybridError(f"{cfg_path}: {diff}")
+    logits = (md.config.get("outputs") or {}).get("logits") if isinstance(md.config.get("outputs"), dict) else None
+    _need(isinstance(logits, dict) and logits.get("shape") == ["batch", "sequence", md.vocab_size]
+          and logits.get("dtype") == "float32", cfg_path,
+          f"outputs.logits must be float32 of shape ['batch', 'sequence', {md.vocab_size}] (the model's vocab_size)")
+    ids = (md.config.get("inputs") or {}).get("input_ids") if isinstance(md.config.get("inputs"), dict) else None
+    _need(isinstance(ids, dict) and ids.get("dtype") == "int64" and ids.get("shape") == ["batch", "sequence"],
+          cfg_path, "inputs.input_ids must be int64 of shape ['batch', 'sequence']")
+
+
+def check_tokenizer(md: ModelDir, tokenizer) -> None:
+    """The tokenizer fits the model: the same vocabulary size, and the metric of its kind (bpc is
+    bits per byte: byte tokenizers only; ppl: word tokenizers)."""
+    if tokenizer.vocab_size != md.vocab_size:
+        raise HybridError(f"{md.tokenizer_path}: vocabulary of {tokenizer.vocab_size} tokens, "
+                          f"but the model has {md.vocab_size}")
+    want = "bpc" if tokenizer.kind == "byte" else "ppl"
+    if md.metric != want:
+        raise HybridError(f"{md.path / 'config.json'}: 'metric' is {md.metric!r}, but a {tokenizer.kind} "
+                          f"tokenizer's metric is {want!r}")

@@ -14,9 +14,10 @@ runtime needs nothing beyond numpy and onnxruntime; weights (raw_data) are skipp
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import unsafe_name as _unsafe  # one rule for every name a file gives
 
 # The onnx.proto messages and fields that lead to a TensorProto: {message: {field number: message}}.
 _MODEL, _GRAPH, _NODE, _ATTR, _TENSOR, _SPARSE, _FUNC, _TRAIN, _ENTRY = range(9)
@@ -116,20 +117,6 @@ def external_locations(data: bytes) -> list[tuple[str, str]]:
     except _Malformed as e:
         raise ValueError(str(e)) from None
     return found
-
-
-def _unsafe(location: str) -> str | None:
-    """Why a location may not be opened, judged on its text alone (both path syntaxes)."""
-    if not location:
-        return "is empty"
-    if "\x00" in location:
-        return "holds a NUL byte"
-    for pure in (PurePosixPath(location), PureWindowsPath(location)):
-        if pure.is_absolute() or pure.anchor:
-            return "is an absolute path"
-        if ".." in pure.parts:
-            return "climbs out with '..'"
-    return None
 
 
 def check_external_data(model_path: str | os.PathLike) -> list[str]:

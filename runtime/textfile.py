@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import open_regular
 
 CHUNK = 1 << 20  # bytes read at a time
 
@@ -53,7 +54,7 @@ class ByteFileSource:
 
     def __init__(self, path: Path):
         self.path = path
-        self.fh = open(path, "rb")
+        self.fh = open_regular(path, what="file")
         self.n = os.fstat(self.fh.fileno()).st_size
         self.unknown = 0
 
@@ -85,15 +86,7 @@ def text_chunks(path: str | Path, chunk: int | None = None) -> Iterator[str]:
     """The file's text in pieces, checked on the way: one HybridError for a missing, empty or
     non-text file (invalid UTF-8 or a NUL byte, with its offset)."""
     path, chunk = Path(path), chunk or CHUNK
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        raise HybridError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise HybridError(f"{path}: is a directory, expected a text file") from None
-    except PermissionError:
-        raise HybridError(f"{path}: permission denied") from None
-    with fh:
+    with open_regular(path, what="file") as fh:  # a FIFO or a device is refused, not read forever
         if os.fstat(fh.fileno()).st_size == 0:
             raise HybridError(f"{path}: file is empty")
         dec = codecs.getincrementaldecoder("utf-8")(errors="strict")

@@ -17,6 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import atomic_write_text, read_json
 
 UNK, EOS = "<unk>", "<eos>"
 
@@ -161,31 +162,36 @@ class WordDecoder:
         return ""
 
 
+MAX_VOCAB = 1 << 26  # words; the graph's logits are [batch, sequence, vocab]: far fewer fit any machine
+TOKENIZER_MAX = 256 << 20  # bytes of tokenizer.json: a vocabulary of millions of words is ~100 MiB
+
+
 def tokenizer_from_json(obj: dict, source: str = "tokenizer.json") -> Tokenizer:
+    """A tokenizer from its JSON; every problem is one line naming `source` (the file)."""
     kind = obj.get("type") if isinstance(obj, dict) else None
     if kind == "byte":
+        if obj.get("vocab_size", 256) != 256 or isinstance(obj.get("vocab_size"), bool):
+            raise HybridError(f"{source}: a byte tokenizer has vocab_size 256, got {obj.get('vocab_size')!r}")
         return ByteTokenizer()
     if kind == "word":
-        vocab = obj.get("vocab")
-        if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
-            raise HybridError(f"{source}: 'vocab' must be a list of strings")
-        return WordTokenizer(vocab, obj.get("unk", UNK), obj.get("eos", EOS))
+        vocab, unk, eos = obj.get("vocab"), obj.get("unk", UNK), obj.get("eos", EOS)
+        if not isinstance(vocab, list) or not all(isinstance(w, str) and w for w in vocab):
+            raise HybridError(f"{source}: 'vocab' must be a list of non-empty strings")
+        if not 2 <= len(vocab) <= MAX_VOCAB:
+            raise HybridError(f"{source}: 'vocab' must hold 2 to {MAX_VOCAB:,} words, got {len(vocab):,}")
+        if not isinstance(unk, str) or not isinstance(eos, str):
+            raise HybridError(f"{source}: 'unk' and 'eos' must be strings")
+        try:
+            return WordTokenizer(vocab, unk, eos)
+        except HybridError as e:
+            raise HybridError(f"{source}: {e}") from None
     raise HybridError(f"{source}: unknown tokenizer type {kind!r} (expected 'byte' or 'word')")
 
 
 def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(tok.to_json(), ensure_ascii=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(tok.to_json(), ensure_ascii=False))
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     path = Path(path)
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HybridError(f"{path}: tokenizer file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HybridError(f"{path}: not valid JSON ({e})") from None
-    return tokenizer_from_json(obj, str(path))
+    return tokenizer_from_json(read_json(path, "tokenizer file", TOKENIZER_MAX), str(path))

@@ -3,9 +3,11 @@ torch.compile sees one op.
 
 The Triton kernels have their own file (test_fo_pool_triton.py)."""
 
+import os
 import subprocess
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -267,7 +269,12 @@ def test_concurrent_builds_leave_one_whole_library(fresh_library):
     for p in fresh_library.iterdir():
         p.unlink()
     paths = []
-    threads = [threading.Thread(target=lambda: paths.append(cpu_kernel._build())) for _ in range(2)]
+    def build():  # _build returns the open, checked library: where it lies is what its descriptor names
+        fd = cpu_kernel._build()
+        paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        os.close(fd)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:

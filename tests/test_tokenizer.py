@@ -42,7 +42,7 @@ def test_bad_tokenizer_files(tmp_path):
     with pytest.raises(HybridError, match="not found"):
         load_tokenizer(tmp_path / "missing.json")
     (tmp_path / "t.json").write_text("{nope")
-    with pytest.raises(HybridError, match="not valid JSON"):
+    with pytest.raises(HybridError, match="malformed JSON"):
         load_tokenizer(tmp_path / "t.json")
     (tmp_path / "t.json").write_text('{"type": "bpe"}')
     with pytest.raises(HybridError, match="unknown tokenizer type"):

@@ -142,7 +142,9 @@ def main(argv=None) -> int:
           f"tokens/s = median over {rows[0]['windows']} windows after step {args.warmup}\n")
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        from hybrid.runtime.files import atomic_write_json
+
+        atomic_write_json(args.json, rows)
     return 0
 
 

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hybrid.runtime.files import atomic_write_json, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("transformer", "par", "attn-qrnn", "hybrid")
 LABELS = {"transformer": "Transformer", "par": "PAR Transformer", "attn-qrnn": "Attn-QRNN",
@@ -249,9 +251,7 @@ def update_docs(res: dict, docs: list[Path], log) -> list[str]:
         block = MARK_BEGIN + "\n" + markdown(res, doc.parent.resolve()) + MARK_END
         new = text[:a] + block + text[b + len(MARK_END):]
         if new != text:
-            tmp = doc.with_name(f".{doc.name}.tmp")
-            tmp.write_text(new, encoding="utf-8")
-            os.replace(tmp, doc)
+            atomic_write_text(doc, new)
         done.append(str(doc))
         log(f"updated {doc}")
     return done
@@ -377,8 +377,8 @@ def main(argv=None) -> dict:
     }
     res["verdict"] = verdict(res)
     plot(res, Path(files["png"]))
-    Path(files["md"]).write_text(markdown(res, args.out.resolve()), encoding="utf-8")
-    Path(files["json"]).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(files["md"], markdown(res, args.out.resolve()))
+    atomic_write_json(files["json"], res)
     res["docs_updated"] = update_docs(res, [Path(d) for d in args.docs], log)
     print(Path(files["md"]).read_text())
     return res

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import stat
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import MiB, atomic_write_json, describe_os_error, read_json
+from hybrid.runtime.files import remove_dead_temporaries
 from hybrid.runtime.tokenizer import save_tokenizer, load_tokenizer
 
 FORMAT = "hybrid-token-cache"
@@ -86,14 +89,14 @@ class _Invalid(Exception):
 def _read_entry(path: Path) -> Entry:
     """Open and check an entry; anything wrong with it (a missing or garbled file, a field of the wrong
     type, a tokens.bin of the wrong size) raises _Invalid with the reason."""
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _Invalid("no meta.json") from None
-    except (OSError, ValueError) as e:
-        raise _Invalid(f"meta.json unreadable ({e})") from None
-    if not isinstance(meta, dict):
-        raise _Invalid("meta.json is not a JSON object")
+    if path.is_symlink():  # an entry is a folder of its own, not a way to another one
+        raise _Invalid("is a symbolic link")
+    if not (path / "meta.json").exists():
+        raise _Invalid("no meta.json")
+    try:  # a regular file of a sane size, not followed out of the entry by a link
+        meta = read_json(path / "meta.json", "meta.json", 16 * MiB, follow_symlinks=False)
+    except HybridError as e:
+        raise _Invalid(str(e).removeprefix(f"{path / 'meta.json'}: ")) from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise _Invalid(f"not a {FORMAT} version {VERSION} entry")
     try:
@@ -112,7 +115,7 @@ def _read_entry(path: Path) -> Entry:
         raise _Invalid("'splits' in meta.json run past the end of the tokens")
     bin_path = path / "tokens.bin"
     try:
-        st = bin_path.stat()
+        st = bin_path.lstat()  # a link is not an entry's own file
     except OSError:
         raise _Invalid("no tokens.bin") from None
     if not stat.S_ISREG(st.st_mode) or st.st_size != total * dtype.itemsize:
@@ -151,26 +154,6 @@ def _remove(path: Path) -> None:
             path.unlink()
         except OSError:
             pass
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def remove_dead_temporaries(folder: Path, name: str) -> None:
-    """Remove `.NAME.tmp-PID` and `.NAME.old-PID-*` folders whose process is gone (killed while
-    building or installing); those of live processes are theirs to finish."""
-    for p in folder.glob(f".{name}.*-*"):
-        kind, _, rest = p.name[len(name) + 2:].partition("-")
-        pid = rest.split("-")[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
-            _remove(p)
 
 
 class Writer:
@@ -231,9 +214,11 @@ class TokenCache:
             raise HybridError(f"{self.root}: cannot create the token cache ({e.strerror or e})") from None
         final = self.root / key
         remove_dead_temporaries(self.root, key)
-        tmp = self.root / f".{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        try:  # a fresh, private name: nothing another process (or user) made can be in the way
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-{os.getpid()}-", dir=self.root))
+            tmp.chmod(0o755)  # readable as entries always were (mkdtemp makes it private)
+        except OSError as e:
+            raise HybridError(f"{self.root}: cannot build the token cache entry ({describe_os_error(e)})") from None
         try:
             writer = Writer(tmp, dtype)
             try:
@@ -244,13 +229,17 @@ class TokenCache:
             full = {"format": FORMAT, "version": VERSION, "key": key, "dtype": writer.dtype.name,
                     "splits": {s: writer.splits.get(s, [writer.offset, 0]) for s in SPLITS},
                     "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.kind, **meta, **writer.meta}
-            (tmp / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
+            atomic_write_json(tmp / "meta.json", full)
             problem: list[str] = []
             entry = _open(tmp, problem)  # its memory maps stay valid across the rename below
             if entry is None:
                 raise HybridError(f"{final}: the token cache entry just written cannot be read back ({problem[0]})")
             entry.path = final
             return self._install(tmp, final, entry)
+        except OSError as e:  # a full disk while encoding, most likely
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise HybridError(f"{self.root}: could not write the token cache entry ({describe_os_error(e)}); "
+                              f"nothing was left behind") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -21,7 +21,6 @@ temporaries, which `clean_temporaries` removes on resume.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -34,56 +33,23 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import atomic_write_bytes, atomic_write_json, fsync_dir, write_durably  # noqa: F401
+from hybrid.runtime.files import describe_os_error as os_error_text
+from hybrid.runtime.files import open_regular, read_bytes
+from hybrid.runtime.limits import check_fits
 
 CKPT_PREFIX = "step-"
 DAMAGED_DIR = "checkpoints-damaged"  # where damaged checkpoints are moved aside, beside checkpoints/
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 TMP_MARK = ".tmp-"  # every temporary this module writes has a name starting "." and holding this
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write and flush to the disk (the one place bytes go out; tests simulate a full disk here)."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+_fsync_dir = fsync_dir
+_write_file = write_durably  # the one place checkpoint bytes go out (tests simulate a full disk here)
 
 
 def describe_os_error(e: OSError) -> str:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "disk full: free some space, then continue with --resume"
-    return e.strerror or str(e)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush to disk, then rename over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        _write_file(tmp, data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise HybridError(f"{path}: could not write ({describe_os_error(e)}); the previous file is intact") from None
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    why = os_error_text(e)
+    return why + ": free some space, then continue with --resume" if why == "disk full" else why
 
 
 def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -103,11 +69,16 @@ def encode_weights(model: torch.nn.Module, metadata: dict[str, str] | None = Non
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HybridError(f"{path}: weights file not found") from None
-    except OSError as e:  # a directory in its place, no permission, an I/O error
+    try:  # a regular file (a FIFO would hang, /dev/zero fill the memory) that fits in memory
+        with open_regular(path, what="weights file") as fh:
+            check_fits(os.fstat(fh.fileno()).st_size, f"reading {path}")
+            data = fh.read()
+    except HybridError as e:
+        if str(e).endswith("weights file not found"):
+            raise
+        why = str(e).removeprefix(f"{path}: ").removeprefix("weights file ")
+        raise HybridError(f"{path}: cannot read the weights file ({why})") from None
+    except OSError as e:  # an I/O error
         raise HybridError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
     try:
         return st_load(data)
@@ -144,7 +115,7 @@ def _sha256(data: bytes) -> str:
 def _file_digest(path: Path) -> tuple[int, str]:
     """(size, sha256) of a file, read in chunks rather than held in memory."""
     h, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
+    with open_regular(path, what="checkpoint file") as fh:
         while chunk := fh.read(1 << 24):
             h.update(chunk)
             size += len(chunk)
@@ -363,7 +334,7 @@ def _verified(path: Path, keep: bool) -> tuple[dict, dict[str, bytes]]:
     hashes; with `keep` the files are read whole and returned, else only hashed in chunks.
     HybridError names what is wrong."""
     try:
-        state = decode_state((path / "state.json").read_bytes(), str(path / "state.json"))
+        state = decode_state(read_bytes(path / "state.json", 16 << 20, "state.json"), str(path / "state.json"))
         if not isinstance(state, dict) or not isinstance(state.get("step"), int) or \
                 not isinstance(state.get("param_groups"), list) or not isinstance(state.get("files"), dict):
             raise HybridError(f"{path / 'state.json'}: not a checkpoint state (step, param_groups, files)")
@@ -372,7 +343,9 @@ def _verified(path: Path, keep: bool) -> tuple[dict, dict[str, bytes]]:
         blobs = {}
         for name, (size, digest) in state["files"].items():
             if keep:
-                blobs[name] = data = (path / name).read_bytes()
+                with open_regular(path / name, what=name) as fh:
+                    check_fits(os.fstat(fh.fileno()).st_size, f"reading {path / name}")
+                    blobs[name] = data = fh.read()
                 found = len(data), _sha256(data)
             else:
                 found = _file_digest(path / name)

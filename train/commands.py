@@ -180,11 +180,10 @@ def train(
 
     With --resume, a run continues exactly as it was configured (model, settings and corpus from its
     config.json); a corpus that changed since is refused."""
-    import shutil
-
     from hybrid.train.config import TrainConfig, load_model_config, preset as get_preset
-    from hybrid.train.model import HybridLM
     from hybrid.train.distributed import launch_env
+    from hybrid.train.preflight import parameter_count
+    from hybrid.train.rundir import lock_run_dir, prepare_run_dir
     from hybrid.train.trainer import corpus_fingerprint, pick_device, read_run_config, train as run_training
 
     values = dict(ctx.params)
@@ -200,7 +199,8 @@ def train(
     name = cli_model.name if cli_model.name != "custom" else preset
     if out is None:
         out = _default_run_dir(name) if not resume else Path("runs") / name
-    elif out.exists() and any(out.iterdir()) and not (resume or overwrite):
+    lock_run_dir(ctx, out)  # before anything reads or changes it: one writer per run directory
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
     elif overwrite and out.exists() and any(out.iterdir()) and not _is_run_dir(out):
         raise HybridError(f"{out}: is not a training run directory; --overwrite replaces only those (choose another --out)")
@@ -265,15 +265,14 @@ def train(
                                     eval_every=eval_every, save_every=save_every, seed=seed, grad_accum=grad_accum,
                                     keep_last=keep_last, keep_best=keep_best, max_bad_steps=max_bad_steps,
                                     tensorboard=tensorboard, log_every=log_every)
-    if overwrite and out.exists() and rank == 0:
-        shutil.rmtree(out)
+    prepare_run_dir(out, overwrite, model_cfg, train_cfg, data, dev)  # every check first; --overwrite deletes last
     echo = typer.echo if rank == 0 else (lambda *a, **k: None)
     if saved is not None:
         echo(f"resuming {out} with its own model, settings and corpus ({out / 'config.json'})")
     echo(data.describe())
     name = model_cfg.name if model_cfg.name != "custom" else preset
     echo(f"model {name}: pattern {model_cfg.pattern}, "
-         f"{sum(p.numel() for p in HybridLM(model_cfg).parameters()):,} parameters; "
+         f"{parameter_count(model_cfg):,} parameters; "
          f"device {dev}; run dir {out}")
     result = run_training(out, model_cfg, train_cfg, data, resume=resume, device=dev, progress=progress, log=typer.echo)
     if result.interrupted:

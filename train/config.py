@@ -6,13 +6,14 @@ The layer pattern is a string over three blocks:  A = attention,  F = feed-forwa
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
 
 BLOCKS = {"A": "attention", "F": "feed-forward", "Q": "qrnn"}
+# torch seeds are 64-bit; a rank's and a resumed step's seeds are derived by adding to it.
+SEED_LIMIT = 1 << 62
 
 
 @dataclass
@@ -127,6 +128,7 @@ class TrainConfig:
         need(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         for key in ("beta1", "beta2"):
             need(0.0 <= getattr(self, key) < 1.0, f"{key} must be in [0, 1), got {getattr(self, key)!r}")
+        need(0 <= self.seed < SEED_LIMIT, f"seed must be an integer from 0 to 2**62 - 1, got {self.seed!r}")
         need(self.batch_size % self.grad_accum == 0,
              f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
 
@@ -203,20 +205,9 @@ def preset(name: str, **overrides) -> ModelConfig:
 
 def read_json(path: str | Path, what: str = "config") -> dict:
     """Read a JSON object from disk, turning every failure into one clear error line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HybridError(f"{path}: {what} file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise HybridError(f"{path}: cannot read {what} ({e.__class__.__name__})") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise HybridError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    if not isinstance(obj, dict):
-        raise HybridError(f"{path}: expected a JSON object")
-    return obj
+    from hybrid.runtime.files import read_json as read_checked
+
+    return read_checked(path, f"{what} file")
 
 
 def load_model_config(path: str | Path) -> ModelConfig:

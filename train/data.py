@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import open_regular
 from hybrid.runtime.tokenizer import ByteTokenizer, Tokenizer, WordTokenizer
 
 CORPORA = Path(__file__).parent / "corpora"
@@ -51,12 +52,8 @@ def split_90_5_5(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def read_text_file(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HybridError(f"{path}: corpus file not found") from None
-    except IsADirectoryError:
-        raise HybridError(f"{path}: is a directory, expected a text file") from None
+    with open_regular(path, what="corpus file") as fh:  # a FIFO or a device is refused, not read forever
+        data = fh.read()
     if not data.strip():
         raise HybridError(f"{path}: corpus is empty")
     try:
@@ -84,15 +81,21 @@ def load_text_corpus(path: str | Path | None = None, tokenizer: str = "byte",
     return Corpus(path.name, tok, train, valid, test)
 
 
+def check_stream_length(n: int, batch_size: int, seq_len: int, what: str = "train split") -> int:
+    """The length of each of B streams cut from n tokens; refused when shorter than one segment."""
+    stream_len = (n - 1) // batch_size
+    if stream_len < seq_len + 1:
+        raise HybridError(f"{what} has {n:,} tokens: too short for {batch_size} streams "
+                          f"of one {seq_len}-token segment; use a smaller --batch-size or --seq-len")
+    return stream_len
+
+
 class StreamBatcher:
     """Batches of B contiguous streams, T tokens per segment; batch(step) is deterministic."""
 
     def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, what: str = "train split"):
         self.B, self.T = batch_size, seq_len
-        self.stream_len = (len(tokens) - 1) // batch_size
-        if self.stream_len < seq_len + 1:
-            raise HybridError(f"{what} has {len(tokens):,} tokens: too short for {batch_size} streams "
-                              f"of one {seq_len}-token segment; use a smaller --batch-size or --seq-len")
+        self.stream_len = check_stream_length(len(tokens), batch_size, seq_len, what)
         n = self.stream_len * batch_size
         self.inputs = np.ascontiguousarray(tokens[:n].reshape(batch_size, self.stream_len))
         self.targets = np.ascontiguousarray(tokens[1:n + 1].reshape(batch_size, self.stream_len))

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import atomic_write_bytes, describe_os_error, open_regular
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -23,10 +24,11 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     """The records of a run, skipping lines a crash left torn; later records of a step that was
     run twice (a resume without the cut) replace the earlier ones."""
     path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        raise HybridError(f"{path}: no metrics file (is {run_dir} a training run?)")
     try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        raise HybridError(f"{path}: no metrics file (is {run_dir} a training run?)") from None
+        with open_regular(path, what="metrics file") as fh:
+            lines = fh.read().splitlines()
     except OSError as e:
         raise HybridError(f"{path}: cannot read ({e.strerror or e})") from None
     out: list[dict] = []
@@ -59,8 +61,6 @@ class MetricsLog:
         # A final evaluation is made again at the end of the resumed run.
         keep = [r for r in read_metrics(run_dir) if r["step"] <= start_step and not r.get("final")] \
             if self.path.exists() else []
-        from hybrid.train.checkpoint import atomic_write_bytes
-
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in keep).encode())
         try:
             self.fh = open(self.path, "a", encoding="utf-8")
@@ -74,8 +74,6 @@ class MetricsLog:
             self.fh.write(json.dumps(obj) + "\n")
             self.fh.flush()
         except OSError as e:
-            from hybrid.train.checkpoint import describe_os_error
-
             raise HybridError(f"{self.path}: could not write ({describe_os_error(e)})") from None
         if self.tb is not None:
             for k, v in obj.items():

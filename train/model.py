@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from hybrid.train.adaptive import AdaptiveInput, AdaptiveLogSoftmax
 from hybrid.train.config import ModelConfig
 from hybrid.train.ops.fo_pool import fo_pool_preact
+from hybrid.train.preflight import check_model_fits
 
 State = dict[str, torch.Tensor]
 
@@ -133,6 +134,7 @@ BLOCK_TYPES = {"A": Attention, "F": FeedForward, "Q": QRNN}
 class HybridLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        check_model_fits(cfg)  # a huge width is one line here, not an out-of-memory kill
         self.cfg = cfg
         if cfg.adaptive_cutoffs:
             # Large word vocabularies: adaptive input, and a head that returns full log-probabilities

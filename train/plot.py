@@ -7,11 +7,14 @@ drawn with the Agg backend, so no display is needed. Torch-free.
 
 from __future__ import annotations
 
+import io
+
 import json
 import math
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import atomic_write_bytes
 from hybrid.train.metrics import read_metrics
 
 
@@ -98,14 +101,14 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(f"{run_dir.resolve().name}" + (f"  ({len(skipped)} skipped steps)" if skipped else ""))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise HybridError(f"{out}: could not write ({e.strerror or e})") from None
+        fig.savefig(buf, format="png", dpi=110)
     finally:
         plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HybridError(f"{out.parent}: cannot create ({e.strerror or e})") from None
+    atomic_write_bytes(out, buf.getvalue())
     return out

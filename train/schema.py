@@ -53,3 +53,9 @@ def check_run_config(obj: dict, source: str) -> None:
     corpus = obj["corpus"]
     if not isinstance(corpus.get("name"), str) or corpus.get("tokenizer") not in ("byte", "word"):
         raise HybridError(f"{source}: 'corpus' must hold a name and a tokenizer ('byte' or 'word')")
+    spec = corpus.get("spec")  # how --resume loads the corpus again
+    if spec is not None and not (isinstance(spec, dict) and isinstance(spec.get("source"), str)
+                                 and (spec.get("path") is None or isinstance(spec.get("path"), str))
+                                 and isinstance(spec.get("options", {}), dict)):
+        raise HybridError(f"{source}: 'corpus.spec' must hold a source (a string), a path (a string or null) "
+                          f"and options (an object)")

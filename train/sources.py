@@ -26,6 +26,7 @@ import codecs
 import itertools
 import json
 import os
+import stat
 import time
 import zipfile
 import zlib
@@ -36,6 +37,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.files import atomic_write_text, file_kind, read_json
 from hybrid.runtime.tokenizer import ByteTokenizer, WordTokenizer
 from hybrid.train.cache import SPLITS, TokenCache, cache_key, hash_bytes_of
 from hybrid.train.data import Corpus, split_points
@@ -148,10 +150,8 @@ def _fingerprint(paths: list[Path], cache: TokenCache, progress: bool) -> str:
     stats = [(str(p.resolve()), *_stamp(p)) for p in paths]
     memo_key = json.dumps(stats)
     try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if not isinstance(memo, dict):
+        memo = read_json(memo_path, "fingerprint memo", follow_symlinks=False)
+    except HybridError:  # none yet, or damaged: only a speed-up
         memo = {}
     if isinstance(memo.get(memo_key), str):
         return memo[memo_key]
@@ -163,10 +163,8 @@ def _fingerprint(paths: list[Path], cache: TokenCache, progress: bool) -> str:
     memo[memo_key] = digest
     try:
         cache.root.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_name(f".{memo_path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
-    except OSError:
+        atomic_write_text(memo_path, json.dumps(memo))
+    except (OSError, HybridError):
         pass  # only a speed-up
     return digest
 
@@ -208,6 +206,8 @@ def _find_enwik8(path) -> Path | None:
             raise HybridError(f"{p}: no enwik8 or enwik8.zip in this folder")
         if not p.exists():
             raise HybridError(f"{p}: file not found")
+        if not p.is_file():  # a FIFO (zipfile would wait on it forever) or a device
+            raise HybridError(f"{p}: is {file_kind(p.stat().st_mode)}, not a regular file")
         return p
     for d in _search_dirs():
         for name in ("enwik8", "enwik8.zip", "enwik8/enwik8", "enwik8/enwik8.zip"):
@@ -500,8 +500,11 @@ class _NoBar:
 def _text_files(path: Path) -> list[Path]:
     if not path.exists():
         raise HybridError(f"{path}: corpus file not found")
-    if path.is_file():
+    mode = path.stat().st_mode
+    if stat.S_ISREG(mode):
         files = [path]
+    elif not stat.S_ISDIR(mode):  # /dev/null, a FIFO (reading it would wait for a writer), a device
+        raise HybridError(f"{path}: is {file_kind(mode)}, not a regular file or a folder of text files")
     else:
         files = sorted(p for p in path.rglob("*") if p.is_file()
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
@@ -603,6 +606,12 @@ def _text_plan(path: Path, kind: str, cache: TokenCache, progress: bool) -> _Pla
 # -- recipes ------------------------------------------------------------------------------------
 
 RECIPE_DATA_KEYS = {"source", "path", "tokenizer", "raw", "min_count", "max_vocab"}
+_str = lambda v: isinstance(v, str) and v != ""  # noqa: E731
+_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+RECIPE_DATA_TYPES = [("source", _str, "a corpus name or path"), ("path", lambda v: v is None or _str(v), "a path"),
+                     ("tokenizer", lambda v: v is None or v in ("byte", "word"), "'byte' or 'word'"),
+                     ("raw", lambda v: v is None or isinstance(v, bool), "true or false"),
+                     ("min_count", _int, "an integer"), ("max_vocab", lambda v: v is None or _int(v), "an integer")]
 
 
 def read_recipe(path: str | os.PathLike):
@@ -620,6 +629,9 @@ def read_recipe(path: str | os.PathLike):
         raise HybridError(f"{path}: unknown data keys {unknown} (use {', '.join(sorted(RECIPE_DATA_KEYS))})")
     if "source" not in data:
         raise HybridError(f"{path}: the recipe's data section needs a 'source'")
+    for key, ok, want in RECIPE_DATA_TYPES:
+        if key in data and not ok(data[key]):
+            raise HybridError(f"{path}: data.{key} must be {want}, got {data[key]!r}")
     return ModelConfig.from_dict(obj["model"], str(path)), TrainConfig.from_dict(obj["train"], str(path)), data
 
 

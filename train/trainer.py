@@ -33,6 +33,7 @@ from hybrid.train.config import ModelConfig, TrainConfig
 from hybrid.train.data import Corpus, StreamBatcher
 from hybrid.train.metrics import MetricsLog
 from hybrid.train.model import HybridLM, detach_state
+from hybrid.train.preflight import check_training
 
 RUN_FORMAT = "hybrid-run"
 RUN_VERSION = 1
@@ -315,16 +316,10 @@ def _train(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corp
     device = dd.device
     say = log if dd.main else (lambda *a, **k: None)
     B, T, A, W = cfg.batch_size, cfg.seq_len, cfg.grad_accum, dd.world
-    if B % (W * A):
-        raise HybridError(f"batch size {B} must be divisible by the number of processes ({W}) times "
-                          f"--grad-accum ({A}): each process trains on B / processes streams in "
-                          f"--grad-accum micro-batches")
+    check_training(model_cfg, cfg, corpus, W, device)
     share = B // W  # streams of this process: rows [lo, lo + share) of the global batch
     lo, micro = dd.rank * share, share // A
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    if model_cfg.vocab_size != corpus.tokenizer.vocab_size:
-        raise HybridError(f"model vocab_size {model_cfg.vocab_size} differs from the corpus tokenizer's "
-                          f"{corpus.tokenizer.vocab_size}")
     model = HybridLM(model_cfg).to(device)
     if dd.rank:
         torch.manual_seed(cfg.seed + 7919 * dd.rank)  # but each rank its own dropout masks

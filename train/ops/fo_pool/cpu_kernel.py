@@ -7,9 +7,12 @@ for contiguous float32/float64 [B, T, D] tensors on the CPU (see cpu_kernel.c), 
 The library is compiled with the system C compiler ($CC, else cc or gcc) with FLAGS (-O3
 -march=native) into $HYBRID_CACHE/kernels (else ~/.cache/hybrid/kernels), named by a hash of the
 source, the flags, the compiler's version and the machine (-march=native code may not run on another
-CPU), and moved into place atomically, so DDP ranks building at once are safe. With no compiler or a
-failed build, `library()` is None (and warns, once), as with HYBRID_CPU_KERNEL=0; cpu.py's chunked
-scan serves.
+CPU), and moved into place atomically, so DDP ranks building at once are safe. A library is code
+this process runs, so it is loaded only from a directory chain nobody else can change
+(_check_dir_chain), and only as the file that was checked: opened once without following links,
+checked on that descriptor, loaded through it (_open_checked, _load). With no compiler, a failed
+build or a refused directory or file, `library()` is None (and warns, once, naming why), as with
+HYBRID_CPU_KERNEL=0; cpu.py's chunked scan serves.
 
 ctypes releases the GIL during a call, so the channels are split across torch.get_num_threads()
 Python threads - not OpenMP, which would load a second OpenMP runtime beside torch's. `empty` makes
@@ -25,6 +28,7 @@ import os
 import platform
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import uuid
@@ -67,48 +71,108 @@ def _machine() -> str:
     return "\n".join(info)
 
 
-def _build() -> Path:
-    """The compiled library's path, compiling it unless the cache has it (raises on failure)."""
+def _check_dir_chain(path: Path) -> None:
+    """Refuse (RuntimeError) a kernel directory that anyone but this user could change. Every
+    directory from `path` up to / must be owned by this user or root and writable by neither its
+    group nor others, as the kernel judges who may rename or replace an entry. One exception, as
+    the kernel makes it: a sticky directory (/tmp, mode 1777) may be writable by others as a
+    parent, because in it only an entry's owner (or the directory's: us or root) may rename or
+    delete it, and the entry below it in the chain is checked to be ours or root's. The kernel
+    directory itself may not be sticky-writable: others could then plant the library's name.
+    The path is resolved first, so no link is left in the chain to be swapped later."""
+    uid = os.geteuid()
+    real = path.resolve()
+    for i, d in enumerate([real, *real.parents]):
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode):
+            raise RuntimeError(f"{d} is not a directory")
+        if st.st_uid not in (uid, 0):
+            raise RuntimeError(f"{d} is owned by uid {st.st_uid}, not by you or root; set HYBRID_CACHE elsewhere")
+        if st.st_mode & 0o022 and not (i > 0 and st.st_mode & stat.S_ISVTX):
+            who = "others" if st.st_mode & 0o002 else "its group"
+            raise RuntimeError(f"{d} is writable by {who}, who could replace the kernel; "
+                               f"chmod go-w it or set HYBRID_CACHE elsewhere")
+
+
+def _make_dirs(path: Path) -> None:
+    """Create the missing directories of `path` private to this user (the umask can only remove bits)."""
+    missing = []
+    for d in [path, *path.parents]:
+        if os.path.lexists(d):
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+
+
+def _open_checked(path: Path) -> int:
+    """An open descriptor of the library: opened once without following a link, then checked on
+    that descriptor (a regular file, ours, writable by no one else), so what was checked is what
+    gets loaded."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        os.close(fd)
+        raise RuntimeError(f"{path} is not a regular file owned by you, or is writable by others; remove it")
+    return fd
+
+
+def _build() -> int:
+    """An open, checked descriptor of the compiled library, compiling it unless the cache has it
+    (raises on failure or refusal)."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC)")
     version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version, _machine()]).encode()).hexdigest()[:16]
-    out = cache_dir() / f"fo_pool_{key}.so"
-    if out.exists():
-        # A library is code this process will run: only one this user built and nobody else can change.
-        st = out.stat()
-        if (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
-            raise RuntimeError(f"{out} is not owned by you or is writable by others; remove it")
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = cache_dir()
+    _make_dirs(folder)
+    _check_dir_chain(folder)  # before anything in it is trusted: nobody else can swap what follows
+    out = folder / f"fo_pool_{key}.so"
+    if os.path.lexists(out):
+        return _open_checked(out)  # a library is code this process will run: only one this user built
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")  # unique per process and host
     try:
         r = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True, timeout=120)
         if r.returncode:
             lines = (r.stderr or r.stdout).strip().splitlines() or [f"exit status {r.returncode}"]
             raise RuntimeError(f"{shlex.join(cc)} failed: {lines[0]}")
-        os.chmod(tmp, 0o755)  # whatever the umask: the check above accepts it next time
+        os.chmod(tmp, 0o755)  # whatever the umask: the check accepts it next time
         os.replace(tmp, out)  # atomic: a concurrent loader sees no library or a whole one
     finally:
         tmp.unlink(missing_ok=True)
-    return out
+    return _open_checked(out)  # the fresh one is checked and loaded like any other
+
+
+def _load(fd: int) -> ctypes.CDLL:
+    """dlopen the open file itself (Linux: /proc/self/fd/N names that open file), never a path
+    that could name another file by the time it is opened. (dlopen returns an already loaded
+    library of the same name instead: one that passed the same checks when it was loaded.)"""
+    try:
+        if not os.path.isdir("/proc/self/fd"):
+            raise RuntimeError("loading a checked library needs /proc/self/fd (Linux)")
+        return ctypes.CDLL(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 @functools.cache
 def library():
-    """The loaded library, or None (kernel disabled or unbuildable; warns once)."""
+    """The loaded library, or None (kernel disabled, unbuildable or refused; warns once)."""
     if os.environ.get("HYBRID_CPU_KERNEL", "1") == "0":
         return None
     try:
-        lib = ctypes.CDLL(str(_build()))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        lib = _load(_build())
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        for s in SUFFIX.values():
+            getattr(lib, f"fo_pool_fwd_{s}").argtypes = [ptr] * 4 + [i64] * 6
+            getattr(lib, f"fo_pool_bwd_{s}").argtypes = [ptr] * 11 + [i64] * 6
+    except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
         warnings.warn(f"fo_pool: C kernel unavailable ({e}); using the chunked PyTorch scan", stacklevel=2)
         return None
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    for s in SUFFIX.values():
-        getattr(lib, f"fo_pool_fwd_{s}").argtypes = [ptr] * 4 + [i64] * 6
-        getattr(lib, f"fo_pool_bwd_{s}").argtypes = [ptr] * 11 + [i64] * 6
     return lib
 
 
