@@ -136,7 +136,7 @@ def plan_jobs(args, log) -> tuple[list[Job], dict]:
 
 
 def write_recipe(job: Job, data_spec: dict) -> None:
-    from hybrid.train.checkpoint import atomic_write_json
+    from hybrid.runtime.files import atomic_write_json
 
     job.recipe.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(job.recipe, {"recipe": f"tools/converge.py {job.name}", "model": job.plan["model"],
@@ -196,7 +196,7 @@ def finish(job: Job, corpus_info: dict, stop: str, args) -> dict:
     import torch
 
     from hybrid.train import checkpoint as ck
-    from hybrid.train.checkpoint import atomic_write_json
+    from hybrid.runtime.files import atomic_write_json
     from hybrid.train.config import ModelConfig
     from hybrid.train.metrics import read_metrics
     from hybrid.train.model import HybridLM
@@ -247,7 +247,9 @@ def finish(job: Job, corpus_info: dict, stop: str, args) -> dict:
 def existing_record(job: Job, redo: bool) -> dict | None:
     if not job.record.exists() or redo:
         return None
-    rec = json.loads(job.record.read_text())
+    from hybrid.runtime.files import read_json
+
+    rec = read_json(job.record, "run record")
     if rec.get("plan") != job.plan:
         raise SystemExit(f"{job.record}: made with other settings than this plan; pass --redo to train it again "
                          f"(the run directory {job.run_dir} is then continued or replaced)")
@@ -370,10 +372,10 @@ def smoke_corpora(tmp: Path) -> tuple[Path, Path]:
 def write_plan(args, corpora: dict, argv) -> None:
     """results/.../plan.json: what the report says about each corpus, merged over invocations
     that ran parts of the plan."""
-    from hybrid.train.checkpoint import atomic_write_json
+    from hybrid.runtime.files import atomic_write_json, read_json
 
     path = args.out / "plan.json"
-    plan = json.loads(path.read_text()) if path.exists() else {}
+    plan = read_json(path, "plan") if path.exists() else {}
     plan.setdefault("corpora", {}).update(corpora)
     plan.update(seeds=args.seeds, sizes=args.sizes, archs=args.archs,
                 command=" ".join(["python tools/converge.py", *(sys.argv[1:] if argv is None else argv)]))

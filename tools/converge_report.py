@@ -12,6 +12,8 @@ import os
 import statistics
 from pathlib import Path
 
+from hybrid.runtime.files import atomic_write_text, read_json
+
 LABELS = {"transformer": "Transformer", "par": "PAR Transformer", "attn-qrnn": "Attn-QRNN",
           "hybrid": "Hybrid Transformer"}
 ORDER = list(LABELS)
@@ -24,7 +26,7 @@ CORPUS_LABELS = {"tinyshakespeare": "Tiny Shakespeare (bytes, bpc)",
 def read_records(out: Path) -> list[dict]:
     recs = []
     for p in sorted((out / "runs").glob("*/*/*.json")):
-        rec = json.loads(p.read_text())
+        rec = read_json(p, "run record")
         if rec.get("format") == "hybrid-convergence-run":
             recs.append(rec)
     return recs
@@ -165,9 +167,7 @@ def update_docs(text_of, docs: list[Path], log) -> list[str]:
             continue
         new = text[:a] + MARK_BEGIN + "\n" + text_of(doc.parent.resolve()) + MARK_END + text[b + len(MARK_END):]
         if new != text:
-            tmp = doc.with_name(f".{doc.name}.tmp")
-            tmp.write_text(new, encoding="utf-8")
-            os.replace(tmp, doc)
+            atomic_write_text(doc, new)
         done.append(str(doc))
         log(f"updated {doc}")
     return done
@@ -179,7 +179,7 @@ def build(out: Path, docs: list[Path], log) -> dict | None:
         log(f"no finished runs in {out / 'runs'} yet: nothing to report")
         return None
     plan_path = out / "plan.json"
-    plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+    plan = read_json(plan_path, "plan") if plan_path.exists() else {}
     planned = len(plan.get("seeds", [])) or 3
     tabs = groups(recs)
     files = {"md": str(out / "convergence.md"), "json": str(out / "convergence.json"),
@@ -189,10 +189,10 @@ def build(out: Path, docs: list[Path], log) -> dict | None:
            "verdicts": {f"{c}|{s}": verdict(t, planned) for (c, s), t in sorted(tabs.items())}}
     plot(recs, Path(files["png"]))
     res["markdown"] = markdown(res, out.resolve())
-    Path(files["md"]).write_text(res["markdown"], encoding="utf-8")
+    atomic_write_text(files["md"], res["markdown"])
     summary = {k: {a: {x: g[x] for x in ("params", "pattern", "seeds", "valid", "test", "best_tokens", "stops")}
                    for a, g in t.items()} for k, t in res["tables"].items()}
-    Path(files["json"]).write_text(json.dumps({"plan": plan, "tables": summary, "verdicts": res["verdicts"]},
-                                              indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(files["json"], json.dumps({"plan": plan, "tables": summary, "verdicts": res["verdicts"]},
+                                                indent=2) + "\n")
     res["docs_updated"] = update_docs(lambda d: markdown(res, d), docs, log)
     return res
