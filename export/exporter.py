@@ -179,40 +179,11 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
     import onnxruntime
     import torch
 
-    from hybrid.export import contract, quantize as q, selfcheck
-    from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
-                                          export_onnx, output_name, weight_matmuls_in_loops)
+    from hybrid.export import contract
+    from hybrid.export.onnx_graph import output_name
 
     t0 = time.perf_counter()
-    log(f"tracing {run_dir} (pattern {model_cfg.pattern}) to ONNX opset {opset}...")
-    proto = export_onnx(model, opset=opset)
-    ops = count_ops(proto.graph)
-    n_qrnn = model_cfg.pattern.count("Q")
-    if ops.get("Scan", 0) != n_qrnn:
-        raise HybridError(f"exported graph has {ops.get('Scan', 0)} Scan nodes, expected one per QRNN block ({n_qrnn})")
-    assert_no_weight_matmul_in_loops(proto, "model.onnx")
-    files = {"fp32": q.FILES["fp32"]}
-    onnx.save_model(proto, str(tmp / files["fp32"]))
-    q.load_session(tmp / files["fp32"])  # a graph onnxruntime refuses fails here, checked or not
-    graph = {"nodes": count_nodes(proto.graph), "scan_nodes": ops.get("Scan", 0),
-             "weight_matmuls_in_scan": len(weight_matmuls_in_loops(proto))}
-
-    if variants:
-        prepared = tmp / ".prepared.onnx"
-        log("graph optimisation before quantization (onnxruntime, basic level)...")
-        q.prepare(tmp / files["fp32"], prepared)
-        for v in variants:
-            log(f"quantizing {v}...")
-            q.QUANTIZERS[v](prepared, tmp / q.FILES[v])
-            files[v] = q.FILES[v]
-            qproto = onnx.load(str(tmp / files[v]))
-            assert_no_weight_matmul_in_loops(qproto, files[v])
-            q.load_session(tmp / files[v])
-            left = q.fp32_weight_matmuls(qproto)
-            if left:
-                raise HybridError(f"{files[v]}: {len(left)} weight matrix products left in fp32 ({', '.join(left[:3])})")
-        prepared.unlink()
-
+    files, graph = _write_graphs(tmp, run_dir, model, model_cfg, variants, opset, log)
     shutil.copyfile(run_dir / "tokenizer.json", tmp / "tokenizer.json")
     shapes = model.state_shapes(1)
     cfg_json = contract.model_config_json(model_cfg.to_dict(), shapes, {n: output_name(n) for n in shapes},
@@ -229,31 +200,76 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
         "checked": probe_tokens is not None,
     }
     if probe_tokens is None:
-        report.update(ok=True, failures=[], seconds=time.perf_counter() - t0)
-        return report
+        report.update(ok=True, failures=[])
+    else:
+        report.update(_self_check(tmp, model, model_cfg, train_cfg, variants, probe_tokens, probe_source, metric, log))
+    report["seconds"] = time.perf_counter() - t0
+    return report
 
-    log(f"self-check on {len(probe_tokens) - 1} probe tokens...")
-    torch_side = selfcheck.TorchStepper(model)
-    steppers = {"fp32": selfcheck.OrtStepper(tmp / files["fp32"], model)}
-    mem = model_cfg.mem_len if "A" in model_cfg.pattern else None
-    par = selfcheck.parity(torch_side, steppers["fp32"], probe_tokens, mem)
+
+def _write_graphs(tmp: Path, run_dir: Path, model, model_cfg, variants, opset, log) -> tuple[dict, dict]:
+    """Trace the fp32 graph, check its structure, quantize it: ({variant: file name}, graph facts)."""
+    import onnx
+
+    from hybrid.export import quantize as q
+    from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
+                                          export_onnx, weight_matmuls_in_loops)
+
+    log(f"tracing {run_dir} (pattern {model_cfg.pattern}) to ONNX opset {opset}...")
+    proto = export_onnx(model, opset=opset)
+    ops = count_ops(proto.graph)
+    n_qrnn = model_cfg.pattern.count("Q")
+    if ops.get("Scan", 0) != n_qrnn:
+        raise HybridError(f"exported graph has {ops.get('Scan', 0)} Scan nodes, expected one per QRNN block ({n_qrnn})")
+    assert_no_weight_matmul_in_loops(proto, "model.onnx")
+    files = {"fp32": q.FILES["fp32"]}
+    onnx.save_model(proto, str(tmp / files["fp32"]))
+    q.load_session(tmp / files["fp32"])  # a graph onnxruntime refuses fails here, checked or not
+    graph = {"nodes": count_nodes(proto.graph), "scan_nodes": ops.get("Scan", 0),
+             "weight_matmuls_in_scan": len(weight_matmuls_in_loops(proto))}
+    if not variants:
+        return files, graph
+    prepared = tmp / ".prepared.onnx"
+    log("graph optimisation before quantization (onnxruntime, basic level)...")
+    q.prepare(tmp / files["fp32"], prepared)
     for v in variants:
-        steppers[v] = selfcheck.OrtStepper(tmp / files[v], model)
-    qual = selfcheck.quality({"pytorch": torch_side, **steppers}, probe_tokens, PROBE_STREAMS, train_cfg.seq_len)
+        log(f"quantizing {v}...")
+        q.QUANTIZERS[v](prepared, tmp / q.FILES[v])
+        files[v] = q.FILES[v]
+        qproto = onnx.load(str(tmp / files[v]))
+        assert_no_weight_matmul_in_loops(qproto, files[v])
+        q.load_session(tmp / files[v])
+        left = q.fp32_weight_matmuls(qproto)
+        if left:
+            raise HybridError(f"{files[v]}: {len(left)} weight matrix products left in fp32 ({', '.join(left[:3])})")
+    prepared.unlink()
+    return files, graph
+
+
+def _self_check(tmp: Path, model, model_cfg, train_cfg, variants, probe_tokens, probe_source, metric, log) -> dict:
+    """Parity with PyTorch and the quality of every variant, through the runtime's own Model and
+    evaluate() on the directory being built (selfcheck.py): the report part of export_report.json."""
+    from hybrid.export import selfcheck
+    from hybrid.runtime.model import Model
+    from hybrid.runtime.scoring import metric_value
+
+    log(f"self-check on {len(probe_tokens) - 1} tokens of {probe_source}...")
+    models = {v: Model(tmp, variant=v) for v in ("fp32", *variants)}
+    mem = model_cfg.mem_len if "A" in model_cfg.pattern else None
+    par = selfcheck.parity(selfcheck.TorchStepper(model), selfcheck.OrtStepper(models["fp32"]), probe_tokens, mem)
+    qual = selfcheck.quality(model, models, probe_tokens, PROBE_STREAMS, train_cfg.seq_len)
     results = qual.pop("variants")
     fp32_nll = results["fp32"]["nll"]
     failures = []
     if not par["max_rel"] <= FP32_RTOL:
         failures.append(f"ONNX fp32 logits differ from PyTorch by {par['max_rel']:.2e} relative (limit {FP32_RTOL:g})")
     for v, r in results.items():
-        r[metric] = selfcheck.metric_of(r["nll"], metric)
+        r[metric] = metric_value(r["nll"], metric)
         if v in QUANT_LIMITS:
             r["vs_fp32"] = r["nll"] / fp32_nll - 1.0
             r["limit"] = QUANT_LIMITS[v]
             r["ok"] = r["vs_fp32"] <= QUANT_LIMITS[v]
             if not r["ok"]:
                 failures.append(f"{v} {metric} is {100 * r['vs_fp32']:.2f}% worse than fp32 (limit {100 * QUANT_LIMITS[v]:g}%)")
-    report.update({"probe": {"source": probe_source, **qual}, "parity": {**par, "limit_rel": FP32_RTOL},
-                   "variants": results, "ok": not failures, "failures": failures,
-                   "seconds": time.perf_counter() - t0})
-    return report
+    return {"probe": {"source": probe_source, **qual}, "parity": {**par, "limit_rel": FP32_RTOL},
+            "variants": results, "ok": not failures, "failures": failures}

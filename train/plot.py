@@ -8,10 +8,10 @@ drawn with the Agg backend, so no display is needed. Torch-free.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.scoring import metric_value
 from hybrid.train.metrics import read_metrics
 
 
@@ -49,7 +49,6 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     metric = _metric_of(run_dir, records)
-    to_metric = (lambda nll: nll / math.log(2)) if metric == "bpc" else (lambda nll: math.exp(min(nll, 50.0)))
     periodic = lambda r: not r.get("final")  # noqa: E731  (the final evaluation covers the whole split)
     out = Path(out) if out is not None else run_dir / "curves.png"
 
@@ -67,7 +66,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     ax = axes[0, 1]
     s, v = _series(records, "loss")
-    ax.plot(s, [to_metric(x) for x in v], lw=1, label="train")
+    ax.plot(s, [metric_value(x, metric) for x in v], lw=1, label="train")
     s, v = _series(records, f"valid_{metric}", periodic)
     if s:
         ax.plot(s, v, "o-", ms=3, label="valid")
