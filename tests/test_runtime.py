@@ -491,7 +491,7 @@ def test_sampling_filters_match_a_plain_reference():
 # -- bench -----------------------------------------------------------------------------------------------
 
 def test_bench_reports_every_figure(byte_model):
-    from hybrid.runtime.bench import run_bench
+    from hybrid.train.eager import run_bench
 
     run, model_dir, _ = byte_model
     res = run_bench(model_dir, variants=["fp32", "int8", "int4"], threads=[1], reps=2, prompt_len=16,
@@ -512,7 +512,7 @@ def test_bench_reports_every_figure(byte_model):
 # -- bad input: one clear line --------------------------------------------------------------------------
 
 def test_bench_refuses_a_run_that_is_not_the_models_own_before_measuring(byte_model, word_model):
-    from hybrid.runtime.bench import run_bench
+    from hybrid.train.eager import run_bench
 
     logged = []
     with pytest.raises(HybridError, match="tokenizer differs"):

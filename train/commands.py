@@ -281,6 +281,19 @@ def train(
     echo(f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f}  ({result.run_dir})")
 
 
+def _eager(name: str):
+    """train/eager.py's function `name`, imported when called (the CLI starts without numpy)."""
+    def call(*args, **kwargs):
+        from hybrid.train import eager
+
+        return getattr(eager, name)(*args, **kwargs)
+    return call
+
+
 def register(app: typer.Typer) -> None:
+    from hybrid.runtime import commands as runtime_commands
+
     app.command()(info)
     app.command()(train)
+    # The runtime's commands take a training run too (eval RUN_DIR, bench --run-dir): in PyTorch, here.
+    runtime_commands.PYTORCH_PATHS.update(eval_run=_eager("eval_run"), run_bench=_eager("run_bench"))
