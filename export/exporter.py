@@ -257,7 +257,8 @@ def _self_check(tmp: Path, model, model_cfg, train_cfg, variants, probe_tokens, 
     models = {v: Model(tmp, variant=v) for v in ("fp32", *variants)}
     mem = model_cfg.mem_len if "A" in model_cfg.pattern else None
     par = selfcheck.parity(selfcheck.TorchStepper(model), selfcheck.OrtStepper(models["fp32"]), probe_tokens, mem)
-    qual = selfcheck.quality(model, models, probe_tokens, PROBE_STREAMS, train_cfg.seq_len)
+    models = {"pytorch": selfcheck.TorchModel(model, models["fp32"]), **models}
+    qual = selfcheck.quality(models, probe_tokens, PROBE_STREAMS, train_cfg.seq_len)
     results = qual.pop("variants")
     fp32_nll = results["fp32"]["nll"]
     failures = []

@@ -54,6 +54,24 @@ class OrtStepper:
         return self.model.forward(ids, state)
 
 
+class TorchModel:
+    """The PyTorch model behind the runtime Model's interface (initial_state, forward and the facts
+    evaluate() reads, taken from the exported model `like`), so that the runtime's evaluate()
+    scores it exactly as it scores an exported variant."""
+
+    variant = "pytorch"
+
+    def __init__(self, model: HybridLM, like: Model):
+        self.stepper = TorchStepper(model)
+        self.dir, self.tokenizer, self.vocab_size, self.metric = like.dir, like.tokenizer, like.vocab_size, like.metric
+
+    def initial_state(self, batch: int) -> dict[str, np.ndarray]:
+        return self.stepper.zero_state(batch)
+
+    def forward(self, ids: np.ndarray, state: dict[str, np.ndarray]):
+        return self.stepper.step(ids, state)
+
+
 def run_chunks(stepper, ids: np.ndarray, sizes) -> np.ndarray:
     """Logits of `ids` [B, T] fed in consecutive chunks of the given sizes, state carried."""
     state, out, p = stepper.zero_state(ids.shape[0]), [], 0
@@ -117,23 +135,23 @@ def parity(torch_model: TorchStepper, fp32: OrtStepper, tokens: np.ndarray, mem_
             "max_rel": worst_rel}
 
 
-def quality(torch_model: HybridLM, models: dict[str, Model], tokens: np.ndarray, streams: int,
-            segment: int) -> dict:
-    """Mean NLL of PyTorch and of every exported variant on `tokens`, and KL / top-1 agreement of
-    each quantized variant against fp32.
+def quality(models: dict, tokens: np.ndarray, streams: int, segment: int) -> dict:
+    """Mean NLL of every model on `tokens` ('pytorch', 'fp32', the quantized variants), and KL /
+    top-1 agreement of each one but fp32 against fp32.
 
-    Every variant is scored by the runtime's own evaluate() (and PyTorch by training's, the same
-    protocol: runtime/scoring.py), so the report's figures are the ones `hybrid eval` prints
+    Every one is scored by the runtime's own evaluate() (runtime/scoring.py's protocol: parallel
+    streams, segments, carried state), so the report's figures are the ones `hybrid eval` prints
     for the same text, streams and segment length.
     """
     from hybrid.runtime.evaluate import evaluate
-    from hybrid.train.evaluation import evaluate as torch_evaluate
 
     fp32 = models["fp32"]
     ref = evaluate(fp32, tokens, streams=streams, segment=segment)
-    out = {"pytorch": {"nll": torch_evaluate(torch_model, tokens, streams, segment)[0]}, "fp32": {"nll": ref["nll"]}}
+    out = {}
     for name, model in models.items():
-        if name != "fp32":
-            r = evaluate(model, tokens, streams=streams, segment=segment, base=fp32)
-            out[name] = {"nll": r["nll"], "kl_vs_fp32": r["kl"]["mean"], "top1_vs_fp32": r["kl"]["top1_agreement"]}
+        if name == "fp32":
+            out[name] = {"nll": ref["nll"]}
+            continue
+        r = evaluate(model, tokens, streams=streams, segment=segment, base=fp32)
+        out[name] = {"nll": r["nll"], "kl_vs_fp32": r["kl"]["mean"], "top1_vs_fp32": r["kl"]["top1_agreement"]}
     return {"tokens": ref["tokens"], "streams": ref["streams"], "segment": ref["segment"], "variants": out}
