@@ -33,33 +33,17 @@ def _series(records: list[dict], key: str, where=lambda r: True) -> tuple[list[i
     return [p[0] for p in pts], [float(p[1]) for p in pts]
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the run's curves to `out` (default RUN_DIR/curves.png); returns the path."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise HybridError(f"{run_dir}: run directory not found")
-    records = read_metrics(run_dir)
-    if not any("loss" in r for r in records):
-        raise HybridError(f"{run_dir / 'metrics.jsonl'}: no training steps logged yet")
-    try:
-        import matplotlib
-    except ImportError:
-        raise HybridError("hybrid plot needs matplotlib: pip install 'hybrid[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = _metric_of(run_dir, records)
+def _draw_panels(axes, records: list[dict], metric: str) -> None:
+    """Loss, the metric, the learning rate and throughput, one panel each."""
     periodic = lambda r: not r.get("final")  # noqa: E731  (the final evaluation covers the whole split)
-    out = Path(out) if out is not None else run_dir / "curves.png"
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    final = lambda r: bool(r.get("final"))  # noqa: E731
     ax = axes[0, 0]
     s, v = _series(records, "loss")
     ax.plot(s, v, lw=1, label="train")
     s, v = _series(records, "valid_loss", periodic)
     if s:
         ax.plot(s, v, "o-", ms=3, label="valid")
-    s, v = _series(records, "valid_loss", lambda r: bool(r.get("final")))
+    s, v = _series(records, "valid_loss", final)
     if s:
         ax.plot(s, v, "*", ms=10, label="valid (final, whole split)")
     ax.set_title("loss (nats per token)")
@@ -70,7 +54,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     s, v = _series(records, f"valid_{metric}", periodic)
     if s:
         ax.plot(s, v, "o-", ms=3, label="valid")
-    s, v = _series(records, f"valid_{metric}", lambda r: bool(r.get("final")))
+    s, v = _series(records, f"valid_{metric}", final)
     if s:
         ax.plot(s, v, "*", ms=10, label=f"valid (final): {v[-1]:.4g}")
     ax.set_title("bits per character" if metric == "bpc" else "perplexity")
@@ -88,6 +72,26 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.set_title("throughput (tokens / s)")
     ax.set_ylim(bottom=0)
 
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the run's curves to `out` (default RUN_DIR/curves.png); returns the path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HybridError(f"{run_dir}: run directory not found")
+    records = read_metrics(run_dir)
+    if not any("loss" in r for r in records):
+        raise HybridError(f"{run_dir / 'metrics.jsonl'}: no training steps logged yet")
+    try:
+        import matplotlib
+    except ImportError:
+        raise HybridError("hybrid plot needs matplotlib: pip install 'hybrid[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = _metric_of(run_dir, records)
+    out = Path(out) if out is not None else run_dir / "curves.png"
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    _draw_panels(axes, records, metric)
     skipped = [r["step"] for r in records if r.get("skipped")]
     for ax in axes.flat:
         ax.set_xlabel("step")
