@@ -11,7 +11,7 @@ Needs numpy and onnxruntime only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +20,9 @@ from hybrid.runtime.safe_onnx import check_external_data
 from hybrid.runtime.errors import HybridError, is_integer
 from hybrid.runtime.modeldir import ModelDir, open_model_dir
 from hybrid.runtime.tokenizer import load_tokenizer
+
+if TYPE_CHECKING:
+    from hybrid.runtime.session import Session
 
 State = dict[str, np.ndarray]  # keyed by graph input name (past_key_values.<i>.<kind>, past_mask)
 

@@ -138,7 +138,7 @@ def test_checkpoint_of_any_bytes(tmp_path_factory, state, blob):
 # -- ONNX external data ---------------------------------------------------------------------------------
 
 def _onnx_with_external(tmp, location):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((2, 2), np.float32), "W")
