@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.modeldir import FORMAT, config_format
 
@@ -56,6 +58,33 @@ def default_probe_text() -> tuple[str, str]:
     text = BUILTIN.read_text(encoding="utf-8")
     start = text.index("\n", len(text) * 95 // 100) + 1
     return text[start:], f"built-in corpus test split ({BUILTIN.name})"
+
+
+def default_probe(run_dir: Path, corpus: dict, tokenizer, log):
+    """The self-check's text when none is given: the run's own test split, held out from training
+    (its config.json says how to load the corpus; the local copy must still have the run's
+    fingerprint). Returns (tokens, description); the built-in corpus's test split, with a note,
+    for a run whose corpus cannot be loaded here."""
+    from hybrid.train.rundir import corpus_from_spec, corpus_fingerprint
+
+    spec, why = corpus.get("spec"), "its config.json does not say how to load its corpus"
+    if isinstance(spec, dict) and spec.get("source") == "builtin":
+        from hybrid.train.data import BUILTIN
+
+        text, _ = default_probe_text()
+        return tokenizer.encode(text)[: PROBE_TOKENS + 1], f"the run's own test split (built-in {BUILTIN.name})"
+    if isinstance(spec, dict):
+        try:
+            loaded = corpus_from_spec(spec, tokenizer.kind, None, False, lambda msg: None, hub=False)
+            if loaded.tokenizer.to_json() != tokenizer.to_json() or \
+                    corpus.get("fingerprint") not in (None, corpus_fingerprint(loaded)):
+                raise HybridError(f"{loaded.name} is not the corpus the run was trained on (it changed)")
+            return np.asarray(loaded.test[: PROBE_TOKENS + 1]), f"the run's own test split ({loaded.name})"
+        except HybridError as e:
+            why = f"its corpus cannot be loaded here ({e})"
+    text, source = default_probe_text()
+    log(f"note: {run_dir}: {why}; the self-check scores the {source} instead (--probe FILE to choose)")
+    return tokenizer.encode(text)[: PROBE_TOKENS + 1], source
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -137,7 +166,7 @@ def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_te
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise HybridError(f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} to "
                           f"{onnx.defs.onnx_opset_version()}, the newest this onnx {onnx.__version__} knows)")
-    model_cfg, train_cfg, _ = read_run_config(run_dir)
+    model_cfg, train_cfg, run_obj = read_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise HybridError(f"{run_dir / 'tokenizer.json'}: vocabulary of {tokenizer.vocab_size} tokens, "
@@ -145,14 +174,13 @@ def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_te
     model = HybridLM(model_cfg)
     load_weights(model, run_dir / "model.safetensors")
     model.eval()
-    probe_tokens = None
-    if check:
-        text, probe_source = (probe_text, "given text") if probe_text is not None else default_probe_text()
-        probe_tokens = tokenizer.encode(text)
-        limit = MAX_PROBE_TOKENS if probe_text is not None else PROBE_TOKENS
-        probe_tokens = probe_tokens[: limit + 1]
-        if len(probe_tokens) < MIN_PROBE_TOKENS:
-            raise HybridError(f"probe text is too short: {len(probe_tokens)} tokens, need at least {MIN_PROBE_TOKENS}")
+    probe_tokens, probe_source = None, None
+    if check and probe_text is not None:
+        probe_tokens, probe_source = tokenizer.encode(probe_text)[: MAX_PROBE_TOKENS + 1], "given text"
+    elif check:
+        probe_tokens, probe_source = default_probe(run_dir, run_obj["corpus"], tokenizer, log)
+    if check and len(probe_tokens) < MIN_PROBE_TOKENS:
+        raise HybridError(f"probe text is too short: {len(probe_tokens)} tokens, need at least {MIN_PROBE_TOKENS}")
     out_dir = _prepare_out_dir(out_dir, run_dir, overwrite)
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
@@ -160,7 +188,7 @@ def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_te
     try:
         tmp.mkdir()
         report = _build(tmp, run_dir, model, model_cfg, train_cfg, tokenizer, variants, opset,
-                        probe_tokens, probe_source if check else None, metric_name(tokenizer.kind), log)
+                        probe_tokens, probe_source, metric_name(tokenizer.kind), log)
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if check and not report["ok"]:
             raise HybridError(f"self-check failed: {'; '.join(report['failures'])}; nothing written to {out_dir}")
