@@ -43,7 +43,7 @@ def eval_command(
     threads: int = typer.Option(0, help="onnxruntime intra-op threads (0 = its default)."),
     provider: str = typer.Option("cpu", help=PROVIDER_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
+    progress: bool = typer.Option(True, help="Show progress on stderr (a bar on a terminal, else a line every 10 s)."),
 ):
     """Bits per character (byte models) or perplexity (word models) of a text file, on this device."""
     if _is_training_run(model_dir):
@@ -64,7 +64,7 @@ def eval_command(
     source = open_text(file, model.tokenizer)
     try:
         res = evaluate(model, source, streams=streams, segment=segment, ctx=ctx, base=base, max_tokens=max_tokens,
-                       progress=progress and sys.stderr.isatty(), name=str(file))
+                       progress=progress, name=str(file))
     finally:
         source.close()
     res["file"] = str(file)
