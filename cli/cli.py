@@ -32,9 +32,39 @@ EXTRAS = {"torch": "train", "safetensors": "train", "datasets": "train", "onnx":
           "tensorboard": "tensorboard"}
 
 
+def _plain_help(command) -> None:
+    """Help as a reader wants it: an argument by its name in capitals (RUN_DIR, not {run_dir}) and
+    no Python type tag beside every parameter (<path>, <int>, even --help <bool>) - the help text
+    says what each one takes. Typer draws these itself (the hooks differ across its versions), so
+    the finished click objects are adjusted where they expose them; parsing is untouched."""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+
+    def help_option(ctx, made=command.get_help_option):  # click makes --help per context
+        option = made(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for param in command.params:  # by kind name: typer may bring its own copy of click
+        kind = getattr(param, "param_type_name", "")
+        if kind == "argument":
+            param.metavar = (param.metavar or param.name).upper()
+            shown = param.metavar if param.required else f"[{param.metavar}]"
+            if hasattr(param, "_usage_display_name"):
+                param._usage_display_name = lambda shown=shown: shown
+            if hasattr(param, "display_type_rich"):
+                param.display_type_rich = lambda ctx: None
+        elif kind == "option":
+            param.metavar = ""
+
+
 def main():
     try:
-        app()
+        command = typer.main.get_command(app)
+        _plain_help(command)
+        command()
     except HybridError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)

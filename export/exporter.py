@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.files import DirLock
 from hybrid.runtime.modeldir import FORMAT, config_format
@@ -57,6 +59,33 @@ def default_probe_text() -> tuple[str, str]:
     text = BUILTIN.read_text(encoding="utf-8")
     start = text.index("\n", len(text) * 95 // 100) + 1
     return text[start:], f"built-in corpus test split ({BUILTIN.name})"
+
+
+def default_probe(run_dir: Path, corpus: dict, tokenizer, log):
+    """The self-check's text when none is given: the run's own test split, held out from training
+    (its config.json says how to load the corpus; the local copy must still have the run's
+    fingerprint). Returns (tokens, description); the built-in corpus's test split, with a note,
+    for a run whose corpus cannot be loaded here."""
+    from hybrid.train.rundir import corpus_from_spec, corpus_fingerprint
+
+    spec, why = corpus.get("spec"), "its config.json does not say how to load its corpus"
+    if isinstance(spec, dict) and spec.get("source") == "builtin":
+        from hybrid.train.data import BUILTIN
+
+        text, _ = default_probe_text()
+        return tokenizer.encode(text)[: PROBE_TOKENS + 1], f"the run's own test split (built-in {BUILTIN.name})"
+    if isinstance(spec, dict):
+        try:
+            loaded = corpus_from_spec(spec, tokenizer.kind, None, False, lambda msg: None, hub=False)
+            if loaded.tokenizer.to_json() != tokenizer.to_json() or \
+                    corpus.get("fingerprint") not in (None, corpus_fingerprint(loaded)):
+                raise HybridError(f"{loaded.name} is not the corpus the run was trained on (it changed)")
+            return np.asarray(loaded.test[: PROBE_TOKENS + 1]), f"the run's own test split ({loaded.name})"
+        except HybridError as e:
+            why = f"its corpus cannot be loaded here ({e})"
+    text, source = default_probe_text()
+    log(f"note: {run_dir}: {why}; the self-check scores the {source} instead (--probe FILE to choose)")
+    return tokenizer.encode(text)[: PROBE_TOKENS + 1], source
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -144,7 +173,7 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise HybridError(f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} to "
                           f"{onnx.defs.onnx_opset_version()}, the newest this onnx {onnx.__version__} knows)")
-    model_cfg, train_cfg, _ = read_run_config(run_dir)
+    model_cfg, train_cfg, run_obj = read_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise HybridError(f"{run_dir / 'tokenizer.json'}: vocabulary of {tokenizer.vocab_size} tokens, "
@@ -152,14 +181,13 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
     model = HybridLM(model_cfg)
     load_weights(model, run_dir / "model.safetensors")
     model.eval()
-    probe_tokens = None
-    if check:
-        text, probe_source = (probe_text, "given text") if probe_text is not None else default_probe_text()
-        probe_tokens = tokenizer.encode(text)
-        limit = MAX_PROBE_TOKENS if probe_text is not None else PROBE_TOKENS
-        probe_tokens = probe_tokens[: limit + 1]
-        if len(probe_tokens) < MIN_PROBE_TOKENS:
-            raise HybridError(f"probe text is too short: {len(probe_tokens)} tokens, need at least {MIN_PROBE_TOKENS}")
+    probe_tokens, probe_source = None, None
+    if check and probe_text is not None:
+        probe_tokens, probe_source = tokenizer.encode(probe_text)[: MAX_PROBE_TOKENS + 1], "given text"
+    elif check:
+        probe_tokens, probe_source = default_probe(run_dir, run_obj["corpus"], tokenizer, log)
+    if check and len(probe_tokens) < MIN_PROBE_TOKENS:
+        raise HybridError(f"probe text is too short: {len(probe_tokens)} tokens, need at least {MIN_PROBE_TOKENS}")
     out_dir = _prepare_out_dir(out_dir, run_dir, overwrite)
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
@@ -167,7 +195,7 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
     try:
         tmp.mkdir()
         report = _build(tmp, run_dir, model, model_cfg, train_cfg, tokenizer, variants, opset,
-                        probe_tokens, probe_source if check else None, metric_name(tokenizer.kind), log)
+                        probe_tokens, probe_source, metric_name(tokenizer.kind), log)
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if check and not report["ok"]:
             raise HybridError(f"self-check failed: {'; '.join(report['failures'])}; nothing written to {out_dir}")
@@ -186,41 +214,12 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
     import onnxruntime
     import torch
 
-    from hybrid.export import contract, quantize as q, selfcheck
+    from hybrid.export import contract
+    from hybrid.export.onnx_graph import output_name
     from hybrid.runtime.tokenizer import save_tokenizer
-    from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
-                                          export_onnx, output_name, weight_matmuls_in_loops)
 
     t0 = time.perf_counter()
-    log(f"tracing {run_dir} (pattern {model_cfg.pattern}) to ONNX opset {opset}...")
-    proto = export_onnx(model, opset=opset)
-    ops = count_ops(proto.graph)
-    n_qrnn = model_cfg.pattern.count("Q")
-    if ops.get("Scan", 0) != n_qrnn:
-        raise HybridError(f"exported graph has {ops.get('Scan', 0)} Scan nodes, expected one per QRNN block ({n_qrnn})")
-    assert_no_weight_matmul_in_loops(proto, "model.onnx")
-    files = {"fp32": q.FILES["fp32"]}
-    onnx.save_model(proto, str(tmp / files["fp32"]))
-    q.load_session(tmp / files["fp32"])  # a graph onnxruntime refuses fails here, checked or not
-    graph = {"nodes": count_nodes(proto.graph), "scan_nodes": ops.get("Scan", 0),
-             "weight_matmuls_in_scan": len(weight_matmuls_in_loops(proto))}
-
-    if variants:
-        prepared = tmp / ".prepared.onnx"
-        log("graph optimisation before quantization (onnxruntime, basic level)...")
-        q.prepare(tmp / files["fp32"], prepared)
-        for v in variants:
-            log(f"quantizing {v}...")
-            q.QUANTIZERS[v](prepared, tmp / q.FILES[v])
-            files[v] = q.FILES[v]
-            qproto = onnx.load(str(tmp / files[v]))
-            assert_no_weight_matmul_in_loops(qproto, files[v])
-            q.load_session(tmp / files[v])
-            left = q.fp32_weight_matmuls(qproto)
-            if left:
-                raise HybridError(f"{files[v]}: {len(left)} weight matrix products left in fp32 ({', '.join(left[:3])})")
-        prepared.unlink()
-
+    files, graph = _write_graphs(tmp, run_dir, model, model_cfg, variants, opset, log)
     save_tokenizer(tokenizer, tmp / "tokenizer.json")  # the one loaded and checked, not the file again
     shapes = model.state_shapes(1)
     cfg_json = contract.model_config_json(model_cfg.to_dict(), shapes, {n: output_name(n) for n in shapes},
@@ -237,31 +236,77 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
         "checked": probe_tokens is not None,
     }
     if probe_tokens is None:
-        report.update(ok=True, failures=[], seconds=time.perf_counter() - t0)
-        return report
+        report.update(ok=True, failures=[])
+    else:
+        report.update(_self_check(tmp, model, model_cfg, train_cfg, variants, probe_tokens, probe_source, metric, log))
+    report["seconds"] = time.perf_counter() - t0
+    return report
 
-    log(f"self-check on {len(probe_tokens) - 1} probe tokens...")
-    torch_side = selfcheck.TorchStepper(model)
-    steppers = {"fp32": selfcheck.OrtStepper(tmp / files["fp32"], model)}
-    mem = model_cfg.mem_len if "A" in model_cfg.pattern else None
-    par = selfcheck.parity(torch_side, steppers["fp32"], probe_tokens, mem)
+
+def _write_graphs(tmp: Path, run_dir: Path, model, model_cfg, variants, opset, log) -> tuple[dict, dict]:
+    """Trace the fp32 graph, check its structure, quantize it: ({variant: file name}, graph facts)."""
+    import onnx
+
+    from hybrid.export import quantize as q
+    from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
+                                          export_onnx, weight_matmuls_in_loops)
+
+    log(f"tracing {run_dir} (pattern {model_cfg.pattern}) to ONNX opset {opset}...")
+    proto = export_onnx(model, opset=opset)
+    ops = count_ops(proto.graph)
+    n_qrnn = model_cfg.pattern.count("Q")
+    if ops.get("Scan", 0) != n_qrnn:
+        raise HybridError(f"exported graph has {ops.get('Scan', 0)} Scan nodes, expected one per QRNN block ({n_qrnn})")
+    assert_no_weight_matmul_in_loops(proto, "model.onnx")
+    files = {"fp32": q.FILES["fp32"]}
+    onnx.save_model(proto, str(tmp / files["fp32"]))
+    q.load_session(tmp / files["fp32"])  # a graph onnxruntime refuses fails here, checked or not
+    graph = {"nodes": count_nodes(proto.graph), "scan_nodes": ops.get("Scan", 0),
+             "weight_matmuls_in_scan": len(weight_matmuls_in_loops(proto))}
+    if not variants:
+        return files, graph
+    prepared = tmp / ".prepared.onnx"
+    log("graph optimisation before quantization (onnxruntime, basic level)...")
+    q.prepare(tmp / files["fp32"], prepared)
     for v in variants:
-        steppers[v] = selfcheck.OrtStepper(tmp / files[v], model)
-    qual = selfcheck.quality({"pytorch": torch_side, **steppers}, probe_tokens, PROBE_STREAMS, train_cfg.seq_len)
+        log(f"quantizing {v}...")
+        q.QUANTIZERS[v](prepared, tmp / q.FILES[v])
+        files[v] = q.FILES[v]
+        qproto = onnx.load(str(tmp / files[v]))
+        assert_no_weight_matmul_in_loops(qproto, files[v])
+        q.load_session(tmp / files[v])
+        left = q.fp32_weight_matmuls(qproto)
+        if left:
+            raise HybridError(f"{files[v]}: {len(left)} weight matrix products left in fp32 ({', '.join(left[:3])})")
+    prepared.unlink()
+    return files, graph
+
+
+def _self_check(tmp: Path, model, model_cfg, train_cfg, variants, probe_tokens, probe_source, metric, log) -> dict:
+    """Parity with PyTorch and the quality of every variant, through the runtime's own Model and
+    evaluate() on the directory being built (selfcheck.py): the report part of export_report.json."""
+    from hybrid.export import selfcheck
+    from hybrid.runtime.model import Model
+    from hybrid.runtime.scoring import metric_value
+
+    log(f"self-check on {len(probe_tokens) - 1} tokens of {probe_source}...")
+    models = {v: Model(tmp, variant=v) for v in ("fp32", *variants)}
+    mem = model_cfg.mem_len if "A" in model_cfg.pattern else None
+    par = selfcheck.parity(selfcheck.TorchStepper(model), selfcheck.OrtStepper(models["fp32"]), probe_tokens, mem)
+    models = {"pytorch": selfcheck.TorchModel(model, models["fp32"]), **models}
+    qual = selfcheck.quality(models, probe_tokens, PROBE_STREAMS, train_cfg.seq_len)
     results = qual.pop("variants")
     fp32_nll = results["fp32"]["nll"]
     failures = []
     if not par["max_rel"] <= FP32_RTOL:
         failures.append(f"ONNX fp32 logits differ from PyTorch by {par['max_rel']:.2e} relative (limit {FP32_RTOL:g})")
     for v, r in results.items():
-        r[metric] = selfcheck.metric_of(r["nll"], metric)
+        r[metric] = metric_value(r["nll"], metric)
         if v in QUANT_LIMITS:
             r["vs_fp32"] = r["nll"] / fp32_nll - 1.0
             r["limit"] = QUANT_LIMITS[v]
             r["ok"] = r["vs_fp32"] <= QUANT_LIMITS[v]
             if not r["ok"]:
                 failures.append(f"{v} {metric} is {100 * r['vs_fp32']:.2f}% worse than fp32 (limit {100 * QUANT_LIMITS[v]:g}%)")
-    report.update({"probe": {"source": probe_source, **qual}, "parity": {**par, "limit_rel": FP32_RTOL},
-                   "variants": results, "ok": not failures, "failures": failures,
-                   "seconds": time.perf_counter() - t0})
-    return report
+    return {"probe": {"source": probe_source, **qual}, "parity": {**par, "limit_rel": FP32_RTOL},
+            "variants": results, "ok": not failures, "failures": failures}

@@ -4,22 +4,21 @@ Two parts, both on a probe text:
   parity   PyTorch and onnxruntime fp32 logits on the first L tokens for several L (1, 7, 512,
            2048 where the probe allows), the same text fed to onnxruntime in one call and in
            many calls with carried state, and a batch of 4 streams in one call.
-  quality  the probe scored as parallel streams in segments with carried state (as training
-           validates): bpc (or perplexity) of PyTorch, ONNX fp32 and every quantized model, and for
-           each quantized model its mean KL divergence from fp32 and top-1 agreement with fp32
-           (the numbers llama.cpp's perplexity tool reports).
-Both sides run through one interface, `step(ids, state) -> (logits, state)` on numpy arrays.
+  quality  the probe scored by the evaluation protocol (runtime/scoring.py: parallel streams in
+           segments with carried state, as training validates and `hybrid eval` scores): bpc (or
+           perplexity) of PyTorch, ONNX fp32 and every quantized model, and for each quantized
+           model its mean KL divergence from fp32 and top-1 agreement with fp32 (the numbers
+           llama.cpp's perplexity tool reports), all through the runtime's own evaluate().
+The parity checks run both sides through one interface, `step(ids, state) -> (logits, state)`
+on numpy arrays; the ONNX side is the runtime's Model.
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from hybrid.export.onnx_graph import output_name
+from hybrid.runtime.model import Model
 from hybrid.train.model import HybridLM
 
 PARITY_LENGTHS = (1, 7, 512, 2048)
@@ -42,20 +41,35 @@ class TorchStepper:
 
 
 class OrtStepper:
-    def __init__(self, path: Path, model: HybridLM):
-        from hybrid.export.quantize import load_session
+    """The runtime's own Model (hybrid.runtime.model) behind the stepper interface."""
 
-        self.session = load_session(path)
-        self.shapes = model.state_shapes
-        self.names = list(model.state_shapes(1))
-        self.outputs = ["logits", *(output_name(n) for n in self.names)]
+    def __init__(self, model: Model):
+        self.model = model
+        self.names = [spec.input for spec in model.state_specs]
 
     def zero_state(self, batch: int) -> dict[str, np.ndarray]:
-        return {k: np.zeros(s, np.float32) for k, s in self.shapes(batch).items()}
+        return self.model.initial_state(batch)
 
     def step(self, ids: np.ndarray, state: dict[str, np.ndarray]):
-        out = self.session.run(self.outputs, {"input_ids": np.ascontiguousarray(ids, dtype=np.int64), **state})
-        return out[0], dict(zip(self.names, out[1:]))
+        return self.model.forward(ids, state)
+
+
+class TorchModel:
+    """The PyTorch model behind the runtime Model's interface (initial_state, forward and the facts
+    evaluate() reads, taken from the exported model `like`), so that the runtime's evaluate()
+    scores it exactly as it scores an exported variant."""
+
+    variant = "pytorch"
+
+    def __init__(self, model: HybridLM, like: Model):
+        self.stepper = TorchStepper(model)
+        self.dir, self.tokenizer, self.vocab_size, self.metric = like.dir, like.tokenizer, like.vocab_size, like.metric
+
+    def initial_state(self, batch: int) -> dict[str, np.ndarray]:
+        return self.stepper.zero_state(batch)
+
+    def forward(self, ids: np.ndarray, state: dict[str, np.ndarray]):
+        return self.stepper.step(ids, state)
 
 
 def run_chunks(stepper, ids: np.ndarray, sizes) -> np.ndarray:
@@ -121,49 +135,23 @@ def parity(torch_model: TorchStepper, fp32: OrtStepper, tokens: np.ndarray, mem_
             "max_rel": worst_rel}
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(-1, keepdims=True)  # float32 is plenty; the sums below accumulate in float64
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+def quality(models: dict, tokens: np.ndarray, streams: int, segment: int) -> dict:
+    """Mean NLL of every model on `tokens` ('pytorch', 'fp32', the quantized variants), and KL /
+    top-1 agreement of each one but fp32 against fp32.
 
-
-def stream_layout(n_tokens: int, streams: int, seg_len: int) -> tuple[int, int, int]:
-    """(streams, stream length, segment length) for scoring n_tokens as parallel streams."""
-    streams = max(1, min(streams, (n_tokens - 1) // 2))
-    return streams, (n_tokens - 1) // streams, seg_len
-
-
-def quality(steppers: dict, tokens: np.ndarray, streams: int, seg_len: int) -> dict:
-    """Mean NLL of each stepper on `tokens`, and KL / top-1 agreement of each one against 'fp32'.
-
-    The probe is cut into `streams` contiguous streams scored side by side, `seg_len` tokens per
-    call, state carried: every model sees exactly the same inputs.
+    Every one is scored by the runtime's own evaluate() (runtime/scoring.py's protocol: parallel
+    streams, segments, carried state), so the report's figures are the ones `hybrid eval` prints
+    for the same text, streams and segment length.
     """
-    B, L, T = stream_layout(len(tokens), streams, seg_len)
-    x = tokens[:B * L].reshape(B, L)
-    y = tokens[1:B * L + 1].reshape(B, L)
-    states = {k: s.zero_state(B) for k, s in steppers.items()}
-    nll = {k: 0.0 for k in steppers}
-    kl = {k: 0.0 for k in steppers if k != "fp32"}
-    top1 = {k: 0 for k in kl}
-    for p in range(0, L, T):
-        xs, ys = x[:, p:p + T], y[:, p:p + T]
-        logp = {}
-        for k, s in steppers.items():
-            logits, states[k] = s.step(xs, states[k])
-            logp[k] = _log_softmax(logits)
-            nll[k] -= float(np.take_along_axis(logp[k], ys[..., None], -1).sum(dtype=np.float64))
-        if "fp32" in logp:
-            ref = logp["fp32"]
-            for k in kl:
-                kl[k] += float((np.exp(ref) * (ref - logp[k])).sum(dtype=np.float64))
-                top1[k] += int((ref.argmax(-1) == logp[k].argmax(-1)).sum())
-    n = B * L
-    out = {k: {"nll": v / n} for k, v in nll.items()}
-    for k in kl:
-        out[k]["kl_vs_fp32"] = max(kl[k] / n, 0.0)  # KL >= 0: rounding can leave a near-zero sum just below
-        out[k]["top1_vs_fp32"] = top1[k] / n
-    return {"tokens": n, "streams": B, "segment": T, "variants": out}
+    from hybrid.runtime.evaluate import evaluate
 
-
-def metric_of(nll: float, metric: str) -> float:
-    return nll / math.log(2) if metric == "bpc" else math.exp(min(nll, 50.0))
+    fp32 = models["fp32"]
+    ref = evaluate(fp32, tokens, streams=streams, segment=segment)
+    out = {}
+    for name, model in models.items():
+        if name == "fp32":
+            out[name] = {"nll": ref["nll"]}
+            continue
+        r = evaluate(model, tokens, streams=streams, segment=segment, base=fp32)
+        out[name] = {"nll": r["nll"], "kl_vs_fp32": r["kl"]["mean"], "top1_vs_fp32": r["kl"]["top1_agreement"]}
+    return {"tokens": ref["tokens"], "streams": ref["streams"], "segment": ref["segment"], "variants": out}

@@ -1,7 +1,8 @@
 """`hybrid eval`, `hybrid generate`, `hybrid bench`: the runtime on the command line.
 
 Only typer and the standard library at the top: numpy and onnxruntime load inside the commands,
-and torch never does (except `bench --run-dir`, which compares with eager PyTorch on purpose).
+and torch never does here. The two PyTorch paths (`eval RUN_DIR`, `bench --run-dir`) live in
+train/eager.py, which train/commands.py hands to this module (PYTORCH_PATHS) when it registers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from typing import List, Optional
 import typer
 
 from hybrid.runtime.errors import HybridError
+
+# Filled by hybrid.train.commands.register: "eval_run" (score a training run in PyTorch) and
+# "run_bench" (bench with eager PyTorch side by side). runtime/ imports nothing above it.
+PYTORCH_PATHS: dict = {}
 
 VARIANT_HELP = "auto (int8 if exported, else fp32), fp32, int8 or int4."
 PROVIDER_HELP = "onnxruntime execution provider: cpu, cuda, coreml, ... or a full provider name."
@@ -38,11 +43,11 @@ def eval_command(
     threads: int = typer.Option(0, help="onnxruntime intra-op threads (0 = its default)."),
     provider: str = typer.Option("cpu", help=PROVIDER_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
+    progress: bool = typer.Option(True, help="Show progress on stderr (a bar on a terminal, else a line every 10 s)."),
 ):
     """Bits per character (byte models) or perplexity (word models) of a text file, on this device."""
     if _is_training_run(model_dir):
-        return _eval_checkpoint(model_dir, file, streams, segment, max_tokens, json_out)
+        return _pytorch_path("eval_run", model_dir)(model_dir, file, streams, segment, max_tokens, json_out)
     from hybrid.runtime.evaluate import evaluate
     from hybrid.runtime.model import Model
     from hybrid.runtime.modeldir import VARIANTS
@@ -59,7 +64,7 @@ def eval_command(
     source = open_text(file, model.tokenizer)
     try:
         res = evaluate(model, source, streams=streams, segment=segment, ctx=ctx, base=base, max_tokens=max_tokens,
-                       progress=progress and sys.stderr.isatty(), name=str(file))
+                       progress=progress, name=str(file))
     finally:
         source.close()
     res["file"] = str(file)
@@ -84,6 +89,13 @@ def eval_command(
                    f"{kl['base_' + res['metric']]:.4f}")
 
 
+def _pytorch_path(name: str, run_dir: Path):
+    if name not in PYTORCH_PATHS:
+        raise HybridError(f"{run_dir}: a training run; using it needs the train stage "
+                          f"(pip install 'hybrid[train]'), or export it first: hybrid export {run_dir} --out MODEL_DIR")
+    return PYTORCH_PATHS[name]
+
+
 def _note_threads(threads: int) -> None:
     cpus = os.cpu_count() or 1
     if isinstance(threads, int) and threads > cpus:
@@ -95,38 +107,6 @@ def _is_training_run(path: Path) -> bool:
     from hybrid.runtime.modeldir import config_format
 
     return config_format(path) == "hybrid-run"
-
-
-def _eval_checkpoint(run_dir: Path, file: Path, streams: int, segment: int, max_tokens: int, json_out: bool):
-    """The same protocol (B streams, carried state, whole file) in eager PyTorch on a checkpoint, so
-    a checkpoint and its export can be compared number for number. Imports torch: only here."""
-    import time
-
-    from hybrid.runtime.textfile import open_text
-    from hybrid.train.trainer import evaluate as torch_evaluate, load_run_model, metric_name, metric_value
-
-    model, tok = load_run_model(run_dir)
-    # The runtime's reader: the same checks (text, UTF-8, not empty) and the same tokens as `eval`
-    # on an export, read once.
-    source = open_text(file, tok)
-    try:
-        tokens = source.read(0, source.n)
-    finally:
-        source.close()
-    if max_tokens:
-        tokens = tokens[: max_tokens + 1]
-    start = time.perf_counter()
-    nll, n = torch_evaluate(model, tokens, streams, segment)
-    seconds = time.perf_counter() - start
-    metric = metric_name(tok.kind)
-    res = {"metric": metric, metric: metric_value(nll, tok.kind), "nll": nll,
-           "tokens": n, "tokens_per_s": n / max(seconds, 1e-9), "streams": streams, "segment": segment,
-           "variant": "pytorch", "file": str(file)}
-    if json_out:
-        typer.echo(json.dumps(res, indent=2))
-    else:
-        typer.echo(f"{file}: {_fmt_metric(res)}  ({n:,} tokens scored; {streams} streams x {segment}-token "
-                   f"segments; PyTorch checkpoint; {res['tokens_per_s']:,.0f} tokens/s)")
 
 
 def generate(
@@ -189,9 +169,13 @@ def bench(
         raise HybridError(f"--threads must be comma-separated integers, got {threads!r}") from None
     for t in sweep or []:
         _note_threads(t)
-    res = run_bench(model_dir, variants=[v.strip() for v in variants.split(",") if v.strip()], threads=sweep,
-                    reps=reps, prompt_len=prompt_len, gen_tokens=gen_tokens, streams=streams, segment=segment,
-                    run_dir=run_dir, log=lambda s: typer.echo(s, err=True))
+    options = dict(variants=[v.strip() for v in variants.split(",") if v.strip()], threads=sweep, reps=reps,
+                   prompt_len=prompt_len, gen_tokens=gen_tokens, streams=streams, segment=segment,
+                   log=lambda s: typer.echo(s, err=True))
+    if run_dir is not None:
+        res = _pytorch_path("run_bench", run_dir)(model_dir, run_dir=run_dir, **options)
+    else:
+        res = run_bench(model_dir, **options)
     if json_out:
         typer.echo(json.dumps(res, indent=2))
     else:

@@ -14,7 +14,9 @@ Two protocols:
 With a base model (`kl_base`, e.g. the fp32 variant when evaluating int8), both run on the same
 segments and the result adds KL(base || model) per token and the top-1 agreement.
 
-Bits per character = mean NLL in nats / ln 2 (per byte); perplexity = exp(mean NLL).
+Bits per character = mean NLL in nats / ln 2 (per byte); perplexity = exp(mean NLL). The stream
+layout, the scoring loop and these conversions are runtime/scoring.py's, shared with training's
+validation and the exporter's self-check.
 """
 
 from __future__ import annotations
@@ -27,30 +29,12 @@ import numpy as np
 from hybrid.runtime.errors import HybridError, is_integer
 from hybrid.runtime.limits import check_fits, forward_bytes
 from hybrid.runtime.progress import Progress
+from hybrid.runtime.scoring import log_softmax, metric_value, score_streams, stream_layout, token_nll
 from hybrid.runtime.textfile import ArraySource
 
-WINDOW = 16  # segments read from the source at a time
+__all__ = ["evaluate", "log_softmax", "metric_value", "token_nll", "ArraySource"]
+
 KL_BLOCK = 1 << 20  # logits per block of the KL computation (8 MiB per float64 temporary)
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax of [N, V] float32 logits, in float32 (max-subtracted)."""
-    m = logits.max(axis=1, keepdims=True)
-    z = logits - m
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def token_nll(logits: np.ndarray, targets: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
-    """NLL in nats of each target under [N, V] logits. `work`, a reusable float32 buffer of at
-    least N*V elements, saves allocating (and page-faulting) a fresh temporary per segment."""
-    m = logits.max(axis=1, keepdims=True)
-    z = np.subtract(logits, m, out=None if work is None else work.reshape(-1)[:logits.size].reshape(logits.shape))
-    np.exp(z, out=z)
-    return np.log(z.sum(axis=1)) + m[:, 0] - logits[np.arange(len(targets)), targets]
-
-
-def metric_value(nll: float, metric: str) -> float:
-    return nll / math.log(2) if metric == "bpc" else math.exp(min(nll, 700.0))
 
 
 class _Tally:
@@ -156,28 +140,24 @@ def _check_memory(model, base, n, streams, segment, ctx) -> None:
 
 
 def _run_streams(model, base, source, n, streams, segment, tally, progress, name) -> dict:
-    B = max(1, min(streams, (n - 1) // 2))  # as hybrid.train.trainer.evaluate
-    L = (n - 1) // B
-    T = segment
-    state = model.initial_state(B)
-    bstate = base.initial_state(B) if base is not None else None
+    def step(x, y, states):
+        state, bstate = states
+        logits, state = model.forward(x, state)
+        blogits = None
+        if base is not None:
+            blogits, bstate = base.forward(x, bstate)
+            blogits = _rows(blogits)
+        tally.add(_rows(logits), y.reshape(-1), blogits)
+        return state, bstate
+
+    def initial(batch):
+        return model.initial_state(batch), (base.initial_state(batch) if base is not None else None)
+
+    B, L = stream_layout(n, streams)
     bar = Progress(B * L, desc=f"eval {name}", enabled=progress)
-    for w in range(0, L, T * WINDOW):
-        width = min(T * WINDOW, L - w)
-        # Stream b's tokens w .. w+width, plus the next one as the last target.
-        block = np.stack([source.read(b * L + w, width + 1) for b in range(B)])
-        for p in range(0, width, T):
-            t = min(T, width - p)
-            x, y = block[:, p:p + t], block[:, p + 1:p + 1 + t]
-            logits, state = model.forward(x, state)
-            blogits = None
-            if base is not None:
-                blogits, bstate = base.forward(x, bstate)
-                blogits = _rows(blogits)
-            tally.add(_rows(logits), y.reshape(-1), blogits)
-            bar.update(x.size)
+    info = score_streams(step, initial, source, n, streams, segment, bar=bar)
     bar.close()
-    return {"protocol": "streams", "streams": B, "segment": T, "tokens_processed": B * L}
+    return info
 
 
 def _run_ctx(model, base, source, n, streams, segment, N, tally, progress, name) -> dict:

@@ -11,7 +11,7 @@ Needs numpy and onnxruntime only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +24,9 @@ from hybrid.runtime.textfile import check_token_range
 from hybrid.runtime.tokenizer import load_tokenizer
 
 LARGE = 1 << 28  # bytes; reading the free memory costs a file read: only larger requests are checked
+if TYPE_CHECKING:
+    from hybrid.runtime.session import Session
+
 State = dict[str, np.ndarray]  # keyed by graph input name (past_key_values.<i>.<kind>, past_mask)
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",

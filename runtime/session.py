@@ -26,6 +26,7 @@ import numpy as np
 
 from hybrid.runtime.errors import HybridError, is_integer
 from hybrid.runtime.generate import Sampling, StopFilter, sample
+from hybrid.runtime.scoring import log_softmax
 from hybrid.runtime.textfile import check_token_range
 
 
@@ -114,9 +115,7 @@ class Session:
             for out, _ in self.model.forward_segments(ids, self.state, self.segment):
                 pass
             logits = out[0, -1]
-        x = logits.astype(np.float64)
-        m = x.max()
-        return x - (m + np.log(np.exp(x - m).sum()))
+        return log_softmax(logits.astype(np.float64))
 
     # -- generating ----------------------------------------------------------------------------------
     def generate(self, max_tokens: int = 200, **sampling) -> str:

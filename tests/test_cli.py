@@ -1,7 +1,6 @@
 """The command line as a user meets it: clear one-line errors, info, Ctrl-C and --resume."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -29,12 +29,7 @@ CLI = ["--batch-size", "4", "--seq-len", "16", "--steps", "12", "--lr", "0.003",
 QUIET = dict(progress=False, log=lambda *a: None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # torchrun gives each worker one thread too
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # torchrun gives each worker one thread too
 
 
 @pytest.fixture(scope="module")

@@ -377,3 +377,26 @@ def test_quantize_option_parsing():
     assert exporter.parse_quantize(["int4"]) == ("int4",)
     with pytest.raises(HybridError, match="unknown quantization 'int2'"):
         exporter.parse_quantize("int8,int2")
+
+
+def test_the_self_check_scores_the_runs_own_held_out_split(tmp_path):
+    """Without --probe, a run trained on your own text is checked on that text's test split (not
+    the built-in corpus), and the report names it; `hybrid eval` of the same tokens agrees."""
+    from hybrid.runtime.evaluate import evaluate
+    from hybrid.runtime.model import Model
+    from hybrid.train.rundir import corpus_from_spec
+
+    text = tmp_path / "mine.txt"
+    text.write_text(("the quick brown fox jumps over the lazy dog. " * 30 + "\n") * 40)
+    mine = corpus_from_spec({"source": "text", "path": str(text)}, "byte", 16, False, lambda m: None)
+    tcfg = TrainConfig(batch_size=2, seq_len=16, steps=3, warmup_steps=1, eval_every=100, save_every=100,
+                       eval_tokens=0, tensorboard=False)
+    model_cfg = ModelConfig(**{**SMALL, "d_model": 32, "d_inner": 64})
+    train(tmp_path / "run", model_cfg, tcfg, mine, progress=False, log=lambda *a: None)
+    report = exporter.export_run(tmp_path / "run", tmp_path / "model", quantize=(), progress=False)
+    assert report["probe"]["source"] == "the run's own test split (mine.txt)"
+    assert report["probe"]["tokens"] == len(mine.test) - 1
+    r = evaluate(Model(tmp_path / "model", "fp32"), np.asarray(mine.test), streams=report["probe"]["streams"],
+                 segment=report["probe"]["segment"])
+    assert r["bpc"] == pytest.approx(report["variants"]["fp32"]["bpc"], abs=1e-9)
+    assert "the run's own test split (mine.txt)" in commands.summary(report)

@@ -138,7 +138,7 @@ def test_checkpoint_of_any_bytes(tmp_path_factory, state, blob):
 # -- ONNX external data ---------------------------------------------------------------------------------
 
 def _onnx_with_external(tmp, location):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((2, 2), np.float32), "W")
@@ -200,8 +200,9 @@ def test_onnx_check_of_any_bytes(tmp_path_factory, data):
 # -- the runtime -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """Byte and word models, trained for a few steps and exported with the real exporter."""
+def models(tmp_path_factory, tiny_export):
+    """Byte and word models: conftest's tiny byte model, and a word model trained for a few steps
+    here; both exported with the real exporter."""
     import torch
 
     from hybrid.export.exporter import export_run
@@ -212,18 +213,17 @@ def models(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("fuzz-models")
-    out = {}
+    out = {"byte": tiny_export[0]}
     try:
-        for kind in ("byte", "word"):
-            full = load_text_corpus(BUILTIN, tokenizer=kind, min_count=5)
-            corpus = Corpus("slice", full.tokenizer, full.train[:8000], full.valid[:1000], full.test[:1000])
-            cfg = TrainConfig(batch_size=2, seq_len=16, steps=3, warmup_steps=1, eval_every=100, save_every=100,
-                              eval_tokens=200, tensorboard=False)
-            mcfg = preset("hybrid-tiny", vocab_size=corpus.tokenizer.vocab_size, d_model=16, n_heads=2, d_inner=32,
-                          mem_len=8, dropout=0.0, pattern="QFAF")
-            train(root / kind, mcfg, cfg, corpus, progress=False, log=lambda *a: None)
-            export_run(root / kind, root / f"{kind}-model", quantize=(), check=False, progress=False)
-            out[kind] = root / f"{kind}-model"
+        full = load_text_corpus(BUILTIN, tokenizer="word", min_count=5)
+        corpus = Corpus("slice", full.tokenizer, full.train[:8000], full.valid[:1000], full.test[:1000])
+        cfg = TrainConfig(batch_size=2, seq_len=16, steps=3, warmup_steps=1, eval_every=100, save_every=100,
+                          eval_tokens=200, tensorboard=False)
+        mcfg = preset("hybrid-tiny", vocab_size=corpus.tokenizer.vocab_size, d_model=16, n_heads=2, d_inner=32,
+                      mem_len=8, dropout=0.0, pattern="QFAF")
+        train(root / "word", mcfg, cfg, corpus, progress=False, log=lambda *a: None)
+        export_run(root / "word", root / "word-model", quantize=(), check=False, progress=False)
+        out["word"] = root / "word-model"
     finally:
         torch.set_num_threads(threads)
     from hybrid.runtime import load_model

@@ -5,34 +5,22 @@ import json
 import struct
 
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
 from hybrid.runtime.errors import HybridError
-from hybrid.train.config import ModelConfig, TrainConfig
-from hybrid.train.data import BUILTIN, Corpus, load_text_corpus
 from hybrid.train.metrics import MetricsLog, read_metrics
 from hybrid.train.plot import plot_run
 from hybrid.train.plot_commands import register
-from hybrid.train.trainer import train
-
-MODEL = dict(vocab_size=256, d_model=32, n_heads=2, d_inner=64, pattern="QFAF", dropout=0.0, mem_len=16)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        full = load_text_corpus(BUILTIN)
-        corpus = Corpus("slice", full.tokenizer, full.train[:30000], full.valid[:3000], full.test[:3000])
-        out = tmp_path_factory.mktemp("plot") / "run"
-        cfg = TrainConfig(batch_size=4, seq_len=32, steps=20, lr=3e-3, warmup_steps=4, eval_every=5, save_every=10,
-                          eval_tokens=1000, log_every=2)
-        train(out, ModelConfig(**MODEL), cfg, corpus, progress=False, log=lambda *a: None)
-    finally:
-        torch.set_num_threads(threads)
+def run(tiny_run, tmp_path_factory):
+    """A copy of conftest's tiny run (the plot is written into the run directory)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("plot") / "run"
+    shutil.copytree(tiny_run, out)
     return out
 
 

@@ -42,14 +42,7 @@ TRAIN = dict(batch_size=4, seq_len=32, steps=16, lr=3e-3, warmup_steps=4, eval_e
 QUIET = dict(progress=False, log=lambda *a: None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and a shared machine stays responsive); the children
-    get the same count, since float results may depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the children get the same count
 
 
 @pytest.fixture(scope="module")

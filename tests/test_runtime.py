@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import PROBE, TINY, run_cli
 from hybrid.runtime import load_model
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.evaluate import evaluate, token_nll
@@ -27,19 +27,11 @@ from hybrid.train.data import BUILTIN, Corpus, load_text_corpus
 from hybrid.train.trainer import evaluate as torch_evaluate
 from hybrid.train.trainer import load_run_model, train
 
-SMALL = dict(d_model=32, n_heads=2, d_inner=64, mem_len=16, dropout=0.0)
+SMALL = TINY
 TEXT = BUILTIN.read_text(encoding="utf-8")
-PROBE = TEXT[-12000:]  # held out: the runs below train on the first 60k tokens only
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a small shared machine torch's second thread spins against other processes (a 40-step
-    run took 20 s with 2 threads, 1.3 s with 1); the runtime sessions below use 1 thread too."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the runtime sessions below use 1 thread too
 
 
 def load(path, variant="auto"):
@@ -55,16 +47,9 @@ def _train(run_dir, corpus, steps, **over):
 
 
 @pytest.fixture(scope="module")
-def byte_model(tmp_path_factory):
-    """(run_dir, model_dir, export report) of a byte-level model, exported fp32 + int8."""
-    from hybrid.export.exporter import export_run
-
-    root = tmp_path_factory.mktemp("byte")
-    full = load_text_corpus(BUILTIN)
-    corpus = Corpus("slice", full.tokenizer, full.train[:60000], full.valid[:4000], full.test[:4000])
-    run = _train(root / "run", corpus, 40)
-    report = export_run(run, root / "model", quantize=("int8",), probe_text=PROBE, progress=False)
-    return run, root / "model", report
+def byte_model(tiny_run, tiny_export):
+    """(run_dir, model_dir, export report) of a byte-level model, exported fp32 + int8 (conftest's)."""
+    return (tiny_run, *tiny_export)
 
 
 @pytest.fixture(scope="module")
@@ -491,7 +476,7 @@ def test_sampling_filters_match_a_plain_reference():
 # -- bench -----------------------------------------------------------------------------------------------
 
 def test_bench_reports_every_figure(byte_model):
-    from hybrid.runtime.bench import run_bench
+    from hybrid.train.eager import run_bench
 
     run, model_dir, _ = byte_model
     res = run_bench(model_dir, variants=["fp32", "int8", "int4"], threads=[1], reps=2, prompt_len=16,
@@ -512,7 +497,7 @@ def test_bench_reports_every_figure(byte_model):
 # -- bad input: one clear line --------------------------------------------------------------------------
 
 def test_bench_refuses_a_run_that_is_not_the_models_own_before_measuring(byte_model, word_model):
-    from hybrid.runtime.bench import run_bench
+    from hybrid.train.eager import run_bench
 
     logged = []
     with pytest.raises(HybridError, match="tokenizer differs"):

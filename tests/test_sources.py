@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from hybrid.runtime.errors import HybridError
 from hybrid.train import cache as cache_mod
-from hybrid.train import sources
+from hybrid.train import source_io, source_plans, sources
 from hybrid.train.data import load_text_corpus
 from hybrid.train.sources import load_source, read_recipe
 
@@ -233,8 +233,8 @@ def test_second_load_is_a_cache_hit_without_reading_or_encoding(tmp_path, monkey
     def boom(*a, **k):
         raise AssertionError("re-encoded or re-hashed on a cache hit")
 
-    monkeypatch.setattr(sources, "_encode_lines", boom)
-    monkeypatch.setattr(sources, "hash_bytes_of", boom)
+    monkeypatch.setattr(source_plans, "_encode_lines", boom)
+    monkeypatch.setattr(source_io, "hash_bytes_of", boom)
     second = load_source("wikitext-2", WT2, cache_dir=tmp_path / "cache", progress=False)
     assert second.meta["cache_hit"] and second.meta["cache_path"] == first.meta["cache_path"]
     assert second.tokenizer.to_json() == first.tokenizer.to_json()
@@ -294,7 +294,9 @@ DAMAGE = {
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path, damage):
     path = tmp_path / "t.txt"
     path.write_text("the quick brown fox jumps over the lazy dog\n" * 400)
-    load = lambda: load_source("text", path, "word", cache_dir=tmp_path / "c", progress=False, seq_len=8)
+    def load():
+        return load_source("text", path, "word", cache_dir=tmp_path / "c", progress=False, seq_len=8)
+
     first = load()
     entry = Path(first.meta["cache_path"])
     want = {s: np.array(getattr(first, s)) for s in ("train", "valid", "test")}  # not the memory map damaged below
@@ -342,7 +344,8 @@ def test_build_over_a_valid_or_invalid_entry_and_a_racing_builder(tmp_path, monk
 
 
 def test_new_content_with_the_old_size_and_mtime_is_not_a_stale_hit(tmp_path):
-    import os, time
+    import os
+    import time
 
     path = tmp_path / "t.txt"
     path.write_text("aaaa bbbb cccc\n" * 400)
@@ -416,6 +419,7 @@ def fake_hub(monkeypatch):
         raise ConnectionError(f"no route to the hub for {repo}")
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(source_io, "hub_unreachable", lambda: None)  # the stand-in needs no network
     return calls
 
 
@@ -446,10 +450,29 @@ def test_hub_failure_is_one_clear_line(tmp_path, monkeypatch):
         raise ConnectionError("Couldn't reach 'Salesforce/wikitext' on the Hub (LocalEntryNotFoundError)\nmore")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(source_io, "hub_unreachable", lambda: None)  # datasets' own failure, as online
     with pytest.raises(HybridError, match=r"wikitext-103: no local copy, and loading Salesforce/wikitext "
                                           r"\(wikitext-103-v1\) from the hub failed: Couldn't reach"):
         load_source("wikitext-103", cache_dir=tmp_path / "c")
     assert_no_entry(tmp_path / "c")
+
+
+def test_an_unreachable_hub_is_one_line_before_datasets_retries(tmp_path, monkeypatch):
+    """Offline, datasets retries for half a minute; a connection test refuses at once instead."""
+    datasets = pytest.importorskip("datasets")
+
+    def never(*a, **k):
+        raise AssertionError("datasets was asked although the hub cannot be reached")
+
+    monkeypatch.setattr(datasets, "load_dataset", never)
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    with pytest.raises(HybridError, match=r"enwik8: no local copy, and the hub \(127.0.0.1\) cannot be reached"):
+        load_source("enwik8", cache_dir=tmp_path / "c")
+    assert_no_entry(tmp_path / "c")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline mode: datasets reads its own cache
+    assert source_io.hub_unreachable() is None
 
 
 # -- recipes --------------------------------------------------------------------------------------

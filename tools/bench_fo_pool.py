@@ -183,7 +183,7 @@ def accuracy(name, fb, T, B, H, device):
     return rel_err(zip(fb(z, f, o, gh), want))
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
     ap.add_argument("--shapes", default=None, help="T,B,H;T,B,H;... (default depends on the device)")
@@ -196,7 +196,11 @@ def main():
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice); "
                     "1 gives steady figures on a machine shared with other jobs")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main():
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -204,9 +208,7 @@ def main():
     measure = timer(device, args.reps)
     spec = args.shapes or (GPU_SHAPES if device.type == "cuda" else CPU_SHAPES)
     shapes = [tuple(int(v) for v in s.split(",")) for s in spec.split(";")]
-    if args.skip is None:
-        args.skip = ""
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    skip = {s.strip() for s in (args.skip or "").split(",") if s.strip()}
     copy = copy_bandwidth(device, measure)
     print(f"device: {device_name(device)}; torch {torch.__version__}; copy bandwidth {copy:.1f} GB/s")
     if args.sweep:

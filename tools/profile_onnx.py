@@ -17,6 +17,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -35,7 +36,15 @@ def profile(model_dir, variant: str = "int8", batch: int = 16, seq: int = 128, t
     opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as runtime/model.py
     opts.log_severity_level = 4
     opts.enable_profiling = True
-    opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="hybrid-profile-"), "ort")
+    folder = tempfile.mkdtemp(prefix="hybrid-profile-")
+    try:
+        return _profile(model, opts, folder, variant, batch, seq, threads, runs, warmup)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the profile is read and deleted; nothing is left
+
+
+def _profile(model, opts, folder, variant, batch, seq, threads, runs, warmup) -> dict:
+    opts.profile_file_prefix = os.path.join(folder, "ort")
     sess = ort.InferenceSession(str(model.path), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     ids = rng.integers(0, model.vocab_size, (batch, seq), dtype=np.int64)

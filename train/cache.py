@@ -106,7 +106,9 @@ def _read_entry(path: Path) -> Entry:
     if dtype is None or dtype.kind not in "ui":
         raise _Invalid(f"bad dtype {meta.get('dtype')!r} in meta.json")
     raw = meta.get("splits")
-    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    def is_int(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
     if (not isinstance(raw, dict) or set(raw) != set(SPLITS)
             or not all(isinstance(v, list) and len(v) == 2 and all(map(is_int, v)) for v in raw.values())):
         raise _Invalid("bad 'splits' in meta.json")

@@ -42,9 +42,14 @@ def _default_run_dir(preset_name: str) -> Path:
 
 # --resume: the run's config.json gives the model, the training settings and the corpus. Options
 # passed with it must agree with the run, except --steps (extends the run), --device, --progress,
-# --path (where the corpus lies now) and these train settings, none of which changes the updates.
-RESUME_CHANGEABLE = ("grad_accum", "eval_every", "save_every", "keep_last", "keep_best", "max_bad_steps",
-                     "log_every", "tensorboard")
+# --path (where the corpus lies now) and the train settings TrainConfig marks changeable on resume,
+# none of which changes the updates (those without an option here, like eval_tokens, stay as saved).
+def _resume_changeable() -> tuple[str, ...]:
+    from hybrid.train.config import TrainConfig
+
+    return TrainConfig.resume_fields("changeable")
+
+
 RESUME_TRAIN_OPTIONS = {"batch_size": ("--batch-size", "batch_size"), "seq_len": ("--seq-len", "seq_len"),
                         "lr": ("--lr", "lr"), "warmup": ("--warmup", "warmup_steps"), "seed": ("--seed", "seed")}
 
@@ -90,24 +95,16 @@ def _describe_spec(spec: dict) -> str:
 def _load_corpus(spec: dict, tokenizer: Optional[str], seq_len: int, progress: bool, given=None):
     """The corpus of a spec; `given` (source, path) as the user wrote them, for messages that
     name the path as given."""
-    from hybrid.train.data import load_text_corpus
-    from hybrid.train.sources import load_source
+    from hybrid.train.rundir import corpus_from_spec
 
-    if spec["source"] == "builtin":
-        corpus = load_text_corpus(None, tokenizer or "byte")
-    else:
-        source, path = given or (spec["source"], spec["path"])
-        corpus = load_source(source, path, tokenizer, seq_len=seq_len, progress=progress, log=typer.echo,
-                             **spec.get("options", {}))
-    corpus.meta["spec"] = spec
-    return corpus
+    return corpus_from_spec(spec, tokenizer, seq_len, progress, typer.echo, given)
 
 
 def _check_resume_options(ctx: typer.Context, out: Path, saved_model, saved_train, saved_corpus: dict,
                           cli_model, recipe_cfgs, corpus_spec: Optional[dict], values: dict) -> None:
     """Refuse, in one line naming the option and both values, an option passed with --resume that
-    differs from the run's config.json (--steps, RESUME_CHANGEABLE and --device, --progress, --path aside)."""
-    from hybrid.train.trainer import RESUME_FIXED, model_differences
+    differs from the run's config.json (--steps, the settings TrainConfig marks changeable and --device, --progress, --path aside)."""
+    from hybrid.train.resume import RESUME_FIXED, model_differences
 
     where = f"the run in {out}"
     hint = "--resume continues a run with its own settings (drop the option, or start a new run)"
@@ -235,7 +232,7 @@ def train(
                               corpus_spec, values)
         model_cfg = saved_model
         train_cfg = dataclasses.replace(saved_train, steps=steps,
-                                        **{k: values[k] for k in RESUME_CHANGEABLE if _explicit(ctx, k)})
+                                        **{k: values[k] for k in _resume_changeable() if k in values and _explicit(ctx, k)})
         saved_spec = saved_corpus.get("spec")
         if corpus_spec is None:
             if isinstance(saved_spec, dict):
@@ -277,9 +274,23 @@ def train(
     result = run_training(out, model_cfg, train_cfg, data, resume=resume, device=dev, progress=progress, log=typer.echo)
     if result.interrupted:
         raise typer.Exit(130)
-    echo(f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f}  ({result.run_dir})")
+    echo(f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f} "
+         f"(final, the whole valid split: {result.valid_tokens:,} tokens)  ({result.run_dir})")
+
+
+def _eager(name: str):
+    """train/eager.py's function `name`, imported when called (the CLI starts without numpy)."""
+    def call(*args, **kwargs):
+        from hybrid.train import eager
+
+        return getattr(eager, name)(*args, **kwargs)
+    return call
 
 
 def register(app: typer.Typer) -> None:
+    from hybrid.runtime import commands as runtime_commands
+
     app.command()(info)
     app.command()(train)
+    # The runtime's commands take a training run too (eval RUN_DIR, bench --run-dir): in PyTorch, here.
+    runtime_commands.PYTORCH_PATHS.update(eval_run=_eager("eval_run"), run_bench=_eager("run_bench"))

@@ -40,30 +40,31 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
+        from hybrid.train.schema import check_fields
+
+        if isinstance(self.adaptive_cutoffs, tuple):
+            self.adaptive_cutoffs = list(self.adaptive_cutoffs)
+        check_fields(self, "model config")  # every field has its declared type
+
         def need(ok: bool, msg: str):
             if not ok:
                 raise HybridError(f"model config: {msg}")
 
-        need(isinstance(self.pattern, str) and len(self.pattern) > 0, "pattern must be a non-empty string")
+        need(len(self.pattern) > 0, "pattern must be a non-empty string")
         bad = sorted(set(self.pattern) - set(BLOCKS))
         need(not bad, f"pattern {self.pattern!r} has unknown block letters {bad} (use A, F, Q)")
         for key in ("vocab_size", "d_model", "n_heads", "d_inner"):
-            v = getattr(self, key)
-            need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{key} must be a positive integer, got {v!r}")
+            need(getattr(self, key) > 0, f"{key} must be a positive integer, got {getattr(self, key)!r}")
         need(self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         need(self.qrnn_window in (1, 2), f"qrnn_window must be 1 or 2, got {self.qrnn_window!r}")
-        need(isinstance(self.mem_len, int) and self.mem_len >= 0, f"mem_len must be >= 0, got {self.mem_len!r}")
+        need(self.mem_len >= 0, f"mem_len must be >= 0, got {self.mem_len!r}")
         for key in ("dropout", "attn_dropout", "zoneout"):
-            v = getattr(self, key)
-            need(isinstance(v, (int, float)) and 0.0 <= v < 1.0, f"{key} must be in [0, 1), got {v!r}")
+            need(0.0 <= getattr(self, key) < 1.0, f"{key} must be in [0, 1), got {getattr(self, key)!r}")
         cuts = self.adaptive_cutoffs
-        need(isinstance(cuts, (list, tuple)) and all(isinstance(c, int) and not isinstance(c, bool) for c in cuts),
-             f"adaptive_cutoffs must be a list of integers, got {cuts!r}")
-        self.adaptive_cutoffs = list(cuts)
         need(all(a < b for a, b in zip([0, *cuts], [*cuts, self.vocab_size])),
              f"adaptive_cutoffs {list(cuts)} must increase strictly between 0 and vocab_size ({self.vocab_size})")
         div = self.adaptive_div
-        need(isinstance(div, int) and not isinstance(div, bool) and div >= 1, f"adaptive_div must be an integer >= 1, got {div!r}")
+        need(div >= 1, f"adaptive_div must be an integer >= 1, got {div!r}")
         need(self.d_model // div ** len(cuts) >= 1,
              f"adaptive_div {div} leaves the last of {len(cuts) + 1} clusters no dimensions at d_model {self.d_model}")
 
@@ -83,28 +84,43 @@ class ModelConfig:
         return _config_from_dict(cls, obj, source, "model")
 
 
+# What a resume may change, per TrainConfig field (the field's metadata "resume"):
+#   fixed       fixes what the run computes (the updates, the data order): a resume keeps it
+#   changeable  splits the same work or says how often to evaluate, save or log: may change
+#   extends     steps: a larger value extends the run
+FIXED, CHANGEABLE, EXTENDS = ({"resume": k} for k in ("fixed", "changeable", "extends"))
+
+
 @dataclass
 class TrainConfig:
-    batch_size: int = 16  # parallel contiguous streams: the global batch, whatever the world size
-    seq_len: int = 128  # segment length T
-    steps: int = 1000
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_every: int = 250
-    eval_tokens: int = 32768  # valid tokens scored at each periodic evaluation (0 = whole split)
-    save_every: int = 250
-    keep_last: int = 2  # newest checkpoints kept (0 = keep all)
-    keep_best: bool = True  # also keep the checkpoint with the lowest periodic validation loss
-    seed: int = 1234
-    log_every: int = 10
-    grad_accum: int = 1  # micro-batches per step on each process (the batch is split, not grown)
-    max_bad_steps: int = 5  # abort after this many steps in a row with a non-finite loss or gradient
-    tensorboard: bool = True  # also log to RUN_DIR/tensorboard when the tensorboard package imports
+    batch_size: int = field(default=16, metadata=FIXED)  # parallel streams: the global batch, whatever the world size
+    seq_len: int = field(default=128, metadata=FIXED)  # segment length T
+    steps: int = field(default=1000, metadata=EXTENDS)
+    lr: float = field(default=2e-3, metadata=FIXED)
+    min_lr_ratio: float = field(default=0.1, metadata=FIXED)
+    warmup_steps: int = field(default=100, metadata=FIXED)
+    weight_decay: float = field(default=0.1, metadata=FIXED)
+    beta1: float = field(default=0.9, metadata=FIXED)
+    beta2: float = field(default=0.99, metadata=FIXED)
+    grad_clip: float = field(default=1.0, metadata=FIXED)
+    eval_every: int = field(default=250, metadata=CHANGEABLE)
+    # valid tokens scored at each periodic evaluation (0 = whole split); the final one scores all
+    eval_tokens: int = field(default=32768, metadata=CHANGEABLE)
+    save_every: int = field(default=250, metadata=CHANGEABLE)
+    keep_last: int = field(default=2, metadata=CHANGEABLE)  # newest checkpoints kept (0 = keep all)
+    keep_best: bool = field(default=True, metadata=CHANGEABLE)  # also keep the lowest periodic validation loss
+    seed: int = field(default=1234, metadata=FIXED)
+    log_every: int = field(default=10, metadata=CHANGEABLE)
+    # micro-batches per step on each process (the batch is split, not grown)
+    grad_accum: int = field(default=1, metadata=CHANGEABLE)
+    # abort after this many steps in a row with a non-finite loss or gradient
+    max_bad_steps: int = field(default=5, metadata=CHANGEABLE)
+    tensorboard: bool = field(default=True, metadata=CHANGEABLE)  # also log to RUN_DIR/tensorboard when it imports
+
+    @classmethod
+    def resume_fields(cls, kind: str) -> tuple[str, ...]:
+        """The fields whose resume rule is `kind` (fixed, changeable, extends), in field order."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["resume"] == kind)
 
     def __post_init__(self):
         self.validate()
@@ -157,7 +173,7 @@ def _config_from_dict(cls, obj, source: str, what: str):
 
 # ---------------------------------------------------------------------------------------------
 # Presets. Paper scale follows Transformer-XL's 12-layer enwik8 model (d_model 512, 8 heads,
-# ~41M parameters) and the layer patterns of the paper's four architectures (../PAPER.md);
+# ~41M parameters) and the layer patterns of the paper's four architectures (Lindenmaier et al. 2025);
 # `tiny` sizes of each train on a laptop CPU in minutes.
 # ---------------------------------------------------------------------------------------------
 

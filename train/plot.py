@@ -10,11 +10,11 @@ from __future__ import annotations
 import io
 
 import json
-import math
 from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.files import atomic_write_bytes
+from hybrid.runtime.scoring import metric_value
 from hybrid.train.metrics import read_metrics
 
 
@@ -36,45 +36,28 @@ def _series(records: list[dict], key: str, where=lambda r: True) -> tuple[list[i
     return [p[0] for p in pts], [float(p[1]) for p in pts]
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the run's curves to `out` (default RUN_DIR/curves.png); returns the path."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise HybridError(f"{run_dir}: run directory not found")
-    records = read_metrics(run_dir)
-    if not any("loss" in r for r in records):
-        raise HybridError(f"{run_dir / 'metrics.jsonl'}: no training steps logged yet")
-    try:
-        import matplotlib
-    except ImportError:
-        raise HybridError("hybrid plot needs matplotlib: pip install 'hybrid[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = _metric_of(run_dir, records)
-    to_metric = (lambda nll: nll / math.log(2)) if metric == "bpc" else (lambda nll: math.exp(min(nll, 50.0)))
+def _draw_panels(axes, records: list[dict], metric: str) -> None:
+    """Loss, the metric, the learning rate and throughput, one panel each."""
     periodic = lambda r: not r.get("final")  # noqa: E731  (the final evaluation covers the whole split)
-    out = Path(out) if out is not None else run_dir / "curves.png"
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    final = lambda r: bool(r.get("final"))  # noqa: E731
     ax = axes[0, 0]
     s, v = _series(records, "loss")
     ax.plot(s, v, lw=1, label="train")
     s, v = _series(records, "valid_loss", periodic)
     if s:
         ax.plot(s, v, "o-", ms=3, label="valid")
-    s, v = _series(records, "valid_loss", lambda r: bool(r.get("final")))
+    s, v = _series(records, "valid_loss", final)
     if s:
         ax.plot(s, v, "*", ms=10, label="valid (final, whole split)")
     ax.set_title("loss (nats per token)")
 
     ax = axes[0, 1]
     s, v = _series(records, "loss")
-    ax.plot(s, [to_metric(x) for x in v], lw=1, label="train")
+    ax.plot(s, [metric_value(x, metric) for x in v], lw=1, label="train")
     s, v = _series(records, f"valid_{metric}", periodic)
     if s:
         ax.plot(s, v, "o-", ms=3, label="valid")
-    s, v = _series(records, f"valid_{metric}", lambda r: bool(r.get("final")))
+    s, v = _series(records, f"valid_{metric}", final)
     if s:
         ax.plot(s, v, "*", ms=10, label=f"valid (final): {v[-1]:.4g}")
     ax.set_title("bits per character" if metric == "bpc" else "perplexity")
@@ -92,6 +75,26 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.set_title("throughput (tokens / s)")
     ax.set_ylim(bottom=0)
 
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the run's curves to `out` (default RUN_DIR/curves.png); returns the path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HybridError(f"{run_dir}: run directory not found")
+    records = read_metrics(run_dir)
+    if not any("loss" in r for r in records):
+        raise HybridError(f"{run_dir / 'metrics.jsonl'}: no training steps logged yet")
+    try:
+        import matplotlib
+    except ImportError:
+        raise HybridError("hybrid plot needs matplotlib: pip install 'hybrid[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = _metric_of(run_dir, records)
+    out = Path(out) if out is not None else run_dir / "curves.png"
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    _draw_panels(axes, records, metric)
     skipped = [r["step"] for r in records if r.get("skipped")]
     for ax in axes.flat:
         ax.set_xlabel("step")

@@ -13,7 +13,6 @@ tests hold it to `fo_pool_naive`.
 
 from __future__ import annotations
 
-import torch
 from torch._higher_order_ops.scan import scan
 
 
