@@ -5,6 +5,9 @@ import contextlib
 import io
 import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +104,24 @@ def test_phone_snippets_name_the_test_that_covers_them_and_use_the_contracts_nam
 
 def test_node_and_browser_section_is_there():
     assert "Node.js and the browser" in app_sections()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("cc") is None,
+                    reason="the C snippet is built here with the system C compiler against the Linux wheel")
+def test_genai_c_snippet_compiled_and_run_prints_the_python_snippets_text(app_dir, python_output, tmp_path):
+    import onnxruntime
+    import onnxruntime_genai
+
+    (code,) = code_blocks(section("onnxruntime-genai"), "c")
+    (tmp_path / "main.c").write_text(code)
+    shutil.copy(ROOT / "tests" / "data" / "ort_genai_c.h", tmp_path / "ort_genai_c.h")
+    lib_dir = Path(onnxruntime_genai.__file__).parent
+    build = subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", str(tmp_path / "main"), str(tmp_path / "main.c"),
+                            f"-I{tmp_path}", f"-L{lib_dir}", "-l:libonnxruntime-genai.so", f"-Wl,-rpath,{lib_dir}"],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    (ort_lib,) = (Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*")
+    proc = subprocess.run([str(tmp_path / "main")], cwd=app_dir, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ORT_LIB_PATH": str(ort_lib)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == python_output[:-1]
