@@ -199,6 +199,11 @@ def open_model_dir(path: str | Path) -> ModelDir:
               and s.get("dtype", "float32") == "float32")
         _need(ok, cfg_path, f"state[{i}] must have input, output, dtype float32 and shape ['batch', sizes...]")
         specs.append(StateSpec(s["input"], s["output"], tuple(s["shape"]), "float32"))
+    if ATTENTION_MASK in cfg.get("inputs", {}):  # the graph's memory is as long as the mask it is fed
+        mem = cfg["model"]["mem_len"]
+        _need(all(len(s.shape) == 4 and s.shape[2] == mem for s in specs if s.input.endswith((".key", ".value"))),
+              cfg_path,
+              f"the attention memory's key/value state must hold model.mem_len = {mem} slots")
     md = ModelDir(path, cfg, specs)
     _need(bool(md.variants), path, f"none of the model files listed in config.json exist ({', '.join(files.values())})")
     return md
