@@ -4,7 +4,7 @@
                check=True, progress=True) -> report dict
 
 Steps: load the run (config + safetensors), trace the fp32 graph (QRNN recurrence as one Scan),
-check its structure, quantize, write config.json / tokenizer.json, run the self-check
+check its structure, quantize, write config.json, the tokenizer and onnxruntime-genai's files, run the self-check
 (selfcheck.py) and write export_report.json. The directory is built under a temporary name
 beside `out_dir` and renamed into place only when everything (the self-check included) passed,
 so a failure never leaves a half-written or unchecked model directory behind.
@@ -148,15 +148,16 @@ def _install(tmp: Path, out_dir: Path) -> None:
 
 
 def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_text=None, check=True,
-               progress=True, *, overwrite: bool = False) -> dict:
+               progress=True, *, overwrite: bool = False, ort: bool = False) -> dict:
     """Export a run directory to a model directory; returns the report (also export_report.json).
     The destination is locked for the whole export (one writer per directory, also while it does
-    not exist yet): a second export to it stops at once with one line."""
+    not exist yet): a second export to it stops at once with one line. `ort`: also write
+    ORT-format files (onnxruntime-mobile), checked against the .onnx ones."""
     with DirLock(out_dir):
-        return _export(Path(run_dir), Path(out_dir), quantize, opset, probe_text, check, progress, overwrite)
+        return _export(Path(run_dir), Path(out_dir), quantize, opset, probe_text, check, progress, overwrite, ort)
 
 
-def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, progress, overwrite) -> dict:
+def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, progress, overwrite, ort) -> dict:
     variants = parse_quantize(quantize)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
 
@@ -195,7 +196,7 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
     try:
         tmp.mkdir()
         report = _build(tmp, run_dir, model, model_cfg, train_cfg, tokenizer, variants, opset,
-                        probe_tokens, probe_source, metric_name(tokenizer.kind), log)
+                        probe_tokens, probe_source if check else None, metric_name(tokenizer.kind), log, ort)
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if check and not report["ok"]:
             raise HybridError(f"self-check failed: {'; '.join(report['failures'])}; nothing written to {out_dir}")
@@ -209,21 +210,26 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
 
 
 def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, variants, opset,
-           probe_tokens, probe_source, metric, log) -> dict:
+           probe_tokens, probe_source, metric, log, ort=False) -> dict:
     import onnx
     import onnxruntime
     import torch
 
-    from hybrid.export import contract
+    from hybrid.export import contract, genai, ort as ort_files
     from hybrid.export.onnx_graph import output_name
+    from hybrid.export.signature import graph_state_shapes, uses_attention_mask
     from hybrid.runtime.tokenizer import save_tokenizer
 
     t0 = time.perf_counter()
     files, graph = _write_graphs(tmp, run_dir, model, model_cfg, variants, opset, log)
-    save_tokenizer(tokenizer, tmp / "tokenizer.json")  # the one loaded and checked, not the file again
-    shapes = model.state_shapes(1)
+    save_tokenizer(tokenizer, tmp / contract.TOKENIZER)  # the one loaded and checked, not the file again
+    shapes = graph_state_shapes(model, 1)
+    extra = genai.write_genai_files(tmp, model_cfg.to_dict(), files, tokenizer.kind)
+    if ort:
+        log("writing ORT-format files (onnxruntime-mobile)...")
+        extra["ort"] = ort_files.write_ort_files(tmp, files)
     cfg_json = contract.model_config_json(model_cfg.to_dict(), shapes, {n: output_name(n) for n in shapes},
-                                          metric, opset, files)
+                                          metric, opset, files, uses_attention_mask(model), extra)
     (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
 
     fp32_bytes = (tmp / files["fp32"]).stat().st_size
@@ -236,9 +242,18 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
         "checked": probe_tokens is not None,
     }
     if probe_tokens is None:
+        from hybrid.runtime.model import Model
+
+        for v in extra.get("ort", {}):  # unchecked, but a file the runtime cannot load fails here
+            Model(tmp, v, threads=1, file_format="ort")
         report.update(ok=True, failures=[])
     else:
         report.update(_self_check(tmp, model, model_cfg, train_cfg, variants, probe_tokens, probe_source, metric, log))
+        if extra.get("ort"):
+            log("checking the ORT-format files against the .onnx ones...")
+            report["ort"], ort_failures = ort_files.check_ort_files(tmp, extra["ort"], probe_tokens, FP32_RTOL)
+            report["failures"] += ort_failures
+            report["ok"] = not report["failures"]
     report["seconds"] = time.perf_counter() - t0
     return report
 

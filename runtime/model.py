@@ -18,8 +18,9 @@ import onnxruntime as ort
 
 from hybrid.runtime.safe_onnx import check_external_data
 from hybrid.runtime.errors import HybridError, is_integer
+from hybrid.runtime.attention_mask import PAST_MASK, MaskStepper, split_past_mask
 from hybrid.runtime.limits import MAX_THREADS, check_fits, forward_bytes
-from hybrid.runtime.modeldir import ModelDir, check_tokenizer, open_model_dir
+from hybrid.runtime.modeldir import ATTENTION_MASK, ModelDir, check_tokenizer, open_model_dir
 from hybrid.runtime.textfile import check_token_range
 from hybrid.runtime.tokenizer import load_tokenizer
 
@@ -27,7 +28,9 @@ LARGE = 1 << 28  # bytes; reading the free memory costs a file read: only larger
 if TYPE_CHECKING:
     from hybrid.runtime.session import Session
 
-State = dict[str, np.ndarray]  # keyed by graph input name (past_key_values.<i>.<kind>, past_mask)
+# Keyed by graph input name (past_key_values.<i>.<kind>), and past_mask [B, mem_len] for models
+# with an attention memory (a graph input in version 1, kept by the runtime in version 2).
+State = dict[str, np.ndarray]
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
@@ -75,25 +78,28 @@ def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.Inf
 class Model:
     """One variant of an exported model directory, loaded into onnxruntime."""
 
-    def __init__(self, path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu"):
+    def __init__(self, path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu",
+                 file_format: str = "onnx"):
         if not isinstance(path, (str, Path)):
             raise HybridError(f"a model directory path is needed, got {type(path).__name__}")
         self.dir: ModelDir = open_model_dir(path)
-        self.variant = self.dir.pick(variant)
-        self.path = self.dir.file(self.variant)
+        self.variant = self.dir.pick(variant, file_format)
+        self.file_format = file_format
+        self.path = self.dir.file(self.variant, file_format)
         self.tokenizer = load_tokenizer(self.dir.tokenizer_path)
         check_tokenizer(self.dir, self.tokenizer)
         check_fits(2 * self.path.stat().st_size, f"loading {self.path}")  # the file, and the session's copy
         self.threads, self.provider = threads, provider
         self.ort = make_session(self.path, threads, provider)
         self.state_specs = self.dir.state
+        self.mask_len = self.dir.mask_len  # version 2: the graph takes an attention_mask (attention_mask.py)
         self.output_names = ["logits"] + [s.output for s in self.state_specs]
         self._check_graph()
 
     def _check_graph(self) -> None:
         inputs = {i.name for i in self.ort.get_inputs()}
         outputs = {o.name for o in self.ort.get_outputs()}
-        want_in = {"input_ids"} | {s.input for s in self.state_specs}
+        want_in = {"input_ids"} | {s.input for s in self.state_specs} | ({ATTENTION_MASK} if self.mask_len else set())
         want_out = {"logits"} | {s.output for s in self.state_specs}
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))
@@ -114,14 +120,16 @@ class Model:
         float state, and logits [batch, sequence, vocab_size] (tried on one token when the graph
         leaves the vocabulary dimension open)."""
         ins, outs = self.ort.get_inputs(), self.ort.get_outputs()
-        order_in = ["input_ids"] + [s.input for s in self.state_specs]
+        ids_in = ["input_ids"] + ([ATTENTION_MASK] if self.mask_len else [])  # int64 inputs
+        order_in = ids_in + [s.input for s in self.state_specs]
         order_out = ["logits"] + [s.output for s in self.state_specs]
         if [i.name for i in ins] != order_in or [o.name for o in outs][:len(order_out)] != order_out:
             raise HybridError(f"{self.path}: the graph's inputs and outputs are not in config.json's order")
         types = {i.name: i.type for i in ins} | {o.name: o.type for o in outs}
-        bad = [n for n in order_in[1:] + order_out if types[n] != "tensor(float)"]
-        if types["input_ids"] != "tensor(int64)" or bad:
-            raise HybridError(f"{self.path}: {'input_ids is not int64' if not bad else bad[0] + ' is not float32'} "
+        bad = [n for n in order_in[len(ids_in):] + order_out if types[n] != "tensor(float)"]
+        not_int = [n for n in ids_in if types[n] != "tensor(int64)"]
+        if not_int or bad:
+            raise HybridError(f"{self.path}: {not_int[0] + ' is not int64' if not_int else bad[0] + ' is not float32'} "
                               f"in the graph, as config.json states")
         shape = outs[0].shape
         vocab = shape[-1] if len(shape) == 3 else None
@@ -152,16 +160,22 @@ class Model:
         need = self.dir.state_bytes(int(batch))
         if need > LARGE:
             check_fits(need, f"a state for batch {batch}")
-        return {s.input: np.zeros((batch, *s.shape[1:]), dtype=np.float32) for s in self.state_specs}
+        state = {s.input: np.zeros((batch, *s.shape[1:]), dtype=np.float32) for s in self.state_specs}
+        if self.mask_len:
+            state[PAST_MASK] = np.zeros((batch, self.mask_len), dtype=np.float32)
+        return state
 
     def forward(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """logits [B, T, vocab] and the state after these T tokens; `ids` is [B, T] integers in
         [0, vocab_size), `state` as initial_state(B) gives it."""
         ids = self._checked_ids(ids, state)
+        feed, past_mask = split_past_mask(state, ids.shape[1]) if self.mask_len else (state, None)
         try:
-            outs = self.ort.run(self.output_names, {"input_ids": ids, **state})
+            outs = self.ort.run(self.output_names, {"input_ids": ids, **feed})
         except Exception as e:  # onnxruntime's own exception types: one line, as at load
             raise HybridError(f"{self.path}: onnxruntime failed to run the model ({_first_line(e)})") from None
+        if past_mask is not None:
+            return outs[0], {**{s.input: o for s, o in zip(self.state_specs, outs[1:])}, PAST_MASK: past_mask}
         return outs[0], {s.input: o for s, o in zip(self.state_specs, outs[1:])}
 
     def _checked_ids(self, ids, state) -> np.ndarray:
@@ -170,7 +184,8 @@ class Model:
         arr = np.asarray(ids)
         if arr.ndim != 2 or (arr.size and arr.dtype.kind not in "iu"):
             raise HybridError(f"ids must be a [batch, tokens] array of integers, got {arr.dtype} of shape {arr.shape}")
-        if not isinstance(state, dict) or set(state) != {s.input for s in self.state_specs} \
+        names = {s.input for s in self.state_specs} | ({PAST_MASK} if self.mask_len else set())
+        if not isinstance(state, dict) or set(state) != names \
                 or any(getattr(v, "shape", (None,))[0] != arr.shape[0] for v in state.values()):
             raise HybridError(f"state must be this model's state for batch {arr.shape[0]} "
                               f"(as initial_state({arr.shape[0]}) or forward() returns it)")
@@ -252,6 +267,7 @@ class Stepper:
                 self._keep += [a, b]
             self.bindings.append(io)
         self._keep += [ids_v, logits_v]
+        self.mask = MaskStepper(self.bindings, model.mask_len, self._keep) if model.mask_len else None
         self.turn = 0  # buffers[turn] holds the current state
         self._run = model.ort.run_with_iobinding
 
@@ -262,12 +278,16 @@ class Stepper:
             if state[k].shape != buf.shape:
                 raise HybridError(f"state {k!r} has shape {state[k].shape}, the stepper holds {buf.shape}")
             np.copyto(buf, state[k])
+        if self.mask is not None:
+            self.mask.reset()
 
     def step(self, token: int) -> np.ndarray:
         """Feed one token; returns the next-token logits [vocab] (a view, valid until the next step)."""
         if not 0 <= token < self.model.vocab_size:
             raise HybridError(f"token ids must be in [0, {self.model.vocab_size}), got {token!r}")
         self.ids[0, 0] = token
+        if self.mask is not None:
+            self.mask.advance(self.buffers[self.turn][PAST_MASK], self.buffers[self.turn ^ 1][PAST_MASK])
         try:
             self._run(self.bindings[self.turn])
         except Exception as e:
@@ -286,8 +306,10 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0][:200] if text else e.__class__.__name__
 
 
-def load_model(path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu") -> Model:
+def load_model(path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu",
+               file_format: str = "onnx") -> Model:
     """Load an exported model directory. variant: auto (int8 if present, else fp32), fp32, int8 or int4;
     threads: onnxruntime intra-op threads (0 = its default); provider: cpu, cuda, ... or a full
-    onnxruntime execution-provider name."""
-    return Model(path, variant=variant, threads=threads, provider=provider)
+    onnxruntime execution-provider name; file_format: onnx, or ort for the ORT-format files of
+    `hybrid export --ort` (what onnxruntime-mobile runs)."""
+    return Model(path, variant=variant, threads=threads, provider=provider, file_format=file_format)

@@ -1,4 +1,5 @@
-"""Read and check an exported model directory (docs/model-directory.md, format `hybrid-onnx` v1).
+"""Read and check an exported model directory (docs/model-directory.md, format `hybrid-onnx` v2;
+version-1 directories are read too).
 
 Only the standard library: this is the part of the contract every reader needs before it loads a
 graph, and it refuses anything it does not understand with one clear line.
@@ -13,7 +14,12 @@ from hybrid.runtime.errors import HybridError, is_integer
 from hybrid.runtime.files import MiB, inside, read_json
 
 FORMAT = "hybrid-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what the exporter writes
+# 1: the graph takes a float past_mask [batch, mem_len] and returns present_mask.
+# 2: it takes onnxruntime-genai's int64 attention_mask [batch, total_sequence_length] instead.
+READ_VERSIONS = (1, 2)
+ATTENTION_MASK = "attention_mask"
+FILE_FORMATS = ("onnx", "ort")  # ort: onnxruntime's ORT format, for its reduced-size (mobile) builds
 VARIANTS = ("fp32", "int8", "int4")
 # `auto` picks the first variant present in this order: int8 is the fast one on CPUs and keeps
 # bits per character within a few thousandths of fp32 on trained models.
@@ -64,33 +70,54 @@ class ModelDir:
         return inside(self.path, name, f"{self.path / 'config.json'}: {where}")
 
     @property
+    def mask_len(self) -> int | None:
+        """mem_len when the graph takes an attention_mask (version 2, a model with an attention
+        memory): the runtime then keeps the memory's occupancy as a float `past_mask` of that
+        length in its state, as version 1 graphs do themselves. None otherwise."""
+        if ATTENTION_MASK in self.config.get("inputs", {}):
+            return int(self.model["mem_len"])
+        return None
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.named(self.config.get("tokenizer", "tokenizer.json"), "'tokenizer'")
 
     @property
     def variants(self) -> list[str]:
         """Variants listed in config.json whose file exists, in VARIANTS order."""
-        files = self.config["files"]
-        return [v for v in VARIANTS if v in files and self.named(files[v], f"files.{v}").is_file()]
+        return self.available("onnx")
 
-    def pick(self, variant: str = "auto") -> str:
-        have = self.variants
+    def listed(self, file_format: str = "onnx") -> dict[str, str]:
+        """variant -> file name: `files` (.onnx) or `ort` (.ort, written by `hybrid export --ort`)."""
+        if file_format not in FILE_FORMATS:
+            raise HybridError(f"unknown file format {file_format!r} (choose {' or '.join(FILE_FORMATS)})")
+        return self.config["files"] if file_format == "onnx" else self.config.get("ort", {})
+
+    def available(self, file_format: str = "onnx") -> list[str]:
+        files, key = self.listed(file_format), "files" if file_format == "onnx" else "ort"
+        return [v for v in VARIANTS if v in files and self.named(files[v], f"{key}.{v}").is_file()]
+
+    def pick(self, variant: str = "auto", file_format: str = "onnx") -> str:
+        have = self.available(file_format)
+        kind = "" if file_format == "onnx" else f" {file_format}"
+        if file_format == "ort" and not self.listed("ort"):
+            raise HybridError(f"{self.path}: has no ORT-format files (export with --ort to write them)")
         if variant == "auto":
             for v in AUTO_ORDER:
                 if v in have:
                     return v
-            raise HybridError(f"{self.path}: none of the model files listed in config.json exist")
+            raise HybridError(f"{self.path}: none of the{kind} model files listed in config.json exist")
         if variant not in VARIANTS:
             raise HybridError(f"unknown variant {variant!r} (choose auto, {', '.join(VARIANTS)})")
         if variant not in have:
-            listed = self.config["files"].get(variant)
+            listed = self.listed(file_format).get(variant)
             why = f"{listed} is missing" if listed else "it was not exported"
-            raise HybridError(f"{self.path}: no {variant} model ({why}); available: {', '.join(have) or 'none'}")
+            raise HybridError(f"{self.path}: no {variant}{kind} model ({why}); available: {', '.join(have) or 'none'}")
         return variant
 
-    def file(self, variant: str) -> Path:
-        v = self.pick(variant)
-        return self.named(self.config["files"][v], f"files.{v}")
+    def file(self, variant: str, file_format: str = "onnx") -> Path:
+        v = self.pick(variant, file_format)
+        return self.named(self.listed(file_format)[v], f"{'files' if file_format == 'onnx' else 'ort'}.{v}")
 
     def export_report(self) -> dict | None:
         """The exporter's export_report.json, or None when absent or unreadable."""
@@ -114,6 +141,19 @@ def _need(ok: bool, where: Path, msg: str) -> None:
         raise HybridError(f"{where}: {msg}")
 
 
+def _check_inputs(cfg: dict, version: int, cfg_path: Path) -> None:
+    """Version 2's attention_mask: int64, only with an attention memory (mem_len > 0)."""
+    inputs = cfg.get("inputs", {})
+    _need(isinstance(inputs, dict), cfg_path, "'inputs' must be an object")
+    if ATTENTION_MASK not in inputs:
+        return
+    spec, mem = inputs[ATTENTION_MASK], cfg["model"].get("mem_len")
+    _need(version >= 2, cfg_path, f"{ATTENTION_MASK!r} is an input of version 2 graphs, this is version {version}")
+    _need(isinstance(spec, dict) and spec.get("dtype") == "int64", cfg_path, f"inputs.{ATTENTION_MASK} must be int64")
+    _need(isinstance(mem, int) and not isinstance(mem, bool) and mem > 0, cfg_path,
+          f"a graph with an {ATTENTION_MASK} needs model.mem_len > 0, got {mem!r}")
+
+
 def open_model_dir(path: str | Path) -> ModelDir:
     """Check a model directory against the contract; every problem is one HybridError line."""
     path = Path(path)
@@ -133,8 +173,9 @@ def open_model_dir(path: str | Path) -> ModelDir:
                           f"export it first: hybrid export {path} --out MODEL_DIR")
     _need(fmt == FORMAT, cfg_path, f"unknown format {fmt!r} (this hybrid reads {FORMAT!r})")
     ver = cfg.get("format_version")
-    _need(ver == FORMAT_VERSION, cfg_path,
-          f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} version {FORMAT_VERSION})")
+    _need(type(ver) is int and ver in READ_VERSIONS, cfg_path,
+          f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} versions "
+          f"{', '.join(map(str, READ_VERSIONS))})")
     model = cfg.get("model")
     _need(isinstance(model, dict) and _size(model.get("vocab_size")) and model["vocab_size"] > 0,
           cfg_path, f"'model' must be an object with a vocab_size from 1 to {MAX_DIM:,}")
@@ -144,6 +185,10 @@ def open_model_dir(path: str | Path) -> ModelDir:
           cfg_path, "'files' must map variants to file names")
     _need(all(k in VARIANTS for k in files), cfg_path,
           f"'files' has unknown variants {sorted(set(files) - set(VARIANTS))} (known: {', '.join(VARIANTS)})")
+    _check_inputs(cfg, ver, cfg_path)
+    ort_files = cfg.get("ort", {})
+    _need(isinstance(ort_files, dict) and all(k in VARIANTS and isinstance(v, str) for k, v in ort_files.items()),
+          cfg_path, f"'ort' must map variants ({', '.join(VARIANTS)}) to file names")
     state = cfg.get("state")
     _need(isinstance(state, list), cfg_path, "'state' must be a list")
     specs = []
@@ -154,6 +199,11 @@ def open_model_dir(path: str | Path) -> ModelDir:
               and s.get("dtype", "float32") == "float32")
         _need(ok, cfg_path, f"state[{i}] must have input, output, dtype float32 and shape ['batch', sizes...]")
         specs.append(StateSpec(s["input"], s["output"], tuple(s["shape"]), "float32"))
+    if ATTENTION_MASK in cfg.get("inputs", {}):  # the graph's memory is as long as the mask it is fed
+        mem = cfg["model"]["mem_len"]
+        _need(all(len(s.shape) == 4 and s.shape[2] == mem for s in specs if s.input.endswith((".key", ".value"))),
+              cfg_path,
+              f"the attention memory's key/value state must hold model.mem_len = {mem} slots")
     md = ModelDir(path, cfg, specs)
     check_contract(md, cfg_path)
     _need(bool(md.variants), path, f"none of the model files listed in config.json exist ({', '.join(files.values())})")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.files import unsafe_name as _unsafe  # one rule for every name a file gives
+from hybrid.runtime.safe_ort import is_ort_format, tensors_with_external_data
 
 # The onnx.proto messages and fields that lead to a TensorProto: {message: {field number: message}}.
 _MODEL, _GRAPH, _NODE, _ATTR, _TENSOR, _SPARSE, _FUNC, _TRAIN, _ENTRY = range(9)
@@ -119,9 +120,19 @@ def external_locations(data: bytes) -> list[tuple[str, str]]:
     return found
 
 
+def _check_ort(path: Path, data: bytes) -> None:
+    try:
+        external = tensors_with_external_data(data)
+    except ValueError as e:
+        raise HybridError(f"{path}: not a valid ORT-format file ({e})") from None
+    if external:
+        raise HybridError(f"{path}: refusing to load: tensor {external[0]!r} points at external data")
+
+
 def check_external_data(model_path: str | os.PathLike) -> list[str]:
     """Raise HybridError if any external-data location of the ONNX file at `model_path` is absolute,
-    leaves the file's directory (by '..' or a symlink) or does not exist; returns the locations."""
+    leaves the file's directory (by '..' or a symlink) or does not exist; returns the locations.
+    An ORT-format file (`ORTM` at bytes 4-8) has none: it is checked to point at no external data."""
     path = Path(model_path)
     try:
         data = path.read_bytes()
@@ -129,6 +140,9 @@ def check_external_data(model_path: str | os.PathLike) -> list[str]:
         raise HybridError(f"{path}: ONNX file not found") from None
     except OSError as e:
         raise HybridError(f"{path}: cannot read ({e.strerror or e.__class__.__name__})") from None
+    if is_ort_format(data):  # onnxruntime-mobile's format: no external data, verified there
+        _check_ort(path, data)
+        return []
     try:
         entries = external_locations(data)
     except ValueError as e:
