@@ -215,9 +215,12 @@ def _size(d) -> bool:
     return is_integer(d) and 0 <= d <= MAX_DIM
 
 
-def expected_state(model: dict) -> list[tuple[str, str, tuple]] | None:
-    """(input, output, shape) of every state tensor the contract gives a model config, in graph
-    order (docs/model-directory.md); None when the config lacks a field it needs."""
+def expected_state(model: dict, version: int = 2) -> list[tuple[str, str, tuple]] | None:
+    """(input, output, shape) of every state tensor the contract of `version` gives a model
+    config, in graph order (docs/model-directory.md); None when the config lacks a field it needs.
+    Version 1 carries the memory mask as state (past_mask) and no conv_state for window 1; version
+    2 takes attention_mask instead and a pass-through conv_state for window 1 (onnxruntime-genai
+    pairs every recurrent_state with one)."""
     keys = ("pattern", "n_heads", "d_model", "mem_len", "qrnn_window")
     if not (isinstance(model.get("pattern"), str) and all(_size(model.get(k)) for k in keys[1:])
             and model["n_heads"] > 0 and model["d_model"] % model["n_heads"] == 0):
@@ -229,9 +232,9 @@ def expected_state(model: dict) -> list[tuple[str, str, tuple]] | None:
             out += [(f"past_key_values.{i}.{n}", f"present.{i}.{n}", ("batch", H, M, D // H)) for n in ("key", "value")]
         elif kind == "Q":
             out.append((f"past_key_values.{i}.recurrent_state", f"present.{i}.recurrent_state", ("batch", D)))
-            if k > 1:
-                out.append((f"past_key_values.{i}.conv_state", f"present.{i}.conv_state", ("batch", k - 1, D)))
-    if "A" in model["pattern"] and M > 0:
+            if k > 1 or version >= 2:
+                out.append((f"past_key_values.{i}.conv_state", f"present.{i}.conv_state", ("batch", max(k - 1, 1), D)))
+    if "A" in model["pattern"] and M > 0 and version == 1:
         out.append(("past_mask", "present_mask", ("batch", M)))
     return out
 
@@ -240,8 +243,12 @@ def check_contract(md: ModelDir, cfg_path: Path) -> None:
     """config.json against itself: the state list, the logits shape and the input dtype are what
     the contract derives from its `model` section; the metric is the tokenizer's (checked when the
     tokenizer is loaded: check_tokenizer)."""
-    want = expected_state(md.model)
+    version = md.config["format_version"]
+    want = expected_state(md.model, version)
     _need(want is not None, cfg_path, "'model' must give pattern, n_heads, d_model, mem_len and qrnn_window as sizes")
+    memory = "A" in md.model["pattern"] and md.model["mem_len"] > 0
+    _need(version == 1 or (md.mask_len is not None) == memory, cfg_path,
+          "inputs must hold attention_mask exactly when the model has an attention memory (mem_len > 0)")
     have = [(s.input, s.output, s.shape) for s in md.state]
     if have != want:
         diff = next((f"state[{i}] is {h} but the model config gives {w}" for i, (h, w) in enumerate(zip(have, want))

@@ -159,8 +159,8 @@ def test_tokenizer_paths_and_special_files_are_refused(tiny, tmp_path):
 
 
 def test_tokenizer_contents_are_checked_and_errors_name_the_file(tiny, tmp_path):
-    d, _ = copy_model(tiny, tmp_path)
-    tok = d / "tokenizer.json"
+    d, cfg = copy_model(tiny, tmp_path)
+    tok = d / cfg["tokenizer"]  # the project's tokenizer file, as config.json names it
     cases = [({"type": "word", "vocab": ["a", "<eos>"]}, "tokenizer.json: word vocabulary must contain '<unk>'"),
              ({"type": "word", "vocab": ["<unk>", "a"]}, "tokenizer.json: word vocabulary must contain"),
              ({"type": "word", "vocab": "abc"}, "'vocab' must be a list of non-empty strings"),
@@ -188,7 +188,7 @@ def test_a_graph_with_another_vocabulary_is_refused(tiny, tmp_path):
                         outputs={"logits": {"dtype": "float32", "shape": ["batch", "sequence", 300]}})
     cfg["model"]["vocab_size"] = 300
     (d / "config.json").write_text(json.dumps(cfg))
-    (d / "tokenizer.json").write_text(json.dumps({"type": "word", "vocab": words}))
+    (d / cfg["tokenizer"]).write_text(json.dumps({"type": "word", "vocab": words}))
     refused(d, "the graph's logits are \\['batch', 'sequence', 256\\], but config.json has vocab_size 300")
     assert "not this directory's model" in one_error_line(hybrid("eval", d, BUILTIN))
 
