@@ -28,6 +28,7 @@ try {
       else if (what === 'generateTokens') out.push(await s.generateTokens(arg));
       else if (what === 'logprobs') out.push(Array.from(await s.nextTokenLogprobs()));
       else if (what === 'reset') out.push(s.reset() ?? null);
+      else if (what === 'nTokens') out.push(s.nTokens);
       else if (what === 'partialStream') { // read n pieces, then stop early
         const got = [];
         for await (const p of s.stream(arg.opts)) { got.push(p); if (got.length >= arg.n) break; }

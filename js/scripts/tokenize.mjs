@@ -1,12 +1,10 @@
-// `node scripts/tokenize.mjs < JOB_JSON`: the JavaScript tokenizers on the texts of a job, for
+// `node scripts/tokenize.mjs JOB_JSON`: the JavaScript tokenizers on the texts of a job, for
 // tests/test_js.py to compare with runtime/tokenizer.py. JOB: {"tokenizer": tokenizer.json's
 // content, "texts": [...], "byteStreams": [[byte, ...], ...]}. Lone surrogates travel as
 // {"escaped": [code units]} since JSON text cannot hold them portably.
 import { tokenizerFromJson, ByteTokenizer, HybridError } from '../src/index.js';
 
-const chunks = [];
-for await (const c of process.stdin) chunks.push(c);
-const job = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+const job = JSON.parse(process.argv[2]);
 const tok = tokenizerFromJson(job.tokenizer);
 const text = (t) => (typeof t === 'string' ? t : String.fromCharCode(...t.escaped));
 const attempt = (fn) => {
