@@ -6,7 +6,11 @@
 import { HybridError, show } from './errors.js';
 
 export const FORMAT = 'hybrid-onnx';
-export const FORMAT_VERSIONS = [1];
+// 1: the graph carries a float past_mask [batch, mem_len] itself (in `state`, returns present_mask).
+// 2: it takes onnxruntime-genai's int64 attention_mask [batch, total_sequence_length] instead; the
+//    reader keeps the memory's occupancy (maskLen = mem_len slots) and feeds [mask, ones].
+export const FORMAT_VERSIONS = [1, 2];
+export const ATTENTION_MASK = 'attention_mask';
 export const VARIANTS = ['fp32', 'int8', 'int4'];
 // `auto` takes the first variant present in this order (as the Python runtime).
 export const AUTO_ORDER = ['int8', 'fp32', 'int4'];
@@ -58,6 +62,7 @@ export function readConfig(cfg, where) {
   need(unknown.length === 0, where, `'files' has unknown variants ${show(unknown.sort())} (known: ${VARIANTS.join(', ')})`);
   for (const name of Object.values(files)) checkFileName(name, where);
   const tokenizer = checkFileName(cfg.tokenizer ?? 'tokenizer.json', where);
+  const maskLen = attentionMask(cfg, version, where);
   need(Array.isArray(cfg.state), where, "'state' must be a list");
   const state = cfg.state.map((s, i) => {
     need(s && typeof s === 'object' && typeof s.input === 'string' && typeof s.output === 'string'
@@ -65,12 +70,41 @@ export function readConfig(cfg, where) {
     `state[${i}] must have input, output, dtype float32 and shape ['batch', sizes...]`);
     return { input: s.input, output: s.output, shape: s.shape.slice(1), size: s.shape.slice(1).reduce((a, b) => a * b, 1) };
   });
-  return { version, model, metric: cfg.metric, files: { ...files }, tokenizer, state };
+  return { version, model, metric: cfg.metric, files: { ...files }, tokenizer, state, maskLen };
 }
 
-/** The graph inputs a call feeds besides input_ids and the carried state (none in version 1). */
+/** Version 2's attention_mask: int64, only with an attention memory; returns mem_len, or null
+ * when the graph takes no mask (version 1, or no attention memory). */
+function attentionMask(cfg, version, where) {
+  const inputs = cfg.inputs ?? {};
+  need(inputs && typeof inputs === 'object' && !Array.isArray(inputs), where, "'inputs' must be an object");
+  if (!(ATTENTION_MASK in inputs)) return null;
+  const spec = inputs[ATTENTION_MASK], mem = cfg.model.mem_len;
+  need(version >= 2, where, `${show(ATTENTION_MASK)} is an input of version 2 graphs, this is version ${version}`);
+  need(spec && spec.dtype === 'int64', where, `inputs.${ATTENTION_MASK} must be int64`);
+  need(Number.isSafeInteger(mem) && mem > 0, where, `a graph with an ${ATTENTION_MASK} needs model.mem_len > 0, got ${show(mem)}`);
+  return mem;
+}
+
+/** The graph inputs a call feeds besides input_ids and the carried state. */
 export function extraInputNames(contract) {
-  return [];
+  return contract.maskLen ? [ATTENTION_MASK] : [];
+}
+
+/**
+ * Version 2's attention_mask for a call of T tokens: per row the memory's occupancy (`mask`,
+ * batch x maskLen of 0/1) then T ones, as int64 [batch, maskLen + T]; and the occupancy after
+ * the call, the last maskLen entries of each row.
+ */
+export function attentionMaskFeed(mask, batch, maskLen, T) {
+  const L = maskLen + T;
+  const full = new BigInt64Array(batch * L).fill(1n);
+  const next = new Uint8Array(batch * maskLen);
+  for (let b = 0; b < batch; b++) {
+    for (let j = 0; j < maskLen; j++) full[b * L + j] = mask[b * maskLen + j] ? 1n : 0n;
+    for (let j = 0; j < maskLen; j++) next[b * maskLen + j] = Number(full[b * L + T + j]);
+  }
+  return { full, next, dims: [batch, L] };
 }
 
 /**

@@ -3,10 +3,12 @@
 // everything else is the same code in both.
 
 import { HybridError } from './errors.js';
+import { ATTENTION_MASK, attentionMaskFeed } from './contract.js';
 import { Session } from './session.js';
 import { evaluateTokens } from './evaluate.js';
 
-/** @typedef {{tensors: any[], length: number}} State  tensors in config.json's state order; length: tokens seen */
+/** @typedef {{tensors: any[], length: number, mask: Uint8Array|null}} State  tensors in config.json's state order;
+ * length: tokens seen; mask: the attention memory's occupancy [batch, maskLen] (version 2 graphs) */
 
 /** One line for an onnxruntime failure. */
 export function ortError(e, where) {
@@ -39,7 +41,8 @@ export class Model {
   /** Zeros for every state tensor: a fresh stream (an all-zero past_mask is an empty memory). */
   initialState(batch = 1) {
     const tensors = this.contract.state.map((s) => new this.ort.Tensor('float32', new Float32Array(batch * s.size), [batch, ...s.shape]));
-    return { tensors, length: 0 };
+    const mask = this.contract.maskLen ? new Uint8Array(batch * this.contract.maskLen) : null;
+    return { tensors, length: 0, mask };
   }
 
   /**
@@ -52,6 +55,12 @@ export class Model {
     const data = ids instanceof BigInt64Array ? ids : BigInt64Array.from(ids, (i) => BigInt(i));
     const feeds = { input_ids: new this.ort.Tensor('int64', data, [batch, T]) };
     this.contract.state.forEach((s, i) => { feeds[s.input] = state.tensors[i]; });
+    let mask = null;
+    if (this.contract.maskLen) {
+      const m = attentionMaskFeed(state.mask, batch, this.contract.maskLen, T);
+      feeds[ATTENTION_MASK] = new this.ort.Tensor('int64', m.full, m.dims);
+      mask = m.next;
+    }
     let out;
     try {
       out = await this.session_.run(feeds, this.outputNames);
@@ -59,7 +68,7 @@ export class Model {
       throw ortError(e, this.name);
     }
     const tensors = this.contract.state.map((s) => out[s.output]);
-    return { logits: out.logits.data, state: { tensors, length: state.length + T } };
+    return { logits: out.logits.data, state: { tensors, length: state.length + T, mask } };
   }
 
   /** A stepper for token-by-token generation from `state` (copied in). */
@@ -117,8 +126,14 @@ export class Stepper {
     const make = () => contract.state.map((s) => new ort.Tensor('float32', new Float32Array(s.size), [1, ...s.shape]));
     this.buffers = [make(), make()];
     const idsTensor = new ort.Tensor('int64', this.ids, [1, 1]);
+    // Version 2: one [1, maskLen + 1] attention_mask, [occupancy, 1], shifted after each step
+    // while the memory fills; once full it stays all ones and a step touches nothing.
+    this.maskLen = contract.maskLen ?? 0;
+    this.mask = new BigInt64Array(this.maskLen + 1).fill(1n);
+    const maskTensor = new ort.Tensor('int64', this.mask, [1, this.maskLen + 1]);
     this.runs = [[0, 1], [1, 0]].map(([src, dst]) => {
       const feeds = { input_ids: idsTensor }, fetches = { logits: this.logits };
+      if (this.maskLen) feeds[ATTENTION_MASK] = maskTensor;
       contract.state.forEach((s, i) => {
         feeds[s.input] = this.buffers[src][i];
         fetches[s.output] = this.buffers[dst][i];
@@ -138,6 +153,11 @@ export class Stepper {
       if (t.data.length !== cur[i].data.length) throw new HybridError(`state ${this.model.contract.state[i].input} has ${t.data.length} values, the stepper holds ${cur[i].data.length} (batch must be 1)`);
       if (t !== cur[i]) cur[i].data.set(t.data);
     });
+    if (this.maskLen) {
+      for (let j = 0; j < this.maskLen; j++) this.mask[j] = state.mask[j] ? 1n : 0n;
+      this.mask[this.maskLen] = 1n;
+      this.maskFull = state.mask.every((x) => x);
+    }
     this.length = state.length;
   }
 
@@ -162,6 +182,10 @@ export class Stepper {
       }
     }
     this.length += 1;
+    if (this.maskLen && !this.maskFull) {
+      this.mask.copyWithin(0, 1); // the memory after this token: the last maskLen of [mask, 1]
+      this.maskFull = this.mask.every((x) => x === 1n);
+    }
     const next = this.turn ^ 1;
     if (!this.inPlace) {
       this.model.contract.state.forEach((s, i) => {
@@ -175,12 +199,16 @@ export class Stepper {
 
   /** The current state (the stepper's buffers; copy to keep). */
   get state() {
-    return { tensors: this.buffers[this.turn], length: this.length };
+    return { tensors: this.buffers[this.turn], length: this.length, mask: this.occupancy() };
+  }
+
+  occupancy() {
+    return this.maskLen ? Uint8Array.from(this.mask.subarray(0, this.maskLen), Number) : null;
   }
 
   /** A copy of the current state that later steps leave alone. */
   snapshot() {
     const tensors = this.buffers[this.turn].map((t) => new this.model.ort.Tensor('float32', t.data.slice(), t.dims));
-    return { tensors, length: this.length };
+    return { tensors, length: this.length, mask: this.occupancy() };
   }
 }
