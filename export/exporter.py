@@ -4,7 +4,7 @@
                check=True, progress=True) -> report dict
 
 Steps: load the run (config + safetensors), trace the fp32 graph (QRNN recurrence as one Scan),
-check its structure, quantize, write config.json / tokenizer.json, run the self-check
+check its structure, quantize, write config.json, the tokenizer and onnxruntime-genai's files, run the self-check
 (selfcheck.py) and write export_report.json. The directory is built under a temporary name
 beside `out_dir` and renamed into place only when everything (the self-check included) passed,
 so a failure never leaves a half-written or unchecked model directory behind.
@@ -179,7 +179,8 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
     import onnxruntime
     import torch
 
-    from hybrid.export import contract, quantize as q, selfcheck
+    from hybrid.export import contract, genai, quantize as q, selfcheck
+    from hybrid.export.signature import graph_state_shapes, uses_attention_mask
     from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
                                           export_onnx, output_name, weight_matmuls_in_loops)
 
@@ -213,10 +214,11 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
                 raise HybridError(f"{files[v]}: {len(left)} weight matrix products left in fp32 ({', '.join(left[:3])})")
         prepared.unlink()
 
-    shutil.copyfile(run_dir / "tokenizer.json", tmp / "tokenizer.json")
-    shapes = model.state_shapes(1)
+    shutil.copyfile(run_dir / "tokenizer.json", tmp / contract.TOKENIZER)
+    shapes = graph_state_shapes(model, 1)
+    extra = genai.write_genai_files(tmp, model_cfg.to_dict(), files, tokenizer.kind)
     cfg_json = contract.model_config_json(model_cfg.to_dict(), shapes, {n: output_name(n) for n in shapes},
-                                          metric, opset, files)
+                                          metric, opset, files, uses_attention_mask(model), extra)
     (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
 
     fp32_bytes = (tmp / files["fp32"]).stat().st_size

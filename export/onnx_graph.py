@@ -1,10 +1,10 @@
 """PyTorch model -> one ONNX graph with explicit state inputs and outputs, and checks on that graph.
 
-The graph's signature is flat (ONNX has no dicts):
-    inputs   input_ids [batch, sequence] int64, then every state tensor in `HybridLM.state_shapes` order
+The graph's signature is flat (ONNX has no dicts) and is onnxruntime-genai's (signature.py):
+    inputs   input_ids [batch, sequence] int64, attention_mask [batch, total_sequence_length]
+             int64 (models with an attention memory), then every state tensor
     outputs  logits [batch, sequence, vocab], then the new state in the same order
-State inputs are named as the model names them (`past_key_values.<i>.<kind>`, `past_mask`); the
-outputs swap the prefix for `present.` (`present_mask`), as onnxruntime-genai expects.
+State inputs are named `past_key_values.<i>.<kind>`; the outputs swap the prefix for `present.`.
 
 The QRNN recurrence becomes one ONNX `Scan`: `fo_pool` switches to torch's scan operator while
 torch.export traces (see train/ops/fo_pool/scan.py), so the graph is the same whatever sequence
@@ -23,34 +23,10 @@ import onnx
 import torch
 
 from hybrid.runtime.errors import HybridError
+from hybrid.export.signature import ATTENTION_MASK, GraphSignature, io_names, output_name  # noqa: F401 (re-exported)
 from hybrid.train.model import HybridLM
 
 DEFAULT_OPSET = 20  # 20 has a Gelu op that onnxruntime fuses (~15% faster evaluation than 18's Erf form); onnxruntime >= 1.17
-
-
-def output_name(state_name: str) -> str:
-    """`past_key_values.3.key` -> `present.3.key`; `past_mask` -> `present_mask`."""
-    if state_name == "past_mask":
-        return "present_mask"
-    return "present." + state_name[len("past_key_values."):]
-
-
-class FlatSignature(torch.nn.Module):
-    """HybridLM with positional tensors in and out, in graph order."""
-
-    def __init__(self, model: HybridLM):
-        super().__init__()
-        self.model = model
-        self.state_names = list(model.state_shapes(1))
-
-    def forward(self, input_ids, *state):
-        logits, new_state = self.model(input_ids, dict(zip(self.state_names, state)))
-        return (logits, *(new_state[n] for n in self.state_names))
-
-
-def io_names(model: HybridLM) -> tuple[list[str], list[str]]:
-    names = list(model.state_shapes(1))
-    return ["input_ids", *names], ["logits", *(output_name(n) for n in names)]
 
 
 @contextlib.contextmanager
@@ -86,15 +62,16 @@ def export_onnx(model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7,
     if trace_len < 2 or trace_batch < 2:
         raise ValueError("trace sizes must be at least 2 (size-1 dimensions get specialised)")
     model = model.float().eval()
-    wrapped = FlatSignature(model).eval()
-    ids = torch.randint(0, model.cfg.vocab_size, (trace_batch, trace_len), generator=torch.Generator().manual_seed(0))
-    state = model.initial_state(trace_batch, device="cpu")
-    args = (ids, *state.values())
+    wrapped = GraphSignature(model).eval()
+    args = wrapped.example_inputs(trace_batch, trace_len, past_len=trace_len + 3)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    dynamic = {"input_ids": {0: batch, 1: seq}}
-    if state:  # a model of only feed-forward blocks (or attention without memory) has no state
-        dynamic["state"] = tuple({0: batch} for _ in state)
     inputs, outputs = io_names(model)
+    # Positional inputs after input_ids (the mask, the state) arrive as forward's *rest.
+    rest = [{0: batch} if n != ATTENTION_MASK else {0: batch, 1: torch.export.Dim("total_sequence_length")}
+            for n in inputs[1:]]
+    dynamic = {"input_ids": {0: batch, 1: seq}}
+    if rest:  # a model of only feed-forward blocks (or attention without memory) has no state
+        dynamic["rest"] = tuple(rest)
     try:
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(wrapped, args, f=None, dynamo=True, dynamic_shapes=dynamic,
@@ -110,6 +87,8 @@ def export_onnx(model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7,
             dims[0].dim_param = "batch"
         if value.name in ("input_ids", "logits") and len(dims) > 1:
             dims[1].dim_param = "sequence"
+        if value.name == ATTENTION_MASK:
+            dims[1].dim_param = "total_sequence_length"
     fold_scan_transposes(proto.graph)
     got_in, got_out = [v.name for v in proto.graph.input], [v.name for v in proto.graph.output]
     if got_in != inputs or got_out != outputs:

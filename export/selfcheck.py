@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybrid.export.onnx_graph import output_name
+from hybrid.export.signature import graph_state_shapes, output_name, uses_attention_mask
+from hybrid.runtime.attention_mask import PAST_MASK, split_past_mask
 from hybrid.train.model import HybridLM
 
 PARITY_LENGTHS = (1, 7, 512, 2048)
@@ -42,20 +43,31 @@ class TorchStepper:
 
 
 class OrtStepper:
+    """The graph's state (signature.py) plus, for a model with an attention memory, the float
+    past_mask that the graph's attention_mask is made of (as the runtime does it)."""
+
     def __init__(self, path: Path, model: HybridLM):
         from hybrid.export.quantize import load_session
 
         self.session = load_session(path)
-        self.shapes = model.state_shapes
-        self.names = list(model.state_shapes(1))
+        self.model = model
+        self.names = list(graph_state_shapes(model, 1))
         self.outputs = ["logits", *(output_name(n) for n in self.names)]
 
     def zero_state(self, batch: int) -> dict[str, np.ndarray]:
-        return {k: np.zeros(s, np.float32) for k, s in self.shapes(batch).items()}
+        state = {k: np.zeros(s, np.float32) for k, s in graph_state_shapes(self.model, batch).items()}
+        if uses_attention_mask(self.model):
+            state[PAST_MASK] = np.zeros((batch, self.model.cfg.mem_len), np.float32)
+        return state
 
     def step(self, ids: np.ndarray, state: dict[str, np.ndarray]):
-        out = self.session.run(self.outputs, {"input_ids": np.ascontiguousarray(ids, dtype=np.int64), **state})
-        return out[0], dict(zip(self.names, out[1:]))
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        feed, past_mask = split_past_mask(state, ids.shape[1]) if PAST_MASK in state else (state, None)
+        out = self.session.run(self.outputs, {"input_ids": ids, **feed})
+        new = dict(zip(self.names, out[1:]))
+        if past_mask is not None:
+            new[PAST_MASK] = past_mask
+        return out[0], new
 
 
 def run_chunks(stepper, ids: np.ndarray, sizes) -> np.ndarray:

@@ -18,10 +18,13 @@ import onnxruntime as ort
 
 from hybrid.runtime.safe_onnx import check_external_data
 from hybrid.runtime.errors import HybridError, is_integer
-from hybrid.runtime.modeldir import ModelDir, open_model_dir
+from hybrid.runtime.attention_mask import PAST_MASK, MaskStepper, split_past_mask
+from hybrid.runtime.modeldir import ATTENTION_MASK, ModelDir, open_model_dir
 from hybrid.runtime.tokenizer import load_tokenizer
 
-State = dict[str, np.ndarray]  # keyed by graph input name (past_key_values.<i>.<kind>, past_mask)
+# Keyed by graph input name (past_key_values.<i>.<kind>), and past_mask [B, mem_len] for models
+# with an attention memory (a graph input in version 1, kept by the runtime in version 2).
+State = dict[str, np.ndarray]
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
@@ -80,13 +83,14 @@ class Model:
         self.threads, self.provider = threads, provider
         self.ort = make_session(self.path, threads, provider)
         self.state_specs = self.dir.state
+        self.mask_len = self.dir.mask_len  # version 2: the graph takes an attention_mask (attention_mask.py)
         self._check_graph()
         self.output_names = ["logits"] + [s.output for s in self.state_specs]
 
     def _check_graph(self) -> None:
         inputs = {i.name for i in self.ort.get_inputs()}
         outputs = {o.name for o in self.ort.get_outputs()}
-        want_in = {"input_ids"} | {s.input for s in self.state_specs}
+        want_in = {"input_ids"} | {s.input for s in self.state_specs} | ({ATTENTION_MASK} if self.mask_len else set())
         want_out = {"logits"} | {s.output for s in self.state_specs}
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))
@@ -116,11 +120,18 @@ class Model:
     # -- the plain path: numpy in, numpy out -------------------------------------------------------
     def initial_state(self, batch: int = 1) -> State:
         """Zeros for every state tensor: a fresh stream (an all-zero past_mask is an empty memory)."""
-        return {s.input: np.zeros((batch, *s.shape[1:]), dtype=np.float32) for s in self.state_specs}
+        state = {s.input: np.zeros((batch, *s.shape[1:]), dtype=np.float32) for s in self.state_specs}
+        if self.mask_len:
+            state[PAST_MASK] = np.zeros((batch, self.mask_len), dtype=np.float32)
+        return state
 
     def forward(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """logits [B, T, vocab] and the state after these T tokens; `ids` is [B, T] integers."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.mask_len:
+            feed, past_mask = split_past_mask(state, ids.shape[1])
+            outs = self.ort.run(self.output_names, {"input_ids": ids, **feed})
+            return outs[0], {**{s.input: o for s, o in zip(self.state_specs, outs[1:])}, PAST_MASK: past_mask}
         outs = self.ort.run(self.output_names, {"input_ids": ids, **state})
         return outs[0], {s.input: o for s, o in zip(self.state_specs, outs[1:])}
 
@@ -198,6 +209,7 @@ class Stepper:
                 self._keep += [a, b]
             self.bindings.append(io)
         self._keep += [ids_v, logits_v]
+        self.mask = MaskStepper(self.bindings, model.mask_len, self._keep) if model.mask_len else None
         self.turn = 0  # buffers[turn] holds the current state
         self._run = model.ort.run_with_iobinding
 
@@ -207,10 +219,14 @@ class Stepper:
             if state[k].shape != buf.shape:
                 raise HybridError(f"state {k!r} has shape {state[k].shape}, the stepper holds {buf.shape}")
             np.copyto(buf, state[k])
+        if self.mask is not None:
+            self.mask.reset()
 
     def step(self, token: int) -> np.ndarray:
         """Feed one token; returns the next-token logits [vocab] (a view, valid until the next step)."""
         self.ids[0, 0] = token
+        if self.mask is not None:
+            self.mask.advance(self.buffers[self.turn][PAST_MASK], self.buffers[self.turn ^ 1][PAST_MASK])
         self._run(self.bindings[self.turn])
         self.turn ^= 1
         return self.logits[0, 0]

@@ -1,4 +1,5 @@
-"""Read and check an exported model directory (docs/model-directory.md, format `hybrid-onnx` v1).
+"""Read and check an exported model directory (docs/model-directory.md, format `hybrid-onnx` v2;
+version-1 directories are read too).
 
 Only the standard library: this is the part of the contract every reader needs before it loads a
 graph, and it refuses anything it does not understand with one clear line.
@@ -13,7 +14,11 @@ from pathlib import Path
 from hybrid.runtime.errors import HybridError
 
 FORMAT = "hybrid-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what the exporter writes
+# 1: the graph takes a float past_mask [batch, mem_len] and returns present_mask.
+# 2: it takes onnxruntime-genai's int64 attention_mask [batch, total_sequence_length] instead.
+READ_VERSIONS = (1, 2)
+ATTENTION_MASK = "attention_mask"
 VARIANTS = ("fp32", "int8", "int4")
 # `auto` picks the first variant present in this order: int8 is the fast one on CPUs and keeps
 # bits per character within a few thousandths of fp32 on trained models.
@@ -56,6 +61,15 @@ class ModelDir:
     @property
     def vocab_size(self) -> int:
         return int(self.model["vocab_size"])
+
+    @property
+    def mask_len(self) -> int | None:
+        """mem_len when the graph takes an attention_mask (version 2, a model with an attention
+        memory): the runtime then keeps the memory's occupancy as a float `past_mask` of that
+        length in its state, as version 1 graphs do themselves. None otherwise."""
+        if ATTENTION_MASK in self.config.get("inputs", {}):
+            return int(self.model["mem_len"])
+        return None
 
     @property
     def tokenizer_path(self) -> Path:
@@ -108,6 +122,19 @@ def _need(ok: bool, where: Path, msg: str) -> None:
         raise HybridError(f"{where}: {msg}")
 
 
+def _check_inputs(cfg: dict, version: int, cfg_path: Path) -> None:
+    """Version 2's attention_mask: int64, only with an attention memory (mem_len > 0)."""
+    inputs = cfg.get("inputs", {})
+    _need(isinstance(inputs, dict), cfg_path, "'inputs' must be an object")
+    if ATTENTION_MASK not in inputs:
+        return
+    spec, mem = inputs[ATTENTION_MASK], cfg["model"].get("mem_len")
+    _need(version >= 2, cfg_path, f"{ATTENTION_MASK!r} is an input of version 2 graphs, this is version {version}")
+    _need(isinstance(spec, dict) and spec.get("dtype") == "int64", cfg_path, f"inputs.{ATTENTION_MASK} must be int64")
+    _need(isinstance(mem, int) and not isinstance(mem, bool) and mem > 0, cfg_path,
+          f"a graph with an {ATTENTION_MASK} needs model.mem_len > 0, got {mem!r}")
+
+
 def open_model_dir(path: str | Path) -> ModelDir:
     """Check a model directory against the contract; every problem is one HybridError line."""
     path = Path(path)
@@ -133,8 +160,9 @@ def open_model_dir(path: str | Path) -> ModelDir:
                           f"export it first: hybrid export {path} --out MODEL_DIR")
     _need(fmt == FORMAT, cfg_path, f"unknown format {fmt!r} (this hybrid reads {FORMAT!r})")
     ver = cfg.get("format_version")
-    _need(ver == FORMAT_VERSION, cfg_path,
-          f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} version {FORMAT_VERSION})")
+    _need(type(ver) is int and ver in READ_VERSIONS, cfg_path,
+          f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} versions "
+          f"{', '.join(map(str, READ_VERSIONS))})")
     model = cfg.get("model")
     _need(isinstance(model, dict) and isinstance(model.get("vocab_size"), int) and model["vocab_size"] > 0,
           cfg_path, "'model' must be an object with a positive integer vocab_size")
@@ -144,6 +172,7 @@ def open_model_dir(path: str | Path) -> ModelDir:
           cfg_path, "'files' must map variants to file names")
     _need(all(k in VARIANTS for k in files), cfg_path,
           f"'files' has unknown variants {sorted(set(files) - set(VARIANTS))} (known: {', '.join(VARIANTS)})")
+    _check_inputs(cfg, ver, cfg_path)
     state = cfg.get("state")
     _need(isinstance(state, list), cfg_path, "'state' must be a list")
     specs = []

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from hybrid.export import commands, exporter
+from hybrid.export.signature import graph_state_shapes
 from hybrid.runtime.modeldir import open_model_dir
 from hybrid.export.onnx_graph import (DEFAULT_OPSET, count_nodes, count_ops, export_onnx, fold_scan_transposes, output_name,
                                       weight_matmuls_in_loops)
@@ -79,14 +80,16 @@ def load_torch(run_dir):
     return model
 
 
-def ort_run(session, model, ids, state):
-    names = list(model.state_shapes(1))
-    outs = session.run(None, {"input_ids": ids, **state})
+def ort_run(session, model, ids, state, past_len=0):
+    """The graph fed as onnxruntime-genai feeds it: attention_mask all ones over the stream so far."""
+    names = list(graph_state_shapes(model, 1))
+    mask = {"attention_mask": np.ones((ids.shape[0], past_len + ids.shape[1]), np.int64)} if model.uses_memory else {}
+    outs = session.run(None, {"input_ids": ids, **mask, **state})
     return outs[0], dict(zip(names, outs[1:]))
 
 
 def zero_state(model, batch):
-    return {k: np.zeros(s, np.float32) for k, s in model.state_shapes(batch).items()}
+    return {k: np.zeros(s, np.float32) for k, s in graph_state_shapes(model, batch).items()}
 
 
 # -- the recurrence as a scan ------------------------------------------------------------------
@@ -197,7 +200,7 @@ def test_one_call_and_many_calls_agree_and_match_pytorch(exported, run_dir):
     whole, whole_state = ort_run(sess, model, ids, zero_state(model, 1))
     state, pieces, p = zero_state(model, 1), [], 0
     for n in (1, 1, 5, 2, 13, 1, 100):
-        logits, state = ort_run(sess, model, ids[:, p:p + n], state)
+        logits, state = ort_run(sess, model, ids[:, p:p + n], state, past_len=p)
         pieces.append(logits)
         p += n
     np.testing.assert_allclose(np.concatenate(pieces, 1), whole, atol=1e-5)
@@ -206,7 +209,8 @@ def test_one_call_and_many_calls_agree_and_match_pytorch(exported, run_dir):
     with torch.no_grad():
         ref, ref_state = model(torch.from_numpy(ids))
     np.testing.assert_allclose(whole, ref.numpy(), atol=1e-4, rtol=1e-4)
-    for k in ref_state:
+    assert set(whole_state) == set(ref_state) - {"past_mask"}  # the graph takes the mask as attention_mask
+    for k in whole_state:
         np.testing.assert_allclose(whole_state[k], ref_state[k].numpy(), atol=1e-4, rtol=1e-4)
 
 
@@ -227,25 +231,31 @@ def test_dynamic_batch_one_and_four_in_one_session(exported, run_dir):
 
 def test_directory_follows_the_contract(exported, run_dir):
     out, report = exported
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "export_report.json", "model.int4.onnx",
-                                                     "model.int8.onnx", "model.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "export_report.json", "genai_config.json",
+                                                     "hybrid_tokenizer.json", "model.int4.onnx", "model.int8.onnx",
+                                                     "model.onnx", "tokenizer.json", "tokenizer_config.json"]
     cfg = open_model_dir(out).config
     model = load_torch(run_dir)
-    assert cfg["format"] == "hybrid-onnx" and cfg["format_version"] == 1 and cfg["metric"] == "bpc"
+    assert cfg["format"] == "hybrid-onnx" and cfg["format_version"] == 2 and cfg["metric"] == "bpc"
+    assert cfg["tokenizer"] == "hybrid_tokenizer.json" and cfg["genai"] == {"config": "genai_config.json", "variant": "int8"}
+    assert cfg["inputs"]["attention_mask"] == {"dtype": "int64", "shape": ["batch", "total_sequence_length"]}
     assert cfg["files"] == {"fp32": "model.onnx", "int8": "model.int8.onnx", "int4": "model.int4.onnx"}
     assert ModelConfig.from_dict(cfg["model"]) == model.cfg
-    shapes = model.state_shapes(1)
+    shapes = graph_state_shapes(model, 1)
     assert [s["input"] for s in cfg["state"]] == list(shapes)
     assert [s["output"] for s in cfg["state"]] == [output_name(n) for n in shapes]
     assert [s["shape"][1:] for s in cfg["state"]] == [list(v[1:]) for v in shapes.values()]
-    assert {"past_key_values.0.recurrent_state", "past_key_values.0.conv_state", "past_key_values.2.key",
-            "past_mask"} <= set(shapes)
+    assert {"past_key_values.0.recurrent_state", "past_key_values.0.conv_state", "past_key_values.2.key"} <= set(shapes)
+    assert "past_mask" not in shapes
     graph = onnx.load(str(out / "model.onnx")).graph
-    assert [i.name for i in graph.input] == ["input_ids", *shapes]
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", *shapes]
     assert [o.name for o in graph.output] == ["logits", *(s["output"] for s in cfg["state"])]
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
-    assert json.loads((out / "tokenizer.json").read_text())["type"] == "byte"
+    dims = [d.dim_param or d.dim_value for d in graph.input[1].type.tensor_type.shape.dim]
+    assert dims == ["batch", "total_sequence_length"]
+    assert json.loads((out / "hybrid_tokenizer.json").read_text())["type"] == "byte"
+    assert json.loads((out / "tokenizer.json").read_text())["model"]["type"] == "BPE"  # Hugging Face's, for genai
 
 
 def test_reader_refuses_an_unknown_format_version(exported, tmp_path):

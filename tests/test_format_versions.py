@@ -1,0 +1,53 @@
+"""Version-1 model directories (written before the onnxruntime-genai signature) still load and
+give the same text and numbers as when they were written: tests/data/v1-model was exported by the
+version-1 exporter (a QFAF byte model, mem_len 8, fp32) together with its greedy text and bpc."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from hybrid.runtime import load_model
+from hybrid.runtime.errors import HybridError
+from hybrid.runtime.modeldir import open_model_dir
+from hybrid.train.data import BUILTIN
+
+DATA = Path(__file__).parent / "data"
+V1 = DATA / "v1-model"
+EXPECTED = json.loads((DATA / "v1-model.expected.json").read_text(encoding="utf-8"))
+
+
+def test_a_version_1_directory_is_what_it_claims():
+    md = open_model_dir(V1)
+    assert md.config["format_version"] == 1 and md.mask_len is None
+    assert md.state[-1].input == "past_mask" and md.state[-1].output == "present_mask"
+    assert md.tokenizer_path.name == "tokenizer.json"
+
+
+def test_version_1_generates_the_text_it_generated_when_written():
+    model = load_model(V1, threads=1)
+    # 300 tokens: far past the 8-token attention memory.
+    assert model.generate(EXPECTED["prompt"], max_tokens=EXPECTED["max_tokens"], temperature=0) == EXPECTED["text"]
+    proc = run_cli("generate", str(V1), "--prompt", EXPECTED["prompt"], "--max-tokens", str(EXPECTED["max_tokens"]),
+                   "--temperature", "0", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip("\n") == (EXPECTED["prompt"] + EXPECTED["text"]).rstrip("\n")  # the CLI echoes the prompt
+
+
+def test_version_1_scores_what_it_scored_when_written():
+    model = load_model(V1, threads=1)
+    text = BUILTIN.read_text(encoding="utf-8")[-3000:]
+    got = model.evaluate(text, streams=EXPECTED["streams"], segment=EXPECTED["segment"])["bpc"]
+    assert got == pytest.approx(EXPECTED["bpc"], abs=1e-9)
+
+
+def test_attention_mask_is_refused_in_a_version_1_config(tmp_path):
+    d = tmp_path / "m"
+    shutil.copytree(V1, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["inputs"]["attention_mask"] = {"dtype": "int64", "shape": ["batch", "total_sequence_length"]}
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HybridError, match="attention_mask' is an input of version 2 graphs"):
+        open_model_dir(d)
