@@ -170,7 +170,8 @@ TRICKY = ["", "a", "hello world", "  two  spaces  ", "line one\nline two\n", "no
 @pytest.mark.parametrize("kind", ["byte", "word"])
 def test_tokenizers_equal_python(node, byte_model, word_model, kind):
     model_dir = byte_model if kind == "byte" else word_model
-    spec = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    name = json.loads((model_dir / "config.json").read_text())["tokenizer"]  # hybrid_tokenizer.json in version 2
+    spec = json.loads((model_dir / name).read_text(encoding="utf-8"))
     tok = tokenizer_from_json(spec)
     texts = TRICKY + [TEXT[1000:3000]]
     rng = random.Random(1)
@@ -289,6 +290,23 @@ def test_bad_directories_are_one_clear_line(node, byte_model, tmp_path):
         got = node_job(node, op="load", dir=path, variant="fp32" if path != tmp_path / "gone" else "auto")
         assert not got["ok"] and message in got["error"] and "\n" not in got["error"], (path, got)
         assert got["error"].startswith(str(path)), got
+
+
+V1 = ROOT / "tests" / "data" / "v1-model"  # a format-version-1 directory (float past_mask in the state)
+
+
+def test_node_reads_version_1_and_2_directories(node, byte_model):
+    expected = json.loads((ROOT / "tests" / "data" / "v1-model.expected.json").read_text(encoding="utf-8"))
+    got = node_job(node, op="generate", dir=V1, variant="fp32",
+                   generate={"prompt": expected["prompt"], "maxTokens": expected["max_tokens"], "temperature": 0})
+    assert got["ok"], got
+    assert got["out"]["text"] == expected["text"]
+    text = TEXT[-3000:]
+    got = node_job(node, op="evaluate", dir=V1, variant="fp32", text=text,
+                   evaluate={"streams": expected["streams"], "segment": expected["segment"]})
+    assert abs(got["out"]["bpc"] - expected["bpc"]) < 1e-4
+    v2 = json.loads((byte_model / "config.json").read_text())
+    assert v2["format_version"] == 2 and "attention_mask" in v2["inputs"]  # what the other tests run
 
 
 # -- the demo page in headless Chromium ------------------------------------------------------------------

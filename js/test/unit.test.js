@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng, StopFilter, checkSampling, filteredProbs, sample, readConfig, HybridError, WordTokenizer } from '../src/index.js';
-import { checkFileName } from '../src/contract.js';
+import { attentionMaskFeed, checkFileName } from '../src/contract.js';
 import { externalLocations } from '../src/onnxfile.js';
 
 const logits = Float32Array.from({ length: 50 }, (_, i) => Math.sin(i * 1.7) * 3);
@@ -71,7 +71,14 @@ const CONFIG = { format: 'hybrid-onnx', format_version: 1, model: { vocab_size: 
 test('config.json checks: format, format_version, files inside the directory', () => {
   assert.equal(readConfig(CONFIG, 'c').state[0].size, 4);
   const bad = (over, re) => assert.throws(() => readConfig({ ...CONFIG, ...over }, 'dir/config.json'), (e) => e instanceof HybridError && re.test(e.message));
-  bad({ format_version: 2 }, /dir\/config.json: format_version 2 is not supported/);
+  bad({ format_version: 9 }, /dir\/config.json: format_version 9 is not supported \(this reader reads hybrid-onnx version 1, 2\)/);
+  bad({ format_version: '1' }, /format_version "1" is not supported/);
+  bad({ inputs: { attention_mask: { dtype: 'int64' } } }, /"attention_mask" is an input of version 2 graphs, this is version 1/);
+  bad({ format_version: 2, inputs: { attention_mask: { dtype: 'float32' } }, model: { vocab_size: 256, mem_len: 4 } }, /must be int64/);
+  bad({ format_version: 2, inputs: { attention_mask: { dtype: 'int64' } } }, /needs model.mem_len > 0/);
+  const v2 = readConfig({ ...CONFIG, format_version: 2, model: { vocab_size: 256, mem_len: 4 }, state: [],
+    inputs: { attention_mask: { dtype: 'int64' } } }, 'c');
+  assert.equal(v2.maskLen, 4);
   bad({ format_version: undefined }, /format_version undefined is not supported/);
   bad({ format: 'onnx' }, /unknown format "onnx"/);
   bad({ format: 'hybrid-run' }, /is a training run, not an exported model/);
@@ -98,4 +105,12 @@ test('the ONNX walker finds external data and refuses garbage', () => {
 test('word tokenizer: vocabulary checks', () => {
   assert.throws(() => new WordTokenizer(['a', '<eos>']), /must contain "<unk>" and "<eos>"/);
   assert.throws(() => new WordTokenizer(['<unk>', '<eos>', 'a', 'a']), /duplicate/);
+});
+
+test('version 2 attention_mask: [occupancy, ones] and the last maskLen entries after the call', () => {
+  const { full, next, dims } = attentionMaskFeed(Uint8Array.of(0, 0, 1, 0, 1, 1), 2, 3, 2);
+  assert.deepEqual(dims, [2, 5]);
+  assert.deepEqual(Array.from(full, Number), [0, 0, 1, 1, 1, 0, 1, 1, 1, 1]);
+  assert.deepEqual(Array.from(next), [1, 1, 1, 1, 1, 1]);
+  assert.deepEqual(Array.from(attentionMaskFeed(new Uint8Array(4), 1, 4, 1).next), [0, 0, 0, 1]);
 });
