@@ -349,3 +349,23 @@ def test_demo_page_in_chromium_equals_python(chromium, node, byte_model, server,
             assert r["score"]["tokens"] == want["tokens"] and abs(r["score"]["bpc"] - want["bpc"]) < 1e-4, v
             assert "bits per character" in r["scoreLine"]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _js_blocks(markdown: str) -> list[str]:
+    return [b.split("\n", 1)[1] for b in markdown.split("```")[1::2] if b.startswith("js\n")]
+
+
+def test_readme_snippets_run(node, byte_model, tmp_path):
+    """js/README.md's Node snippets are js/examples/*.mjs as written, and they run."""
+    blocks = _js_blocks((JS / "README.md").read_text(encoding="utf-8"))
+    for name in ("node.mjs", "readme.mjs"):
+        assert (JS / "examples" / name).read_text(encoding="utf-8") in blocks, name
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "hybrid-tiny").symlink_to(byte_model)  # the path the snippets name
+    for name in ("node.mjs", "readme.mjs"):
+        proc = subprocess.run([node, str(JS / "examples" / name)], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        last = proc.stdout.strip().split("\n")[-1].split()
+        bpc = float(last[0] if name == "node.mjs" else last[1])
+        assert 0 < bpc < 9
