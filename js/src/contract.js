@@ -70,6 +70,9 @@ export function readConfig(cfg, where) {
     `state[${i}] must have input, output, dtype float32 and shape ['batch', sizes...]`);
     return { input: s.input, output: s.output, shape: s.shape.slice(1), size: s.shape.slice(1).reduce((a, b) => a * b, 1) };
   });
+  // Version 2: the mask sizes the memory the reader keeps; it must be the key/value state's length.
+  need(!maskLen || state.every((s) => !/\.(key|value)$/.test(s.input) || (s.shape.length === 3 && s.shape[1] === maskLen)),
+    where, `the attention memory's key/value state must hold model.mem_len = ${maskLen} slots`);
   return { version, model, metric: cfg.metric, files: { ...files }, tokenizer, state, maskLen };
 }
 

@@ -79,6 +79,8 @@ test('config.json checks: format, format_version, files inside the directory', (
   const v2 = readConfig({ ...CONFIG, format_version: 2, model: { vocab_size: 256, mem_len: 4 }, state: [],
     inputs: { attention_mask: { dtype: 'int64' } } }, 'c');
   assert.equal(v2.maskLen, 4);
+  bad({ format_version: 2, model: { vocab_size: 256, mem_len: 4 }, inputs: { attention_mask: { dtype: 'int64' } },
+    state: [{ input: 'past_key_values.2.key', output: 'present.2.key', shape: ['batch', 2, 8, 16] }] }, /must hold model.mem_len = 4 slots/);
   bad({ format_version: undefined }, /format_version undefined is not supported/);
   bad({ format: 'onnx' }, /unknown format "onnx"/);
   bad({ format: 'hybrid-run' }, /is a training run, not an exported model/);
