@@ -16,6 +16,7 @@ def export(
     probe: Optional[Path] = typer.Option(None, help="Text file for the self-check (default: the built-in corpus's test split)."),
     check: bool = typer.Option(True, help="Run the self-check (PyTorch vs onnxruntime parity, bpc of every variant)."),
     overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
+    ort: bool = typer.Option(False, "--ort", help="Also write ORT-format files (.ort) for onnxruntime-mobile (Android, iOS)."),
     progress: bool = typer.Option(True, help="Print progress."),
 ):
     """Export a trained run to a self-checked ONNX model directory (fp32, int8, int4)."""
@@ -29,7 +30,7 @@ def export(
         except (OSError, UnicodeDecodeError) as e:
             raise HybridError(f"{probe}: cannot read probe text ({e.__class__.__name__})") from None
     report = export_run(run_dir, out, quantize=quantize, opset=opset, probe_text=probe_text, check=check,
-                        progress=progress, overwrite=overwrite)
+                        progress=progress, overwrite=overwrite, ort=ort)
     typer.echo(summary(report))
 
 
@@ -53,6 +54,8 @@ def summary(report: dict) -> str:
         kl = f"{r['kl_vs_fp32']:9.2e}" if "kl_vs_fp32" in r else f"{'':>9}"
         top = f"{100 * r['top1_vs_fp32']:6.2f}%" if "top1_vs_fp32" in r else f"{'':>7}"
         lines.append(f"{name:<8} {size} {val} {rel} {kl} {top}")
+    for v, r in report.get("ort", {}).items():
+        lines.append(f"{r['file']}: {r['bytes'] / 1e6:.2f} MB, max |logit diff| vs .onnx {r['max_abs_vs_onnx']:.2e}")
     return "\n".join(lines)
 
 

@@ -118,7 +118,7 @@ def _install(tmp: Path, out_dir: Path) -> None:
 
 
 def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_text=None, check=True,
-               progress=True, *, overwrite: bool = False) -> dict:
+               progress=True, *, overwrite: bool = False, ort: bool = False) -> dict:
     """Export a run directory to a model directory; returns the report (also export_report.json)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     variants = parse_quantize(quantize)
@@ -160,7 +160,7 @@ def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_te
     try:
         tmp.mkdir()
         report = _build(tmp, run_dir, model, model_cfg, train_cfg, tokenizer, variants, opset,
-                        probe_tokens, probe_source if check else None, metric_name(tokenizer.kind), log)
+                        probe_tokens, probe_source if check else None, metric_name(tokenizer.kind), log, ort)
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if check and not report["ok"]:
             raise HybridError(f"self-check failed: {'; '.join(report['failures'])}; nothing written to {out_dir}")
@@ -174,13 +174,14 @@ def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_te
 
 
 def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, variants, opset,
-           probe_tokens, probe_source, metric, log) -> dict:
+           probe_tokens, probe_source, metric, log, ort=False) -> dict:
     import onnx
     import onnxruntime
     import torch
 
-    from hybrid.export import contract, genai, quantize as q, selfcheck
+    from hybrid.export import contract, genai, ort as ort_files, quantize as q, selfcheck
     from hybrid.export.signature import graph_state_shapes, uses_attention_mask
+    from hybrid.runtime.model import Model
     from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
                                           export_onnx, output_name, weight_matmuls_in_loops)
 
@@ -217,6 +218,9 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
     shutil.copyfile(run_dir / "tokenizer.json", tmp / contract.TOKENIZER)
     shapes = graph_state_shapes(model, 1)
     extra = genai.write_genai_files(tmp, model_cfg.to_dict(), files, tokenizer.kind)
+    if ort:
+        log("writing ORT-format files (onnxruntime-mobile)...")
+        extra["ort"] = ort_files.write_ort_files(tmp, files)
     cfg_json = contract.model_config_json(model_cfg.to_dict(), shapes, {n: output_name(n) for n in shapes},
                                           metric, opset, files, uses_attention_mask(model), extra)
     (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
@@ -231,6 +235,8 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
         "checked": probe_tokens is not None,
     }
     if probe_tokens is None:
+        for v in extra.get("ort", {}):  # unchecked, but a file the runtime cannot load fails here
+            Model(tmp, v, threads=1, file_format="ort")
         report.update(ok=True, failures=[], seconds=time.perf_counter() - t0)
         return report
 
@@ -255,6 +261,10 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
             r["ok"] = r["vs_fp32"] <= QUANT_LIMITS[v]
             if not r["ok"]:
                 failures.append(f"{v} {metric} is {100 * r['vs_fp32']:.2f}% worse than fp32 (limit {100 * QUANT_LIMITS[v]:g}%)")
+    if extra.get("ort"):
+        log("checking the ORT-format files against the .onnx ones...")
+        report["ort"], ort_failures = ort_files.check_ort_files(tmp, extra["ort"], probe_tokens, FP32_RTOL)
+        failures += ort_failures
     report.update({"probe": {"source": probe_source, **qual}, "parity": {**par, "limit_rel": FP32_RTOL},
                    "variants": results, "ok": not failures, "failures": failures,
                    "seconds": time.perf_counter() - t0})

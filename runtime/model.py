@@ -70,12 +70,14 @@ def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.Inf
 class Model:
     """One variant of an exported model directory, loaded into onnxruntime."""
 
-    def __init__(self, path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu"):
+    def __init__(self, path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu",
+                 file_format: str = "onnx"):
         if not isinstance(path, (str, Path)):
             raise HybridError(f"a model directory path is needed, got {type(path).__name__}")
         self.dir: ModelDir = open_model_dir(path)
-        self.variant = self.dir.pick(variant)
-        self.path = self.dir.file(self.variant)
+        self.variant = self.dir.pick(variant, file_format)
+        self.file_format = file_format
+        self.path = self.dir.file(self.variant, file_format)
         self.tokenizer = load_tokenizer(self.dir.tokenizer_path)
         if self.tokenizer.vocab_size != self.dir.vocab_size:
             raise HybridError(f"{self.dir.tokenizer_path}: vocabulary of {self.tokenizer.vocab_size} tokens, "
@@ -237,8 +239,10 @@ class Stepper:
         return self.buffers[self.turn]
 
 
-def load_model(path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu") -> Model:
+def load_model(path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu",
+               file_format: str = "onnx") -> Model:
     """Load an exported model directory. variant: auto (int8 if present, else fp32), fp32, int8 or int4;
     threads: onnxruntime intra-op threads (0 = its default); provider: cpu, cuda, ... or a full
-    onnxruntime execution-provider name."""
-    return Model(path, variant=variant, threads=threads, provider=provider)
+    onnxruntime execution-provider name; file_format: onnx, or ort for the ORT-format files of
+    `hybrid export --ort` (what onnxruntime-mobile runs)."""
+    return Model(path, variant=variant, threads=threads, provider=provider, file_format=file_format)

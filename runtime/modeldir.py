@@ -19,6 +19,7 @@ FORMAT_VERSION = 2  # what the exporter writes
 # 2: it takes onnxruntime-genai's int64 attention_mask [batch, total_sequence_length] instead.
 READ_VERSIONS = (1, 2)
 ATTENTION_MASK = "attention_mask"
+FILE_FORMATS = ("onnx", "ort")  # ort: onnxruntime's ORT format, for its reduced-size (mobile) builds
 VARIANTS = ("fp32", "int8", "int4")
 # `auto` picks the first variant present in this order: int8 is the fast one on CPUs and keeps
 # bits per character within a few thousandths of fp32 on trained models.
@@ -78,26 +79,38 @@ class ModelDir:
     @property
     def variants(self) -> list[str]:
         """Variants listed in config.json whose file exists, in VARIANTS order."""
-        files = self.config["files"]
+        return self.available("onnx")
+
+    def listed(self, file_format: str = "onnx") -> dict[str, str]:
+        """variant -> file name: `files` (.onnx) or `ort` (.ort, written by `hybrid export --ort`)."""
+        if file_format not in FILE_FORMATS:
+            raise HybridError(f"unknown file format {file_format!r} (choose {' or '.join(FILE_FORMATS)})")
+        return self.config["files"] if file_format == "onnx" else self.config.get("ort", {})
+
+    def available(self, file_format: str = "onnx") -> list[str]:
+        files = self.listed(file_format)
         return [v for v in VARIANTS if v in files and (self.path / files[v]).is_file()]
 
-    def pick(self, variant: str = "auto") -> str:
-        have = self.variants
+    def pick(self, variant: str = "auto", file_format: str = "onnx") -> str:
+        have = self.available(file_format)
+        kind = "" if file_format == "onnx" else f" {file_format}"
+        if file_format == "ort" and not self.listed("ort"):
+            raise HybridError(f"{self.path}: has no ORT-format files (export with --ort to write them)")
         if variant == "auto":
             for v in AUTO_ORDER:
                 if v in have:
                     return v
-            raise HybridError(f"{self.path}: none of the model files listed in config.json exist")
+            raise HybridError(f"{self.path}: none of the{kind} model files listed in config.json exist")
         if variant not in VARIANTS:
             raise HybridError(f"unknown variant {variant!r} (choose auto, {', '.join(VARIANTS)})")
         if variant not in have:
-            listed = self.config["files"].get(variant)
+            listed = self.listed(file_format).get(variant)
             why = f"{listed} is missing" if listed else "it was not exported"
-            raise HybridError(f"{self.path}: no {variant} model ({why}); available: {', '.join(have) or 'none'}")
+            raise HybridError(f"{self.path}: no {variant}{kind} model ({why}); available: {', '.join(have) or 'none'}")
         return variant
 
-    def file(self, variant: str) -> Path:
-        return self.path / self.config["files"][self.pick(variant)]
+    def file(self, variant: str, file_format: str = "onnx") -> Path:
+        return self.path / self.listed(file_format)[self.pick(variant, file_format)]
 
     def export_report(self) -> dict | None:
         """The exporter's export_report.json, or None when absent or unreadable."""
@@ -173,6 +186,9 @@ def open_model_dir(path: str | Path) -> ModelDir:
     _need(all(k in VARIANTS for k in files), cfg_path,
           f"'files' has unknown variants {sorted(set(files) - set(VARIANTS))} (known: {', '.join(VARIANTS)})")
     _check_inputs(cfg, ver, cfg_path)
+    ort_files = cfg.get("ort", {})
+    _need(isinstance(ort_files, dict) and all(k in VARIANTS and isinstance(v, str) for k, v in ort_files.items()),
+          cfg_path, f"'ort' must map variants ({', '.join(VARIANTS)}) to file names")
     state = cfg.get("state")
     _need(isinstance(state, list), cfg_path, "'state' must be a list")
     specs = []
@@ -183,6 +199,11 @@ def open_model_dir(path: str | Path) -> ModelDir:
               and s.get("dtype", "float32") == "float32")
         _need(ok, cfg_path, f"state[{i}] must have input, output, dtype float32 and shape ['batch', sizes...]")
         specs.append(StateSpec(s["input"], s["output"], tuple(s["shape"]), "float32"))
+    if ATTENTION_MASK in cfg.get("inputs", {}):  # the graph's memory is as long as the mask it is fed
+        mem = cfg["model"]["mem_len"]
+        _need(all(len(s.shape) == 4 and s.shape[2] == mem for s in specs if s.input.endswith((".key", ".value"))),
+              cfg_path,
+              f"the attention memory's key/value state must hold model.mem_len = {mem} slots")
     md = ModelDir(path, cfg, specs)
     _need(bool(md.variants), path, f"none of the model files listed in config.json exist ({', '.join(files.values())})")
     return md

@@ -17,6 +17,7 @@ import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from hybrid.runtime.errors import HybridError
+from hybrid.runtime.safe_ort import is_ort_format, tensors_with_external_data
 
 # The onnx.proto messages and fields that lead to a TensorProto: {message: {field number: message}}.
 _MODEL, _GRAPH, _NODE, _ATTR, _TENSOR, _SPARSE, _FUNC, _TRAIN, _ENTRY = range(9)
@@ -132,9 +133,19 @@ def _unsafe(location: str) -> str | None:
     return None
 
 
+def _check_ort(path: Path, data: bytes) -> None:
+    try:
+        external = tensors_with_external_data(data)
+    except ValueError as e:
+        raise HybridError(f"{path}: not a valid ORT-format file ({e})") from None
+    if external:
+        raise HybridError(f"{path}: refusing to load: tensor {external[0]!r} points at external data")
+
+
 def check_external_data(model_path: str | os.PathLike) -> list[str]:
     """Raise HybridError if any external-data location of the ONNX file at `model_path` is absolute,
-    leaves the file's directory (by '..' or a symlink) or does not exist; returns the locations."""
+    leaves the file's directory (by '..' or a symlink) or does not exist; returns the locations.
+    An ORT-format file (`ORTM` at bytes 4-8) has none: it is checked to point at no external data."""
     path = Path(model_path)
     try:
         data = path.read_bytes()
@@ -142,6 +153,9 @@ def check_external_data(model_path: str | os.PathLike) -> list[str]:
         raise HybridError(f"{path}: ONNX file not found") from None
     except OSError as e:
         raise HybridError(f"{path}: cannot read ({e.strerror or e.__class__.__name__})") from None
+    if is_ort_format(data):  # onnxruntime-mobile's format: no external data, verified there
+        _check_ort(path, data)
+        return []
     try:
         entries = external_locations(data)
     except ValueError as e:

@@ -51,3 +51,26 @@ def test_attention_mask_is_refused_in_a_version_1_config(tmp_path):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(HybridError, match="attention_mask' is an input of version 2 graphs"):
         open_model_dir(d)
+
+
+def test_a_version_2_mem_len_that_is_not_the_memorys_size_is_refused(tmp_path):
+    """mem_len sizes the runtime's mask (and its state): it must be the graph's memory length."""
+    from hybrid.export.exporter import export_run
+    from hybrid.train.config import TrainConfig, preset
+    from hybrid.train.data import Corpus, load_text_corpus
+    from hybrid.train.trainer import train
+
+    full = load_text_corpus(BUILTIN)
+    corpus = Corpus("slice", full.tokenizer, full.train[:3000], full.valid[:300], full.test[:300])
+    cfg = TrainConfig(batch_size=2, seq_len=16, steps=1, lr=1e-3, warmup_steps=1, eval_every=10_000,
+                      save_every=10_000, eval_tokens=0, log_every=10)
+    train(tmp_path / "run", preset("hybrid-tiny", d_model=16, n_heads=2, d_inner=32, mem_len=8, dropout=0.0),
+          cfg, corpus, progress=False, log=lambda *a: None)
+    d = tmp_path / "model"
+    export_run(tmp_path / "run", d, quantize=(), check=False, progress=False)
+    assert open_model_dir(d).mask_len == 8
+    config = json.loads((d / "config.json").read_text())
+    config["model"]["mem_len"] = 10**12
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HybridError, match=r"must hold model.mem_len = 1000000000000 slots"):
+        open_model_dir(d)
