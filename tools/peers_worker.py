@@ -108,6 +108,7 @@ class LlamaCpp:
         self.llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["context"], n_batch=spec["batch"],
                                    n_ubatch=spec["batch"], n_threads=spec["threads"],
                                    n_threads_batch=spec["threads"], verbose=False)
+        self.llama_cpp, self.n_vocab = llama_cpp, self.llm.n_vocab()
 
     def pp(self, ids: list[int]) -> float:
         self.llm.reset()
@@ -116,7 +117,9 @@ class LlamaCpp:
         return time.perf_counter() - t
 
     def _next(self) -> int:
-        return int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+        # Llama.eval keeps no logits unless logits_all; read the last token's from the context.
+        ptr = self.llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))))
 
     def tg(self, prompt: list[int], n: int) -> float:
         llm = self.llm
