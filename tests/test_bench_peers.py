@@ -100,3 +100,20 @@ def test_gguf_names_cover_a_llama_layer():
                      ("model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"),
                      ("lm_head.weight", "output.weight")):
         assert peers_build._gguf_name(hf) == want
+
+
+@pytest.mark.skipif(not installed(("gguf", "transformers", "torch", "safetensors")), reason="needs the peers extra")
+def test_gguf_file_holds_every_llama_tensor(tmp_path):
+    import gguf
+
+    sizes = dict(bench_peers.SMOKE["llama"])
+    hf, params = peers_build.build_llama(tmp_path / "hf", sizes, seed=0)
+    assert peers_build.build_llama(tmp_path / "hf", sizes, seed=0) == (hf, params)  # reused
+    peers_build.write_gguf_f32(hf, tmp_path / "m.gguf")
+    r = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    names = {t.name for t in r.tensors}
+    per_layer = {f"blk.{i}.{n}.weight" for i in range(sizes["layers"]) for n in peers_build.GGUF_NAMES.values()}
+    assert names == per_layer | {"token_embd.weight", "output_norm.weight", "output.weight"}
+    assert sum(int(t.n_elements) for t in r.tensors) == params
+    model = r.fields["tokenizer.ggml.model"]
+    assert bytes(model.parts[model.data[0]]).decode() == "none"
