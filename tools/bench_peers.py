@@ -64,6 +64,7 @@ class Backend:
     params: int | None = None
     extra: dict = field(default_factory=dict)
     skipped: str | None = None  # why not measured
+    note: str = ""  # how it was measured, where that differs from its defaults
 
     def spec(self, threads: int) -> dict:
         return {"kind": self.kind, "path": str(self.path), "variant": self.variant, "threads": threads, **self.extra}
@@ -157,6 +158,15 @@ def _llama_cpp(hf, params, work, log, lack_llama, cfg) -> list[Backend]:
     except RuntimeError as e:
         for b in rows:
             b.skipped = f"build failed: {e}"
+        return rows
+    probe = Worker(rows[0], 1, work / "workers.log")
+    ok = "error" not in probe.ask(None) and "error" not in probe.ask({"op": "pp", "ids": [1, 2, 3, 4]})
+    probe.close()
+    if not ok:  # seen: ggml's AMX kernels die of SIGILL in a VM whose CPU reports AMX
+        say("llama.cpp died with its extra buffer types (AMX kernels, weight repacking); measuring without them")
+        for b in rows:
+            b.extra["extra_bufts"] = False
+            b.note = "without extra buffer types (AMX / repacking): they crashed here"
     return rows
 
 
@@ -171,16 +181,23 @@ class Worker:
                                      env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
 
     def ask(self, req: dict | None) -> dict:
-        if req is not None:
-            self.proc.stdin.write(json.dumps(req) + "\n")
-            self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        try:
+            if req is not None:
+                self.proc.stdin.write(json.dumps(req) + "\n")
+                self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
         if not line:
             return {"error": f"worker exited (code {self.proc.wait()}); see {self.err.name}"}
         return json.loads(line)
 
     def close(self) -> float | None:
         ans = self.ask({"op": "quit"}) if self.proc.poll() is None else {}
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
         self.proc.wait()
         self.err.close()
         return ans.get("peak_rss_mib")

@@ -5,6 +5,7 @@ between the markers in BENCHMARKS.md (replaced in place, atomically)."""
 from __future__ import annotations
 
 import datetime
+import importlib
 import importlib.util
 import os
 import platform
@@ -25,8 +26,8 @@ def versions() -> dict:
 
             try:
                 out[dist] = version(dist)
-            except PackageNotFoundError:
-                pass
+            except PackageNotFoundError:  # importable but not installed by pip (a built copy on the path)
+                out[dist] = getattr(importlib.import_module(mod), "__version__", "?")
     return out
 
 
@@ -62,7 +63,7 @@ def table(backends, results, cfg) -> list[str]:
             cells = [f"{1e3 * m[f'tg@{c}']:.2f}" if m[f"tg@{c}"] else "-" for c in cfg["contexts"]]
             pp = m[f"pp{cfg['pp']}"]
             rss = f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "-"
-            note = f"failed: {r['error']}" if r["error"] else ""
+            note = f"failed: {r['error']}" if r["error"] else b.note
             lines.append("| " + " | ".join([b.name, b.variant, params, size, str(t), rss, *cells,
                                             f"{1 / pp:,.0f}" if pp else "-", note]) + " |")
     return lines
@@ -106,9 +107,9 @@ def report(backends, results, cfg, command: str, minutes: float) -> str:
     L = cfg["llama"]
     lines = [f"### Peers at equal size, {'smoke sizes' if cfg['smoke'] else 'full size'} (`tools/bench_peers.py`)", "",
              f"{when} on {cpu_name()} ({os.cpu_count()} cores); {libs}.", "",
-             f"Command: `{command}` ({minutes:.1f} min). Medians of {cfg['rounds']} interleaved round(s) after one "
-             f"untimed warm-up; the same token ids for every backend; each backend in a process of its own (its peak "
-             f"RSS is its own). Generation: {cfg['gen_tokens']} greedy tokens after prompts of "
+             f"Command: `{command}` ({minutes:.1f} min end to end). Medians of {cfg['rounds']} interleaved round(s) after one "
+             f"untimed warm-up; the same token ids for every backend; each backend in a process of its own (peak RSS: "
+             f"that whole process, interpreter and libraries included). Generation: {cfg['gen_tokens']} greedy tokens after prompts of "
              f"{', '.join(f'{c:,}' for c in cfg['contexts'])} tokens. The Llama: hidden {L['hidden']}, {L['layers']} "
              f"layers, {L['heads']} heads, intermediate {L['intermediate']}, vocabulary {L['vocab']}, random weights "
              f"(seed {cfg['seed']}): speed only.", ""]

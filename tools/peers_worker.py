@@ -105,9 +105,19 @@ class LlamaCpp:
     def __init__(self, spec: dict):
         import llama_cpp
 
+        if not spec.get("extra_bufts", True):
+            # Weights in plain CPU buffers: no AMX kernels, no repacking (see bench_peers --llama-extra-bufts).
+            lib = llama_cpp.llama_cpp  # the module Llama() takes its default parameters from
+            default = lib.llama_model_default_params
+
+            def plain():
+                p = default()
+                p.use_extra_bufts = False
+                return p
+            lib.llama_model_default_params = plain
         self.llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["context"], n_batch=spec["batch"],
                                    n_ubatch=spec["batch"], n_threads=spec["threads"],
-                                   n_threads_batch=spec["threads"], verbose=False)
+                                   n_threads_batch=spec["threads"], verbose=bool(spec.get("verbose")))
         self.llama_cpp, self.n_vocab = llama_cpp, self.llm.n_vocab()
 
     def pp(self, ids: list[int]) -> float:
