@@ -82,7 +82,9 @@ def say(msg: str, t0=[time.time()]) -> None:
 # -- building ---------------------------------------------------------------------------------------
 
 def plan_and_build(cfg: dict, work: Path, seed: int, only: set[str] | None) -> list[Backend]:
+    """Every backend of the table, its model built (or reused from `work`), or why it is skipped."""
     work.mkdir(parents=True, exist_ok=True)
+    build.announce = lambda msg: say(msg + "; kept in " + str(work))
     log = work / "build.log"
     out: list[Backend] = []
     want = lambda kind: only is None or kind in only  # noqa: E731
@@ -95,7 +97,6 @@ def plan_and_build(cfg: dict, work: Path, seed: int, only: set[str] | None) -> l
             for b in rows:
                 b.skipped = "torch not installed (pip install -e '.[train,export]'): cannot make our export"
         else:
-            say(f"building ours: {preset} (one training step, then hybrid export; reused next time)")
             try:
                 d = build.build_ours(preset, work / preset, work, log)
                 for b in rows:
@@ -108,7 +109,6 @@ def plan_and_build(cfg: dict, work: Path, seed: int, only: set[str] | None) -> l
     lack_llama = missing("torch", "transformers", "safetensors")
     hf, params = None, None
     if not lack_llama and any(want(k) for k in ("genai", "llama.cpp", "eager")):
-        say("building the equal-size Llama (transformers LlamaConfig, random weights)")
         hf, params = build.build_llama(work / "llama-hf", cfg["llama"], seed)
         say(f"Llama: {params:,} parameters ({params / 1e6:.1f}M)")
     if want("genai"):
@@ -132,7 +132,6 @@ def _genai(hf, params, work, log, lack_llama) -> list[Backend]:
         if lack:
             b.skipped = f"{', '.join(lack)} not installed (pip install -e '.[peers]')"
             continue
-        say(f"building onnxruntime-genai {b.variant} (genai's model builder; reused next time)")
         try:
             b.path = build.build_genai(hf, work / f"genai-{b.variant}", b.variant, log)
             b.file_bytes = sum(f.stat().st_size for f in b.path.glob("model.onnx*"))
@@ -149,7 +148,6 @@ def _llama_cpp(hf, params, work, log, lack_llama, cfg) -> list[Backend]:
         for b in rows:
             b.skipped = f"{', '.join(lack)} not installed (pip install -e '.[peers]')"
         return rows
-    say("building GGUF files for llama.cpp (f32 by the gguf writer, then llama_model_quantize)")
     try:
         files = build.build_gguf(hf, work / "gguf", log)
         for b in rows:
@@ -223,8 +221,8 @@ def measure(backends: list[Backend], cfg: dict, work: Path) -> dict:
     for t in cfg["threads"]:
         say(f"{t} thread(s): loading {len(todo)} backends, one process each")
         workers = {}
-        for i in todo:
-            w = Worker(backends[i], t, work / "workers.log")
+        started = {i: Worker(backends[i], t, work / "workers.log") for i in todo}  # they load side by side
+        for i, w in started.items():
             ans = w.ask(None)
             results[(i, t)] = {"times": {name: [] for name, _, _ in plan}, "error": ans.get("error")}
             if "error" in ans:

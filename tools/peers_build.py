@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 PY = sys.executable
+announce = print  # told what is being built (not what is reused); bench_peers sets its own
 GENAI_PRECISIONS = ("fp32", "int8", "int4")
 GGUF_TYPES = {"Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
 
@@ -93,6 +94,7 @@ def build_llama(out: Path, sizes: dict, seed: int) -> tuple[Path, int]:
     stamp = {"sizes": sizes, "seed": seed}
     if _fresh(out, stamp):
         return out, llama_params(out)
+    announce("building the equal-size Llama (transformers LlamaConfig, random weights)")
     import torch
     import transformers
 
@@ -123,6 +125,7 @@ def build_genai(hf_dir: Path, out: Path, precision: str, log: Path) -> Path:
     stamp = {"from": str(hf_dir), "hf": json.loads((hf_dir / "built.json").read_text()), "precision": precision}
     if _fresh(out, stamp):
         return out
+    announce(f"building onnxruntime-genai {precision} (genai's model builder)")
     tmp = _tmp(out)
     _run([PY, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(tmp), "-p", precision,
           "-e", "cpu", "-c", str(out.parent / "genai-cache"), "--extra_options", "hf_token=false"],
@@ -188,6 +191,7 @@ def build_gguf(hf_dir: Path, out: Path, log: Path) -> dict[str, Path]:
     files = {q: out / f"llama.{q}.gguf" for q in GGUF_TYPES}
     if _fresh(out, stamp):
         return files
+    announce("building GGUF files for llama.cpp (f32 by the gguf writer, then llama_model_quantize)")
     tmp = _tmp(out)
     write_gguf_f32(hf_dir, tmp / "llama.f32.gguf")
     for q in GGUF_TYPES:
@@ -223,6 +227,7 @@ def build_ours(preset: str, out: Path, work: Path, log: Path) -> Path:
     stamp = {"preset": preset}
     if _fresh(out, stamp):
         return out
+    announce(f"building ours: {preset} (one training step, then hybrid export)")
     corpus = work / "corpus.txt"
     if not corpus.exists():
         write_corpus(corpus)
