@@ -368,20 +368,6 @@ def smoke_corpora(tmp: Path) -> tuple[Path, Path]:
     return byte, word
 
 
-def write_plan(args, corpora: dict, argv) -> None:
-    """results/.../plan.json: what the report says about each corpus, merged over invocations
-    that ran parts of the plan."""
-    from hybrid.runtime.files import atomic_write_json, read_json
-
-    path = args.out / "plan.json"
-    plan = read_json(path, "plan") if path.exists() else {}
-    plan.setdefault("corpora", {}).update(corpora)
-    plan.update(seeds=args.seeds, sizes=args.sizes, archs=args.archs,
-                command=" ".join(["python tools/converge.py", *(sys.argv[1:] if argv is None else argv)]))
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, plan)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -394,7 +380,7 @@ def main(argv=None) -> int:
                 log(f"{j.name}: {j.plan['params']:,} parameters (d_model {m['d_model']}, d_inner {m['d_inner']}), "
                     f"{j.plan['train']['steps']:,} steps at most, record {'done' if j.record.exists() else 'to do'}")
             return 0
-        write_plan(args, corpora, argv)
+        report.write_plan(args.out, corpora, args, sys.argv[1:] if argv is None else argv)
         rc = run_plan(jobs, corpora, args, log)
     res = report.build(args.out, args.docs, log)
     if res is not None:

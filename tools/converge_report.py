@@ -12,7 +12,7 @@ import os
 import statistics
 from pathlib import Path
 
-from hybrid.runtime.files import atomic_write_text, read_json
+from hybrid.runtime.files import atomic_write_json, atomic_write_text, read_json
 
 LABELS = {"transformer": "Transformer", "par": "PAR Transformer", "attn-qrnn": "Attn-QRNN",
           "hybrid": "Hybrid Transformer"}
@@ -171,6 +171,47 @@ def update_docs(text_of, docs: list[Path], log) -> list[str]:
         done.append(str(doc))
         log(f"updated {doc}")
     return done
+
+
+def _public(options: list[str]) -> list[str]:
+    """The command line without the options that name this machine's folders (--out, --runs,
+    --cache-dir with their value, --docs with its files)."""
+    out, i = [], 0
+    while i < len(options):
+        a = options[i]
+        if a in ("--out", "--runs", "--cache-dir"):
+            i += 2
+            continue
+        if a == "--docs":
+            i += 1
+            while i < len(options) and not options[i].startswith("-"):
+                i += 1
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _in_repo(path: str) -> str:
+    """A path inside a checkout of this repository as a relative one (plan.json is committed)."""
+    p = Path(path)
+    for root in p.parents:
+        if (root / "tools" / "converge.py").is_file():
+            return str(p.relative_to(root))
+    return path
+
+
+def write_plan(out: Path, corpora: dict, args, argv: list[str]) -> None:
+    """out/plan.json: what the report says about each corpus, merged over invocations that ran
+    parts of the plan."""
+    path = out / "plan.json"
+    plan = read_json(path, "plan") if path.exists() else {}
+    shown = {k: dict(c, source=dict(c["source"], source=_in_repo(c["source"]["source"]))) for k, c in corpora.items()}
+    plan.setdefault("corpora", {}).update(shown)
+    plan.update(seeds=args.seeds, sizes=args.sizes, archs=args.archs,
+                command=" ".join(["python tools/converge.py", *_public(argv)]))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, plan)
 
 
 def build(out: Path, docs: list[Path], log) -> dict | None:
