@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -226,7 +225,10 @@ def test_byte_session_keeps_a_split_character_for_the_next_call(node, byte_model
 
 def test_seeded_sampling_is_reproducible(node, byte_model):
     opts = {"prompt": "KING:", "maxTokens": 120, "temperature": 0.9, "topK": 40, "topP": 0.95}
-    run = lambda **o: node_job(node, op="generate", dir=byte_model, variant="int8", generate={**opts, **o})["out"]["text"]
+
+    def run(**o):
+        return node_job(node, op="generate", dir=byte_model, variant="int8", generate={**opts, **o})["out"]["text"]
+
     a, b, c = run(seed=5), run(seed=5), run(seed=6)
     assert a == b and a != c and len(a.encode()) == 120
     stop = a[40:43]
