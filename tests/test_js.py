@@ -358,8 +358,9 @@ def _js_blocks(markdown: str) -> list[str]:
 
 
 def test_readme_snippets_run(node, byte_model, tmp_path):
-    """js/README.md's Node snippets are js/examples/*.mjs as written, and they run."""
+    """The Node snippets of js/README.md and README.md are js/examples/*.mjs as written, and they run."""
     blocks = _js_blocks((JS / "README.md").read_text(encoding="utf-8"))
+    blocks += _js_blocks((JS.parent / "README.md").read_text(encoding="utf-8"))
     for name in ("node.mjs", "readme.mjs"):
         assert (JS / "examples" / name).read_text(encoding="utf-8") in blocks, name
     (tmp_path / "models").mkdir()
