@@ -605,8 +605,8 @@ def test_graph_and_config_state_shapes_must_agree(byte_model, tmp_path):
     d = tmp_path / "m"
     shutil.copytree(byte_model[1], d)
     cfg = json.loads((d / "config.json").read_text())
-    spec = next(s for s in cfg["state"] if s["input"].endswith(".key"))
-    spec["shape"][2] += 1
+    spec = next(s for s in cfg["state"] if s["input"].endswith(".recurrent_state"))
+    spec["shape"][1] += 1
     (d / "config.json").write_text(json.dumps(cfg))
     assert f"state '{spec['input']}' is ['batch'," in one_error_line(hybrid("generate", d, "--prompt", "a"))
 
