@@ -56,10 +56,9 @@ def io_names(model: HybridLM) -> tuple[list[str], list[str]]:
 def past_mask_from_attention_mask(attention_mask: torch.Tensor, seq_len: int, mem_len: int) -> torch.Tensor:
     """float [B, mem_len]: the attention_mask entries of the mem_len tokens before this call's
     `seq_len` tokens, right-aligned, zeros where the stream had fewer."""
-    B = attention_mask.shape[0]
-    before = attention_mask[:, :attention_mask.shape[1] - seq_len].to(torch.float32)
-    padded = torch.cat([before.new_zeros(B, mem_len), before], dim=1)
-    return padded[:, padded.shape[1] - mem_len:]
+    # Slices with constant bounds where possible: generation runs these nodes every token.
+    before = attention_mask[:, :attention_mask.shape[1] - seq_len]
+    return torch.nn.functional.pad(before, (mem_len, 0))[:, -mem_len:].to(torch.float32)
 
 
 class GraphSignature(torch.nn.Module):
