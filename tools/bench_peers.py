@@ -30,6 +30,7 @@ import argparse
 import importlib.util
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -171,6 +172,8 @@ def _llama_cpp(hf, params, work, log, lack_llama, cfg) -> list[Backend]:
 # -- measuring ----------------------------------------------------------------------------------------
 
 class Worker:
+    patience = 900  # seconds one request may take
+
     def __init__(self, backend: Backend, threads: int, log: Path):
         self.backend, self.threads = backend, threads
         self.err = open(log, "a")
@@ -183,6 +186,9 @@ class Worker:
             if req is not None:
                 self.proc.stdin.write(json.dumps(req) + "\n")
                 self.proc.stdin.flush()
+            if not select.select([self.proc.stdout], [], [], self.patience)[0]:
+                self.proc.kill()  # a hung backend must not hold up the whole run
+                return {"error": f"no answer in {self.patience} s; stopped"}
             line = self.proc.stdout.readline()
         except BrokenPipeError:
             line = ""
@@ -256,6 +262,9 @@ def measure(backends: list[Backend], cfg: dict, work: Path) -> dict:
                 f"about {per_round * (total_rounds - rounds_done) / 60:.1f} min left")
         for i, w in workers.items():
             results[(i, t)]["peak_rss_mib"] = w.close()
+        # What is measured so far survives a run stopped later.
+        (work / "results.partial.json").write_text(json.dumps(
+            {f"{backends[i].name} {backends[i].variant} {tt} threads": r for (i, tt), r in results.items()}))
     return results
 
 
