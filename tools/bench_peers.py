@@ -179,7 +179,9 @@ class Worker:
         self.err = open(log, "a")
         self.proc = subprocess.Popen([sys.executable, str(HERE / "peers_worker.py"), json.dumps(backend.spec(threads))],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
-                                     env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+                                     # Idle OpenMP threads (llama.cpp's, torch's) sleep rather than
+                                     # spin while the other backends take their turn.
+                                     env=dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE"))
 
     def ask(self, req: dict | None) -> dict:
         try:
