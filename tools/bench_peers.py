@@ -30,6 +30,7 @@ import argparse
 import importlib.util
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -171,18 +172,25 @@ def _llama_cpp(hf, params, work, log, lack_llama, cfg) -> list[Backend]:
 # -- measuring ----------------------------------------------------------------------------------------
 
 class Worker:
+    patience = 900  # seconds one request may take
+
     def __init__(self, backend: Backend, threads: int, log: Path):
         self.backend, self.threads = backend, threads
         self.err = open(log, "a")
         self.proc = subprocess.Popen([sys.executable, str(HERE / "peers_worker.py"), json.dumps(backend.spec(threads))],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
-                                     env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+                                     # Idle OpenMP threads (llama.cpp's, torch's) sleep rather than
+                                     # spin while the other backends take their turn.
+                                     env=dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE"))
 
     def ask(self, req: dict | None) -> dict:
         try:
             if req is not None:
                 self.proc.stdin.write(json.dumps(req) + "\n")
                 self.proc.stdin.flush()
+            if not select.select([self.proc.stdout], [], [], self.patience)[0]:
+                self.proc.kill()  # a hung backend must not hold up the whole run
+                return {"error": f"no answer in {self.patience} s; stopped"}
             line = self.proc.stdout.readline()
         except BrokenPipeError:
             line = ""
@@ -256,6 +264,9 @@ def measure(backends: list[Backend], cfg: dict, work: Path) -> dict:
                 f"about {per_round * (total_rounds - rounds_done) / 60:.1f} min left")
         for i, w in workers.items():
             results[(i, t)]["peak_rss_mib"] = w.close()
+        # What is measured so far survives a run stopped later.
+        (work / "results.partial.json").write_text(json.dumps(
+            {f"{backends[i].name} {backends[i].variant} {tt} threads": r for (i, tt), r in results.items()}))
     return results
 
 
