@@ -8,8 +8,12 @@ import typer
 
 from hybrid.runtime.errors import HybridError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train small hybrid attention/FF/QRNN language models, export them to ONNX, run them anywhere.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train small hybrid attention/FF/QRNN language models, export them to ONNX, run them anywhere.",
+)
 
 
 # Each stage registers its own commands; their modules import only typer at the top, so the
@@ -27,9 +31,17 @@ plot_commands.register(app)
 
 
 # What to install when a command's stage is missing (the base install is the runtime only).
-EXTRAS = {"torch": "train", "safetensors": "train", "datasets": "train", "onnx": "export",
-          "onnxscript": "export", "sympy": "export", "triton": "gpu", "matplotlib": "plot",
-          "tensorboard": "tensorboard"}
+EXTRAS = {
+    "torch": "train",
+    "safetensors": "train",
+    "datasets": "train",
+    "onnx": "export",
+    "onnxscript": "export",
+    "sympy": "export",
+    "triton": "gpu",
+    "matplotlib": "plot",
+    "tensorboard": "tensorboard",
+}
 
 
 def _plain_help(command) -> None:
@@ -73,8 +85,10 @@ def main():
         if package not in EXTRAS:
             raise
         command = " ".join(a for a in sys.argv[1:2] if not a.startswith("-"))
-        typer.echo(f"error: hybrid {command} needs {package}, which is not installed: "
-                   f"pip install 'hybrid[{EXTRAS[package]}]'", err=True)
+        typer.echo(
+            f"error: hybrid {command} needs {package}, which is not installed: pip install 'hybrid[{EXTRAS[package]}]'",
+            err=True,
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

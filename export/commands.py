@@ -9,14 +9,22 @@ import typer
 
 
 def export(
-    run_dir: Path = typer.Argument(..., help="A training run directory (config.json, tokenizer.json, model.safetensors)."),
+    run_dir: Path = typer.Argument(
+        ..., help="A training run directory (config.json, tokenizer.json, model.safetensors)."
+    ),
     out: Path = typer.Option(..., "--out", help="The model directory to write."),
-    quantize: str = typer.Option("int8,int4", help="Quantized variants besides fp32: int8, int4, both (comma-separated) or none."),
+    quantize: str = typer.Option(
+        "int8,int4", help="Quantized variants besides fp32: int8, int4, both (comma-separated) or none."
+    ),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 20; 18 for onnxruntime older than 1.17)."),
-    probe: Optional[Path] = typer.Option(None, help="Text file for the self-check (default: the run's own test split, held out from training)."),
+    probe: Optional[Path] = typer.Option(
+        None, help="Text file for the self-check (default: the run's own test split, held out from training)."
+    ),
     check: bool = typer.Option(True, help="Run the self-check (PyTorch vs onnxruntime parity, bpc of every variant)."),
     overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
-    ort: bool = typer.Option(False, "--ort", help="Also write ORT-format files (.ort) for onnxruntime-mobile (Android, iOS)."),
+    ort: bool = typer.Option(
+        False, "--ort", help="Also write ORT-format files (.ort) for onnxruntime-mobile (Android, iOS)."
+    ),
     progress: bool = typer.Option(True, help="Print progress."),
 ):
     """Export a trained run to a self-checked ONNX model directory (fp32, int8, int4)."""
@@ -27,8 +35,17 @@ def export(
         from hybrid.runtime.files import read_text
 
         probe_text = read_text(probe, 256 << 20, "probe text")  # a regular file (not a FIFO or /dev/zero)
-    report = export_run(run_dir, out, quantize=quantize, opset=opset, probe_text=probe_text, check=check,
-                        progress=progress, overwrite=overwrite, ort=ort)
+    report = export_run(
+        run_dir,
+        out,
+        quantize=quantize,
+        opset=opset,
+        probe_text=probe_text,
+        check=check,
+        progress=progress,
+        overwrite=overwrite,
+        ort=ort,
+    )
     typer.echo(summary(report))
 
 
@@ -37,20 +54,24 @@ def summary(report: dict) -> str:
     lines = [f"opset {report['opset']}, {report['graph']['nodes']} nodes, {report['graph']['scan_nodes']} Scan"]
     if report.get("checked"):
         par = report["parity"]
-        lines.append(f"parity: max |logit diff| {max(v['max_abs'] for v in par['lengths'].values()):.2e} "
-                     f"(relative {par['max_rel']:.2e}, limit {par['limit_rel']:g}) at lengths "
-                     f"{', '.join(par['lengths'])}")
+        lines.append(
+            f"parity: max |logit diff| {max(v['max_abs'] for v in par['lengths'].values()):.2e} "
+            f"(relative {par['max_rel']:.2e}, limit {par['limit_rel']:g}) at lengths "
+            f"{', '.join(par['lengths'])}"
+        )
     if report.get("probe"):
         probe = report["probe"]
-        lines.append(f"self-check text: {probe['source']} ({probe['tokens']:,} tokens scored as "
-                     f"{probe['streams']} streams x {probe['segment']}-token segments, as hybrid eval scores)")
+        lines.append(
+            f"self-check text: {probe['source']} ({probe['tokens']:,} tokens scored as "
+            f"{probe['streams']} streams x {probe['segment']}-token segments, as hybrid eval scores)"
+        )
     metric = report["metric"]
     lines.append(f"{'variant':<8} {'MiB':>8} {'of fp32':>8} {metric:>8} {'vs fp32':>8} {'KL':>9} {'top-1':>7}")
     variants = report.get("variants", {})
     for name in ["pytorch", *report["files"]]:
         f = report["files"].get(name)
         r = variants.get(name, {})
-        size = f"{f['bytes'] / 2 ** 20:8.2f} {100 * f['fraction_of_fp32']:7.1f}%" if f else f"{'':>8} {'':>8}"
+        size = f"{f['bytes'] / 2**20:8.2f} {100 * f['fraction_of_fp32']:7.1f}%" if f else f"{'':>8} {'':>8}"
         val = f"{r[metric]:8.4f}" if metric in r else f"{'':>8}"
         rel = f"{100 * r['vs_fp32']:+7.2f}%" if "vs_fp32" in r else f"{'':>8}"
         kl = f"{r['kl_vs_fp32']:9.2e}" if "kl_vs_fp32" in r else f"{'':>9}"

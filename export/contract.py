@@ -11,9 +11,16 @@ from hybrid.runtime.modeldir import ATTENTION_MASK, FORMAT, FORMAT_VERSION
 TOKENIZER = "hybrid_tokenizer.json"  # the project's tokenizer; tokenizer.json is Hugging Face's (genai.py)
 
 
-def model_config_json(model_cfg: dict, state_shapes: dict[str, tuple], output_names: dict[str, str],
-                      metric: str, opset: int, files: dict[str, str], attention_mask: bool = False,
-                      extra: dict | None = None) -> dict:
+def model_config_json(
+    model_cfg: dict,
+    state_shapes: dict[str, tuple],
+    output_names: dict[str, str],
+    metric: str,
+    opset: int,
+    files: dict[str, str],
+    attention_mask: bool = False,
+    extra: dict | None = None,
+) -> dict:
     """config.json for a model directory; `state_shapes` are for batch 1 (batch is dynamic);
     `attention_mask`: the graph takes one (a model with an attention memory); `extra`: more
     entries (the genai config's name, ORT-format files)."""
@@ -31,6 +38,8 @@ def model_config_json(model_cfg: dict, state_shapes: dict[str, tuple], output_na
         **(extra or {}),
         "inputs": inputs,
         "outputs": {"logits": {"dtype": "float32", "shape": ["batch", "sequence", model_cfg["vocab_size"]]}},
-        "state": [{"input": name, "output": output_names[name], "dtype": "float32",
-                   "shape": ["batch", *shape[1:]]} for name, shape in state_shapes.items()],
+        "state": [
+            {"input": name, "output": output_names[name], "dtype": "float32", "shape": ["batch", *shape[1:]]}
+            for name, shape in state_shapes.items()
+        ],
     }

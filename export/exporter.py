@@ -77,8 +77,10 @@ def default_probe(run_dir: Path, corpus: dict, tokenizer, log):
     if isinstance(spec, dict):
         try:
             loaded = corpus_from_spec(spec, tokenizer.kind, None, False, lambda msg: None, hub=False)
-            if loaded.tokenizer.to_json() != tokenizer.to_json() or \
-                    corpus.get("fingerprint") not in (None, corpus_fingerprint(loaded)):
+            if loaded.tokenizer.to_json() != tokenizer.to_json() or corpus.get("fingerprint") not in (
+                None,
+                corpus_fingerprint(loaded),
+            ):
                 raise HybridError(f"{loaded.name} is not the corpus the run was trained on (it changed)")
             return np.asarray(loaded.test[: PROBE_TOKENS + 1]), f"the run's own test split ({loaded.name})"
         except HybridError as e:
@@ -108,8 +110,10 @@ def _prepare_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> Path:
         if not overwrite:
             raise HybridError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
         if not _is_model_dir(out):
-            raise HybridError(f"{out_dir}: exists and is not an exported model directory; "
-                              f"--overwrite replaces only those (choose another folder)")
+            raise HybridError(
+                f"{out_dir}: exists and is not an exported model directory; "
+                f"--overwrite replaces only those (choose another folder)"
+            )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -123,7 +127,7 @@ def _recover(out: Path) -> None:
     from hybrid.runtime.files import pid_alive, remove_dead_temporaries
 
     for p in out.parent.glob(f".{out.name}.old-*"):
-        pid = p.name[len(out.name) + 6:]
+        pid = p.name[len(out.name) + 6 :]
         if not out.exists() and pid.isdigit() and not pid_alive(int(pid)):
             os.replace(p, out)
     remove_dead_temporaries(out.parent, out.name)
@@ -147,8 +151,18 @@ def _install(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export_run(run_dir, out_dir, quantize=("int8", "int4"), opset=None, probe_text=None, check=True,
-               progress=True, *, overwrite: bool = False, ort: bool = False) -> dict:
+def export_run(
+    run_dir,
+    out_dir,
+    quantize=("int8", "int4"),
+    opset=None,
+    probe_text=None,
+    check=True,
+    progress=True,
+    *,
+    overwrite: bool = False,
+    ort: bool = False,
+) -> dict:
     """Export a run directory to a model directory; returns the report (also export_report.json).
     The destination is locked for the whole export (one writer per directory, also while it does
     not exist yet): a second export to it stops at once with one line. `ort`: also write
@@ -172,13 +186,17 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
 
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
-        raise HybridError(f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} to "
-                          f"{onnx.defs.onnx_opset_version()}, the newest this onnx {onnx.__version__} knows)")
+        raise HybridError(
+            f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} to "
+            f"{onnx.defs.onnx_opset_version()}, the newest this onnx {onnx.__version__} knows)"
+        )
     model_cfg, train_cfg, run_obj = read_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if tokenizer.vocab_size != model_cfg.vocab_size:
-        raise HybridError(f"{run_dir / 'tokenizer.json'}: vocabulary of {tokenizer.vocab_size} tokens, "
-                          f"the model config has vocab_size {model_cfg.vocab_size}")
+        raise HybridError(
+            f"{run_dir / 'tokenizer.json'}: vocabulary of {tokenizer.vocab_size} tokens, "
+            f"the model config has vocab_size {model_cfg.vocab_size}"
+        )
     model = HybridLM(model_cfg)
     load_weights(model, run_dir / "model.safetensors")
     model.eval()
@@ -195,8 +213,21 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        report = _build(tmp, run_dir, model, model_cfg, train_cfg, tokenizer, variants, opset,
-                        probe_tokens, probe_source if check else None, metric_name(tokenizer.kind), log, ort)
+        report = _build(
+            tmp,
+            run_dir,
+            model,
+            model_cfg,
+            train_cfg,
+            tokenizer,
+            variants,
+            opset,
+            probe_tokens,
+            probe_source if check else None,
+            metric_name(tokenizer.kind),
+            log,
+            ort,
+        )
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if check and not report["ok"]:
             raise HybridError(f"self-check failed: {'; '.join(report['failures'])}; nothing written to {out_dir}")
@@ -209,8 +240,21 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
     return report
 
 
-def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, variants, opset,
-           probe_tokens, probe_source, metric, log, ort=False) -> dict:
+def _build(
+    tmp: Path,
+    run_dir: Path,
+    model,
+    model_cfg,
+    train_cfg,
+    tokenizer,
+    variants,
+    opset,
+    probe_tokens,
+    probe_source,
+    metric,
+    log,
+    ort=False,
+) -> dict:
     import onnx
     import onnxruntime
     import torch
@@ -228,16 +272,30 @@ def _build(tmp: Path, run_dir: Path, model, model_cfg, train_cfg, tokenizer, var
     if ort:
         log("writing ORT-format files (onnxruntime-mobile)...")
         extra["ort"] = ort_files.write_ort_files(tmp, files)
-    cfg_json = contract.model_config_json(model_cfg.to_dict(), shapes, {n: output_name(n) for n in shapes},
-                                          metric, opset, files, uses_attention_mask(model), extra)
+    cfg_json = contract.model_config_json(
+        model_cfg.to_dict(),
+        shapes,
+        {n: output_name(n) for n in shapes},
+        metric,
+        opset,
+        files,
+        uses_attention_mask(model),
+        extra,
+    )
     (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
 
     fp32_bytes = (tmp / files["fp32"]).stat().st_size
     report = {
-        "format": REPORT_FORMAT, "format_version": contract.FORMAT_VERSION,
-        "run": str(run_dir), "opset": opset, "metric": metric, "graph": graph,
-        "files": {v: {"file": f, "bytes": (tmp / f).stat().st_size,
-                      "fraction_of_fp32": (tmp / f).stat().st_size / fp32_bytes} for v, f in files.items()},
+        "format": REPORT_FORMAT,
+        "format_version": contract.FORMAT_VERSION,
+        "run": str(run_dir),
+        "opset": opset,
+        "metric": metric,
+        "graph": graph,
+        "files": {
+            v: {"file": f, "bytes": (tmp / f).stat().st_size, "fraction_of_fp32": (tmp / f).stat().st_size / fp32_bytes}
+            for v, f in files.items()
+        },
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "checked": probe_tokens is not None,
     }
@@ -263,8 +321,13 @@ def _write_graphs(tmp: Path, run_dir: Path, model, model_cfg, variants, opset, l
     import onnx
 
     from hybrid.export import quantize as q
-    from hybrid.export.onnx_graph import (assert_no_weight_matmul_in_loops, count_nodes, count_ops,
-                                          export_onnx, weight_matmuls_in_loops)
+    from hybrid.export.onnx_graph import (
+        assert_no_weight_matmul_in_loops,
+        count_nodes,
+        count_ops,
+        export_onnx,
+        weight_matmuls_in_loops,
+    )
 
     log(f"tracing {run_dir} (pattern {model_cfg.pattern}) to ONNX opset {opset}...")
     proto = export_onnx(model, opset=opset)
@@ -276,8 +339,11 @@ def _write_graphs(tmp: Path, run_dir: Path, model, model_cfg, variants, opset, l
     files = {"fp32": q.FILES["fp32"]}
     onnx.save_model(proto, str(tmp / files["fp32"]))
     q.load_session(tmp / files["fp32"])  # a graph onnxruntime refuses fails here, checked or not
-    graph = {"nodes": count_nodes(proto.graph), "scan_nodes": ops.get("Scan", 0),
-             "weight_matmuls_in_scan": len(weight_matmuls_in_loops(proto))}
+    graph = {
+        "nodes": count_nodes(proto.graph),
+        "scan_nodes": ops.get("Scan", 0),
+        "weight_matmuls_in_scan": len(weight_matmuls_in_loops(proto)),
+    }
     if not variants:
         return files, graph
     prepared = tmp / ".prepared.onnx"
@@ -322,6 +388,13 @@ def _self_check(tmp: Path, model, model_cfg, train_cfg, variants, probe_tokens, 
             r["limit"] = QUANT_LIMITS[v]
             r["ok"] = r["vs_fp32"] <= QUANT_LIMITS[v]
             if not r["ok"]:
-                failures.append(f"{v} {metric} is {100 * r['vs_fp32']:.2f}% worse than fp32 (limit {100 * QUANT_LIMITS[v]:g}%)")
-    return {"probe": {"source": probe_source, **qual}, "parity": {**par, "limit_rel": FP32_RTOL},
-            "variants": results, "ok": not failures, "failures": failures}
+                failures.append(
+                    f"{v} {metric} is {100 * r['vs_fp32']:.2f}% worse than fp32 (limit {100 * QUANT_LIMITS[v]:g}%)"
+                )
+    return {
+        "probe": {"source": probe_source, **qual},
+        "parity": {**par, "limit_rel": FP32_RTOL},
+        "variants": results,
+        "ok": not failures,
+        "failures": failures,
+    }

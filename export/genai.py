@@ -54,16 +54,32 @@ def byte_tokenizer_json() -> dict:
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
         "post_processor": None,
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                  "vocab": {c: b for b, c in byte_to_unicode().items()}, "merges": []},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "vocab": {c: b for b, c in byte_to_unicode().items()},
+            "merges": [],
+        },
     }
 
 
 def tokenizer_config_json() -> dict:
-    return {"tokenizer_class": "GPT2Tokenizer", "add_bos_token": False, "add_eos_token": False,
-            "bos_token": None, "eos_token": None, "unk_token": None, "pad_token": None,
-            "clean_up_tokenization_spaces": False, "model_max_length": CONTEXT_LENGTH}
+    return {
+        "tokenizer_class": "GPT2Tokenizer",
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "bos_token": None,
+        "eos_token": None,
+        "unk_token": None,
+        "pad_token": None,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": CONTEXT_LENGTH,
+    }
 
 
 def genai_config_json(model_cfg: dict, filename: str) -> dict:
@@ -72,27 +88,50 @@ def genai_config_json(model_cfg: dict, filename: str) -> dict:
     return {
         "model": {
             "type": "decoder",
-            "bos_token_id": EOS_BYTE, "eos_token_id": EOS_BYTE, "pad_token_id": EOS_BYTE,
-            "vocab_size": model_cfg["vocab_size"], "context_length": CONTEXT_LENGTH,
+            "bos_token_id": EOS_BYTE,
+            "eos_token_id": EOS_BYTE,
+            "pad_token_id": EOS_BYTE,
+            "vocab_size": model_cfg["vocab_size"],
+            "context_length": CONTEXT_LENGTH,
             "decoder": {
                 "filename": filename,
                 "session_options": {"log_id": "hybrid", "provider_options": []},
-                "hidden_size": model_cfg["d_model"], "head_size": d_head,
-                "num_attention_heads": model_cfg["n_heads"], "num_key_value_heads": model_cfg["n_heads"],
+                "hidden_size": model_cfg["d_model"],
+                "head_size": d_head,
+                "num_attention_heads": model_cfg["n_heads"],
+                "num_key_value_heads": model_cfg["n_heads"],
                 "num_hidden_layers": len(model_cfg["pattern"]),
-                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                           "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value",
-                           "past_conv_names": "past_key_values.%d.conv_state",
-                           "past_recurrent_names": "past_key_values.%d.recurrent_state"},
-                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
-                            "present_value_names": "present.%d.value",
-                            "present_conv_names": "present.%d.conv_state",
-                            "present_recurrent_names": "present.%d.recurrent_state"},
+                "inputs": {
+                    "input_ids": "input_ids",
+                    "attention_mask": "attention_mask",
+                    "past_key_names": "past_key_values.%d.key",
+                    "past_value_names": "past_key_values.%d.value",
+                    "past_conv_names": "past_key_values.%d.conv_state",
+                    "past_recurrent_names": "past_key_values.%d.recurrent_state",
+                },
+                "outputs": {
+                    "logits": "logits",
+                    "present_key_names": "present.%d.key",
+                    "present_value_names": "present.%d.value",
+                    "present_conv_names": "present.%d.conv_state",
+                    "present_recurrent_names": "present.%d.recurrent_state",
+                },
             },
         },
-        "search": {"do_sample": False, "num_beams": 1, "num_return_sequences": 1, "max_length": CONTEXT_LENGTH,
-                   "min_length": 0, "past_present_share_buffer": False, "early_stopping": False,
-                   "temperature": 1.0, "top_k": 1, "top_p": 1.0, "repetition_penalty": 1.0, "length_penalty": 1.0},
+        "search": {
+            "do_sample": False,
+            "num_beams": 1,
+            "num_return_sequences": 1,
+            "max_length": CONTEXT_LENGTH,
+            "min_length": 0,
+            "past_present_share_buffer": False,
+            "early_stopping": False,
+            "temperature": 1.0,
+            "top_k": 1,
+            "top_p": 1.0,
+            "repetition_penalty": 1.0,
+            "length_penalty": 1.0,
+        },
     }
 
 
@@ -102,8 +141,11 @@ def write_genai_files(out: Path, model_cfg: dict, files: dict[str, str], tokeniz
     if tokenizer_kind != "byte":
         return {}
     variant = next(v for v in AUTO_ORDER if v in files)
-    written = {CONFIG_FILE: genai_config_json(model_cfg, files[variant]), HF_TOKENIZER: byte_tokenizer_json(),
-               HF_TOKENIZER_CONFIG: tokenizer_config_json()}
+    written = {
+        CONFIG_FILE: genai_config_json(model_cfg, files[variant]),
+        HF_TOKENIZER: byte_tokenizer_json(),
+        HF_TOKENIZER_CONFIG: tokenizer_config_json(),
+    }
     for name, obj in written.items():
         (out / name).write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"genai": {"config": CONFIG_FILE, "variant": variant}}

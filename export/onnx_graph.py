@@ -26,7 +26,9 @@ from hybrid.runtime.errors import HybridError
 from hybrid.export.signature import ATTENTION_MASK, GraphSignature, io_names, output_name  # noqa: F401 (re-exported)
 from hybrid.train.model import HybridLM
 
-DEFAULT_OPSET = 20  # 20 has a Gelu op that onnxruntime fuses (~15% faster evaluation than 18's Erf form); onnxruntime >= 1.17
+DEFAULT_OPSET = (
+    20  # 20 has a Gelu op that onnxruntime fuses (~15% faster evaluation than 18's Erf form); onnxruntime >= 1.17
+)
 
 
 @contextlib.contextmanager
@@ -53,7 +55,9 @@ def root_cause(e: BaseException) -> str:
     return f"{e.__class__.__name__}: {text.splitlines()[0]}" if text else e.__class__.__name__
 
 
-def export_onnx(model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7, trace_batch: int = 2) -> onnx.ModelProto:
+def export_onnx(
+    model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7, trace_batch: int = 2
+) -> onnx.ModelProto:
     """The fp32 graph of `model` (eval mode), traced with a [trace_batch, trace_len] example.
 
     The example sizes must differ from 1 (torch.export specialises size-1 dimensions) and say
@@ -67,16 +71,27 @@ def export_onnx(model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7,
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     inputs, outputs = io_names(model)
     # Positional inputs after input_ids (the mask, the state) arrive as forward's *rest.
-    rest = [{0: batch} if n != ATTENTION_MASK else {0: batch, 1: torch.export.Dim("total_sequence_length")}
-            for n in inputs[1:]]
+    rest = [
+        {0: batch} if n != ATTENTION_MASK else {0: batch, 1: torch.export.Dim("total_sequence_length")}
+        for n in inputs[1:]
+    ]
     dynamic = {"input_ids": {0: batch, 1: seq}}
     if rest:  # a model of only feed-forward blocks (or attention without memory) has no state
         dynamic["rest"] = tuple(rest)
     try:
         with _quiet(), torch.no_grad():
-            program = torch.onnx.export(wrapped, args, f=None, dynamo=True, dynamic_shapes=dynamic,
-                                        input_names=inputs, output_names=outputs, opset_version=opset,
-                                        optimize=True, verbose=False)
+            program = torch.onnx.export(
+                wrapped,
+                args,
+                f=None,
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                input_names=inputs,
+                output_names=outputs,
+                opset_version=opset,
+                optimize=True,
+                verbose=False,
+            )
     except Exception as e:  # the exporter raises many types; the user needs one line
         raise HybridError(f"torch.onnx.export failed at opset {opset}: {root_cause(e)}") from e
     proto = program.model_proto
@@ -104,6 +119,7 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
     (scan_input_axes / scan_output_axes): folding the three Transposes into the Scan removes nine
     nodes from a three-QRNN graph, which matters in token-by-token generation where each node
     costs about a microsecond whatever its size. Returns the number of Transposes removed."""
+
     def names_used(g: onnx.GraphProto) -> set[str]:  # inside a body: may reference outer values
         return {i for n in g.node for i in n.input} | {x for n in g.node for b in _subgraphs(n) for x in names_used(b)}
 
@@ -115,8 +131,11 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
     graph_outputs = {v.name for v in graph.output}
 
     def swaps_01(n: onnx.NodeProto | None) -> bool:  # Transpose(perm=[1, 0, 2])
-        return (n is not None and n.op_type == "Transpose"
-                and any(a.name == "perm" and list(a.ints) == [1, 0, 2] for a in n.attribute))
+        return (
+            n is not None
+            and n.op_type == "Transpose"
+            and any(a.name == "perm" and list(a.ints) == [1, 0, 2] for a in n.attribute)
+        )
 
     removed: list[onnx.NodeProto] = []
     for scan in [n for n in graph.node if n.op_type == "Scan"]:
@@ -157,6 +176,7 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
 
 # -- checks on a graph ------------------------------------------------------------------------
 
+
 def _subgraphs(node: onnx.NodeProto):
     for attr in node.attribute:
         if attr.type == onnx.AttributeProto.GRAPH:
@@ -179,8 +199,17 @@ def count_nodes(graph: onnx.GraphProto) -> int:
 
 
 # Ops that multiply by a weight matrix: onnxruntime's quantizers skip them inside a Scan body.
-MATMUL_OPS = {"MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul", "FusedMatMul",
-              "QLinearMatMul", "Conv", "ConvInteger"}
+MATMUL_OPS = {
+    "MatMul",
+    "Gemm",
+    "MatMulInteger",
+    "MatMulNBits",
+    "DynamicQuantizeMatMul",
+    "FusedMatMul",
+    "QLinearMatMul",
+    "Conv",
+    "ConvInteger",
+}
 
 
 def weight_matmuls_in_loops(model: onnx.ModelProto) -> list[str]:
@@ -208,5 +237,7 @@ def weight_matmuls_in_loops(model: onnx.ModelProto) -> list[str]:
 def assert_no_weight_matmul_in_loops(model: onnx.ModelProto, what: str) -> None:
     bad = weight_matmuls_in_loops(model)
     if bad:
-        raise HybridError(f"{what}: weight matrix products inside a Scan body ({', '.join(bad[:3])}); "
-                          "onnxruntime's quantizers would leave them in fp32")
+        raise HybridError(
+            f"{what}: weight matrix products inside a Scan body ({', '.join(bad[:3])}); "
+            "onnxruntime's quantizers would leave them in fp32"
+        )

@@ -73,8 +73,13 @@ def check_ort_files(model_dir: Path, ort_files: dict[str, str], tokens, limit_re
         diffs = [float(np.abs(a - b).max())] + [float(np.abs(step_a.step(t) - step_b.step(t)).max()) for t in steps]
         worst = max(diffs)
         rel = worst / max(float(np.abs(a).max()), 1e-30)
-        report[v] = {"file": name, "bytes": (model_dir / name).stat().st_size, "max_abs_vs_onnx": worst,
-                     "rel_vs_onnx": rel, "tokens": ids.shape[1] + len(steps)}
+        report[v] = {
+            "file": name,
+            "bytes": (model_dir / name).stat().st_size,
+            "max_abs_vs_onnx": worst,
+            "rel_vs_onnx": rel,
+            "tokens": ids.shape[1] + len(steps),
+        }
         if not rel <= limit_rel:
             failures.append(f"{name} differs from {onnx_model.path.name} by {rel:.2e} relative (limit {limit_rel:g})")
     return report, failures

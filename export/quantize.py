@@ -92,8 +92,9 @@ def prepare(fp32_path: Path, out_path: Path) -> None:
 def _int8_gather(model_in: str | onnx.ModelProto, out_path: Path, op_types: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(model_in, str(out_path), op_types_to_quantize=op_types,
-                     per_channel=False, weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        model_in, str(out_path), op_types_to_quantize=op_types, per_channel=False, weight_type=QuantType.QInt8
+    )
 
 
 def quantize_int8(prepared: Path, out_path: Path) -> None:
@@ -110,8 +111,14 @@ def quantize_int4(prepared: Path, out_path: Path) -> None:
 
     with _quiet():
         try:
-            q = MatMulNBitsQuantizer(onnx.load(str(prepared)), bits=4, block_size=INT4_BLOCK, is_symmetric=True,
-                                     accuracy_level=INT4_ACCURACY_LEVEL, op_types_to_quantize=("MatMul",))
+            q = MatMulNBitsQuantizer(
+                onnx.load(str(prepared)),
+                bits=4,
+                block_size=INT4_BLOCK,
+                is_symmetric=True,
+                accuracy_level=INT4_ACCURACY_LEVEL,
+                op_types_to_quantize=("MatMul",),
+            )
             q.process()
             _int8_gather(q.model.model, out_path, ["Gather"])
         except Exception as e:
@@ -124,7 +131,7 @@ def _domains(graph: onnx.GraphProto) -> set[str]:
     for n in graph.node:
         out.add(n.domain)
         for a in n.attribute:
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
                 out |= _domains(g)
     return out
 
@@ -147,5 +154,8 @@ FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int4": "model.int4.on
 def fp32_weight_matmuls(model: onnx.ModelProto) -> list[str]:
     """MatMul/Gemm nodes of the main graph that still multiply by an fp32 weight initializer."""
     weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2}
-    return [n.name or n.op_type for n in model.graph.node
-            if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)]
+    return [
+        n.name or n.op_type
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)
+    ]

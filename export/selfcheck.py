@@ -35,8 +35,10 @@ class TorchStepper:
 
     @torch.no_grad()
     def step(self, ids: np.ndarray, state: dict[str, np.ndarray]):
-        logits, new = self.model(torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)),
-                                 {k: torch.from_numpy(v) for k, v in state.items()})
+        logits, new = self.model(
+            torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)),
+            {k: torch.from_numpy(v) for k, v in state.items()},
+        )
         return logits.numpy(), {k: v.numpy() for k, v in new.items()}
 
 
@@ -78,7 +80,7 @@ def run_chunks(stepper, ids: np.ndarray, sizes) -> np.ndarray:
     for n in sizes:
         if p >= ids.shape[1]:
             break
-        logits, state = stepper.step(ids[:, p:p + n], state)
+        logits, state = stepper.step(ids[:, p : p + n], state)
         out.append(logits)
         p += n
     if p < ids.shape[1]:
@@ -120,19 +122,23 @@ def parity(torch_model: TorchStepper, fp32: OrtStepper, tokens: np.ndarray, mem_
 
     # Dynamic batch: 4 different windows of the probe in one call, vs PyTorch and vs batch 1.
     T = max(1, min(64, n // BATCH_CHECK))
-    batch = np.stack([tokens[i * T:(i + 1) * T] for i in range(BATCH_CHECK)]) if n >= BATCH_CHECK \
+    batch = (
+        np.stack([tokens[i * T : (i + 1) * T] for i in range(BATCH_CHECK)])
+        if n >= BATCH_CHECK
         else np.repeat(tokens[None, :T], BATCH_CHECK, 0)
+    )
     got = fp32.step(batch, fp32.zero_state(BATCH_CHECK))[0]
     ref = torch_model.step(batch, torch_model.zero_state(BATCH_CHECK))[0]
-    one = np.concatenate([fp32.step(batch[i:i + 1], fp32.zero_state(1))[0] for i in range(BATCH_CHECK)])
+    one = np.concatenate([fp32.step(batch[i : i + 1], fp32.zero_state(1))[0] for i in range(BATCH_CHECK)])
     d_batch, d_batch_one = float(np.abs(got - ref).max()), float(np.abs(got - one).max())
     worst_rel = max(worst_rel, _rel(d_batch, ref), _rel(d_batch_one, one))
 
-    return {"lengths": per_length,
-            "chunked_vs_whole": {"tokens": L, "max_abs": d_chunk, "vs_pytorch_max_abs": d_chunk_ref},
-            "batch": {"batch": BATCH_CHECK, "tokens": T, "vs_pytorch_max_abs": d_batch,
-                      "vs_batch1_max_abs": d_batch_one},
-            "max_rel": worst_rel}
+    return {
+        "lengths": per_length,
+        "chunked_vs_whole": {"tokens": L, "max_abs": d_chunk, "vs_pytorch_max_abs": d_chunk_ref},
+        "batch": {"batch": BATCH_CHECK, "tokens": T, "vs_pytorch_max_abs": d_batch, "vs_batch1_max_abs": d_batch_one},
+        "max_rel": worst_rel,
+    }
 
 
 def quality(models: dict, tokens: np.ndarray, streams: int, segment: int) -> dict:

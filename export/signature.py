@@ -28,7 +28,7 @@ def output_name(state_name: str) -> str:
     """`past_key_values.3.key` -> `present.3.key` (v1's `past_mask` -> `present_mask`)."""
     if state_name == "past_mask":
         return "present_mask"
-    return "present." + state_name[len("past_key_values."):]
+    return "present." + state_name[len("past_key_values.") :]
 
 
 def graph_state_shapes(model: HybridLM, batch: int) -> dict[str, tuple[int, ...]]:
@@ -57,7 +57,7 @@ def past_mask_from_attention_mask(attention_mask: torch.Tensor, seq_len: int, me
     """float [B, mem_len]: the attention_mask entries of the mem_len tokens before this call's
     `seq_len` tokens, right-aligned, zeros where the stream had fewer."""
     # Slices with constant bounds where possible: generation runs these nodes every token.
-    before = attention_mask[:, :attention_mask.shape[1] - seq_len]
+    before = attention_mask[:, : attention_mask.shape[1] - seq_len]
     return torch.nn.functional.pad(before, (mem_len, 0))[:, -mem_len:].to(torch.float32)
 
 
@@ -77,8 +77,9 @@ class GraphSignature(torch.nn.Module):
         given = dict(zip(self.state_names, rest))
         state = {k: v for k, v in given.items() if k in self.model_names}
         if self.with_mask:
-            state["past_mask"] = past_mask_from_attention_mask(attention_mask, input_ids.shape[1],
-                                                               self.model.cfg.mem_len)
+            state["past_mask"] = past_mask_from_attention_mask(
+                attention_mask, input_ids.shape[1], self.model.cfg.mem_len
+            )
         logits, new_state = self.model(input_ids, state)
         # A pass-through conv_state (window-1 QRNN) leaves the graph as an Identity of its input.
         return (logits, *(new_state[n] if n in new_state else given[n].clone() for n in self.state_names))

@@ -24,7 +24,7 @@ def split_past_mask(state: dict[str, np.ndarray], seq_len: int) -> tuple[dict[st
     past = state[PAST_MASK]
     full = np.concatenate([past >= 0.5, np.ones((past.shape[0], seq_len), dtype=bool)], axis=1)
     feed[ATTENTION_MASK] = full.astype(np.int64)
-    return feed, full[:, full.shape[1] - past.shape[1]:].astype(np.float32)
+    return feed, full[:, full.shape[1] - past.shape[1] :].astype(np.float32)
 
 
 class MaskStepper:

@@ -41,6 +41,7 @@ MiB = 1 << 20
 
 # -- memory ------------------------------------------------------------------------------------
 
+
 def _status_kib(key: str) -> int | None:
     try:
         with open("/proc/self/status") as fh:
@@ -75,6 +76,7 @@ def peak_rss_mib() -> float:
 
 # -- memory bandwidth ----------------------------------------------------------------------------
 
+
 class ReadBandwidth:
     """A pseudo-backend timed beside generation: `threads` threads read a 256 MiB buffer (numpy
     reductions release the GIL), so the bound and the generation it bounds see the same machine."""
@@ -99,11 +101,16 @@ class ReadBandwidth:
 
 # -- the tests, per backend --------------------------------------------------------------------
 
+
 def tests(prompt_len, gen_tokens, streams, segment) -> list[tuple[str, str, int, int]]:
     """(kind, name, batch, tokens per stream)."""
-    return [("pp", f"pp{prompt_len}", 1, prompt_len), ("ev", f"ev1x{segment}", 1, segment),
-            ("ev", f"ev{streams}x{segment}", streams, segment), ("tg", f"tg{gen_tokens}", 1, gen_tokens),
-            ("tg-run", f"tg{gen_tokens}-run", 1, gen_tokens)]
+    return [
+        ("pp", f"pp{prompt_len}", 1, prompt_len),
+        ("ev", f"ev1x{segment}", 1, segment),
+        ("ev", f"ev{streams}x{segment}", streams, segment),
+        ("tg", f"tg{gen_tokens}", 1, gen_tokens),
+        ("tg-run", f"tg{gen_tokens}-run", 1, gen_tokens),
+    ]
 
 
 class OnnxBackend:
@@ -125,10 +132,12 @@ class OnnxBackend:
             return lambda: m.forward(ids, state)
         T = ids.shape[1]
         if kind == "tg":
+
             def gen():
                 stepper, tok = m.stepper(), 0
                 for _ in range(T):
                     tok = int(np.argmax(stepper.step(tok)))
+
             return gen
 
         def gen_plain():  # the reference path: numpy in, numpy out, new arrays every token
@@ -136,16 +145,25 @@ class OnnxBackend:
             for _ in range(T):
                 logits, state = m.forward(np.array([[tok]], dtype=np.int64), state)
                 tok = int(np.argmax(logits[0, -1]))
+
         return gen_plain
 
 
 def _row(b, test, tokens, secs) -> dict:
     s = np.asarray(secs)
     tps, mspt = tokens / s, 1e3 * s / tokens
-    return {"backend": b.backend, "variant": b.variant, "threads": b.threads, "test": test, "tokens": tokens,
-            "tokens_per_s": float(tps.mean()), "tokens_per_s_std": float(tps.std()),
-            "ms_per_token": float(mspt.mean()), "ms_per_token_std": float(mspt.std()),
-            "ms_per_token_min": float(mspt.min())}
+    return {
+        "backend": b.backend,
+        "variant": b.variant,
+        "threads": b.threads,
+        "test": test,
+        "tokens": tokens,
+        "tokens_per_s": float(tps.mean()),
+        "tokens_per_s_std": float(tps.std()),
+        "ms_per_token": float(mspt.mean()),
+        "ms_per_token_std": float(mspt.std()),
+        "ms_per_token_min": float(mspt.min()),
+    }
 
 
 def time_side_by_side(backends, reps, prompt_len, gen_tokens, streams, segment, rng, vocab) -> list[dict]:
@@ -196,8 +214,19 @@ def default_threads() -> list[int]:
     return out + [n]
 
 
-def run_bench(model_dir, variants=("fp32", "int8", "int4"), threads=None, reps=5, prompt_len=512,
-              gen_tokens=64, streams=16, segment=128, log=print, seed=0, eager=None) -> dict:
+def run_bench(
+    model_dir,
+    variants=("fp32", "int8", "int4"),
+    threads=None,
+    reps=5,
+    prompt_len=512,
+    gen_tokens=64,
+    streams=16,
+    segment=128,
+    log=print,
+    seed=0,
+    eager=None,
+) -> dict:
     """Every test on every variant and thread count. `eager`, a function of the thread count
     returning a backend, adds a comparison run side by side (train/eager.py: eager PyTorch on the
     model's training run, for `bench --run-dir`; it checks the run before calling this)."""
@@ -207,8 +236,13 @@ def run_bench(model_dir, variants=("fp32", "int8", "int4"), threads=None, reps=5
     for v in variants:
         if v not in VARIANTS:
             raise HybridError(f"unknown variant {v!r} (choose from {', '.join(VARIANTS)})")
-    for name, v in (("reps", reps), ("prompt_len", prompt_len), ("gen_tokens", gen_tokens),
-                    ("streams", streams), ("segment", segment)):
+    for name, v in (
+        ("reps", reps),
+        ("prompt_len", prompt_len),
+        ("gen_tokens", gen_tokens),
+        ("streams", streams),
+        ("segment", segment),
+    ):
         if not is_integer(v) or v <= 0:
             raise HybridError(f"--{name.replace('_', '-')} must be positive, got {v}")
     threads = threads or default_threads()
@@ -225,10 +259,18 @@ def run_bench(model_dir, variants=("fp32", "int8", "int4"), threads=None, reps=5
     if not todo:
         raise HybridError(f"{md.path}: none of the variants {', '.join(variants)} was exported")
     rng, V = np.random.default_rng(seed), md.vocab_size
-    res = {"model_dir": str(md.path), "model": {k: md.model.get(k) for k in ("name", "pattern", "d_model", "d_inner",
-                                                                            "n_heads", "mem_len", "vocab_size")},
-           "cpu": {"count": os.cpu_count(), "machine": platform.machine(), "processor": _cpu_name()},
-           "onnxruntime": ort.__version__, "reps": reps, "bandwidth_gbs": {}, "variants": {}, "results": []}
+    res = {
+        "model_dir": str(md.path),
+        "model": {
+            k: md.model.get(k) for k in ("name", "pattern", "d_model", "d_inner", "n_heads", "mem_len", "vocab_size")
+        },
+        "cpu": {"count": os.cpu_count(), "machine": platform.machine(), "processor": _cpu_name()},
+        "onnxruntime": ort.__version__,
+        "reps": reps,
+        "bandwidth_gbs": {},
+        "variants": {},
+        "results": [],
+    }
     shape = (prompt_len, gen_tokens, streams, segment, rng, V)
     state_bytes = md.state_bytes(1)
     # Memory first, one backend at a time (torch last: importing it raises every later peak).
@@ -236,8 +278,13 @@ def run_bench(model_dir, variants=("fp32", "int8", "int4"), threads=None, reps=5
         log(f"peak memory: {v}")
         size = md.file(v).stat().st_size
         peak, scope = peak_memory(lambda: OnnxBackend(md.path, v, max(threads)), *shape)
-        res["variants"][v] = {"file": md.config["files"][v], "file_mib": size / MiB,
-                              "bytes_per_token": size + 2 * state_bytes, "peak_rss_mib": peak, "peak_rss_scope": scope}
+        res["variants"][v] = {
+            "file": md.config["files"][v],
+            "file_mib": size / MiB,
+            "bytes_per_token": size + 2 * state_bytes,
+            "peak_rss_mib": peak,
+            "peak_rss_scope": scope,
+        }
     if eager is not None:
         log("peak memory: eager PyTorch")
         peak, scope = peak_memory(lambda: eager(max(threads)), *shape)
@@ -280,46 +327,80 @@ def derive(res, variants, threads, streams, segment, gen_tokens) -> list[dict]:
         for t in threads:
             a, b = get.get(("onnxruntime", v, t, evB)), get.get(("onnxruntime", v, t, ev1))
             if a and b:
-                out.append({"what": f"{evB} / {ev1} tokens/s", "variant": v, "threads": t,
-                            "ratio": a["tokens_per_s"] / b["tokens_per_s"]})
+                out.append(
+                    {
+                        "what": f"{evB} / {ev1} tokens/s",
+                        "variant": v,
+                        "threads": t,
+                        "ratio": a["tokens_per_s"] / b["tokens_per_s"],
+                    }
+                )
             g, plain = get.get(("onnxruntime", v, t, tg)), get.get(("onnxruntime", v, t, tg + "-run"))
             if g and plain:
-                out.append({"what": "host overhead saved by IOBinding, ms/token", "variant": v, "threads": t,
-                            "value": plain["ms_per_token"] - g["ms_per_token"]})
+                out.append(
+                    {
+                        "what": "host overhead saved by IOBinding, ms/token",
+                        "variant": v,
+                        "threads": t,
+                        "value": plain["ms_per_token"] - g["ms_per_token"],
+                    }
+                )
             if g:
                 bw = res["bandwidth_gbs"][t] * 1e9
                 bound_ms = 1e3 * res["variants"][v]["bytes_per_token"] / bw
-                out.append({"what": "generation ms/token / bandwidth bound", "variant": v, "threads": t,
-                            "ratio": g["ms_per_token"] / bound_ms, "bound_ms": bound_ms,
-                            "ms_per_token": g["ms_per_token"]})
+                out.append(
+                    {
+                        "what": "generation ms/token / bandwidth bound",
+                        "variant": v,
+                        "threads": t,
+                        "ratio": g["ms_per_token"] / bound_ms,
+                        "bound_ms": bound_ms,
+                        "ms_per_token": g["ms_per_token"],
+                    }
+                )
             for r in res["results"]:
                 if r["backend"] != "onnxruntime" or r["variant"] != v or r["threads"] != t:
                     continue
                 ref = get.get(("torch", "fp32", t, r["test"]))
                 if ref:
-                    out.append({"what": f"{r['test']} speed-up vs eager PyTorch fp32", "variant": v, "threads": t,
-                                "ratio": ref["ms_per_token"] / r["ms_per_token"]})
+                    out.append(
+                        {
+                            "what": f"{r['test']} speed-up vs eager PyTorch fp32",
+                            "variant": v,
+                            "threads": t,
+                            "ratio": ref["ms_per_token"] / r["ms_per_token"],
+                        }
+                    )
     return out
 
 
 def print_table(res: dict, echo=print) -> None:
     m = res["model"]
-    echo(f"model {m['name']} ({m['pattern']}, d_model {m['d_model']}), {res['cpu']['processor']}, "
-         f"{res['cpu']['count']} CPUs, onnxruntime {res['onnxruntime']}, {res['reps']} reps")
+    echo(
+        f"model {m['name']} ({m['pattern']}, d_model {m['d_model']}), {res['cpu']['processor']}, "
+        f"{res['cpu']['count']} CPUs, onnxruntime {res['onnxruntime']}, {res['reps']} reps"
+    )
     echo("")
-    echo(f"| {'backend':<11} | {'variant':<7} | {'size MiB':>8} | {'threads':>7} | {'test':<12} | "
-         f"{'tokens/s':>20} | {'ms/token':>17} |")
+    echo(
+        f"| {'backend':<11} | {'variant':<7} | {'size MiB':>8} | {'threads':>7} | {'test':<12} | "
+        f"{'tokens/s':>20} | {'ms/token':>17} |"
+    )
     echo(f"| {'-' * 11} | {'-' * 7} | {'-' * 8}:| {'-' * 7}:| {'-' * 12} | {'-' * 20}:| {'-' * 17}:|")
     for r in res["results"]:
         size = res["variants"].get(r["variant"], {}).get("file_mib") if r["backend"] == "onnxruntime" else None
-        echo(f"| {r['backend']:<11} | {r['variant']:<7} | {size if size is not None else float('nan'):>8.2f} | "
-             f"{r['threads']:>7} | {r['test']:<12} | "
-             f"{r['tokens_per_s']:>11,.0f} ± {r['tokens_per_s_std']:>6,.0f} | "
-             f"{r['ms_per_token']:>8.4f} ± {r['ms_per_token_std']:>6.4f} |")
+        echo(
+            f"| {r['backend']:<11} | {r['variant']:<7} | {size if size is not None else float('nan'):>8.2f} | "
+            f"{r['threads']:>7} | {r['test']:<12} | "
+            f"{r['tokens_per_s']:>11,.0f} ± {r['tokens_per_s_std']:>6,.0f} | "
+            f"{r['ms_per_token']:>8.4f} ± {r['ms_per_token_std']:>6.4f} |"
+        )
     echo("")
     for v, info in res["variants"].items():
-        extra = f", {info['file_mib']:.2f} MiB file, {info['bytes_per_token'] / MiB:.2f} MiB read per generated token" \
-            if "file_mib" in info else ""
+        extra = (
+            f", {info['file_mib']:.2f} MiB file, {info['bytes_per_token'] / MiB:.2f} MiB read per generated token"
+            if "file_mib" in info
+            else ""
+        )
         echo(f"{v}: peak RSS {info['peak_rss_mib']:.0f} MiB ({info['peak_rss_scope']}){extra}")
     echo("memory read bandwidth: " + ", ".join(f"{t} thread(s) {g:.1f} GB/s" for t, g in res["bandwidth_gbs"].items()))
     echo("")
@@ -328,9 +409,11 @@ def print_table(res: dict, echo=print) -> None:
             # The bound is the time to read the weights and state from main memory once per token:
             # a model small enough to stay in the CPU's caches runs faster than that (below 1x).
             cached = "; below 1x: it runs from cache" if d["ratio"] < 1 else ""
-            echo(f"{d['variant']:>5} {d['threads']:>2}t  generation {d['ms_per_token']:.3f} ms/token = "
-                 f"{d['ratio']:.2f}x the bandwidth bound ({d['bound_ms']:.3f} ms: its bytes read once from "
-                 f"memory{cached})")
+            echo(
+                f"{d['variant']:>5} {d['threads']:>2}t  generation {d['ms_per_token']:.3f} ms/token = "
+                f"{d['ratio']:.2f}x the bandwidth bound ({d['bound_ms']:.3f} ms: its bytes read once from "
+                f"memory{cached})"
+            )
         elif "ratio" in d:
             echo(f"{d['variant']:>5} {d['threads']:>2}t  {d['what']}: {d['ratio']:.2f}x")
         else:

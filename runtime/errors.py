@@ -5,7 +5,6 @@ value that is wrong. It lives in the runtime because the runtime must import wit
 every stage shares it.
 """
 
-
 from numbers import Integral, Real
 
 

@@ -61,8 +61,8 @@ class _Tally:
             # [rows, vocab] would be 8x the logits (GiBs with a word vocabulary).
             rows = max(1, KL_BLOCK // logits.shape[1])
             for r in range(0, len(logits), rows):
-                lp = log_softmax(logits[r:r + rows].astype(np.float64))
-                lq = log_softmax(base_logits[r:r + rows].astype(np.float64))
+                lp = log_softmax(logits[r : r + rows].astype(np.float64))
+                lq = log_softmax(base_logits[r : r + rows].astype(np.float64))
                 kl = (np.exp(lq) * (lq - lp)).sum(axis=1)
                 self.kl += float(kl.sum())
                 self.kl_max = max(self.kl_max, float(kl.max()))
@@ -73,8 +73,17 @@ def _rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[-1])
 
 
-def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0, base=None,
-             max_tokens: int = 0, progress: bool = False, name: str = "text") -> dict:
+def evaluate(
+    model,
+    source,
+    streams: int = 16,
+    segment: int = 128,
+    ctx: int = 0,
+    base=None,
+    max_tokens: int = 0,
+    progress: bool = False,
+    name: str = "text",
+) -> dict:
     """Score a token source (see textfile.py) with `model`; returns a JSON-ready dict."""
     if isinstance(source, (np.ndarray, list, tuple)):
         source = ArraySource(source)
@@ -90,8 +99,9 @@ def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0,
     if not is_integer(max_tokens) or max_tokens < 0:
         raise HybridError(f"max_tokens must be >= 0 (0 = whole text), got {max_tokens!r}")
     streams, segment, ctx, max_tokens = int(streams), int(segment), int(ctx), int(max_tokens)
-    if base is not None and (base.vocab_size != model.vocab_size
-                             or base.tokenizer.to_json() != model.tokenizer.to_json()):
+    if base is not None and (
+        base.vocab_size != model.vocab_size or base.tokenizer.to_json() != model.tokenizer.to_json()
+    ):
         raise HybridError(f"{base.dir.path}: the KL base model has a different tokenizer than {model.dir.path}")
     n = source.n if not max_tokens else min(source.n, max_tokens + 1)
     if n < 2:
@@ -121,9 +131,14 @@ def evaluate(model, source, streams: int = 16, segment: int = 128, ctx: int = 0,
         out["unknown_tokens"] = source.unknown
     if base is not None:
         bn = tally.base_nll / max(tally.count, 1)
-        out["kl"] = {"base": f"{base.dir.path}:{base.variant}", "mean": max(tally.kl / max(tally.count, 1), 0.0),
-                     "max": tally.kl_max, "top1_agreement": tally.same_top1 / max(tally.count, 1),
-                     f"base_{model.metric}": metric_value(bn, model.metric), "base_nll": bn}
+        out["kl"] = {
+            "base": f"{base.dir.path}:{base.variant}",
+            "mean": max(tally.kl / max(tally.count, 1), 0.0),
+            "max": tally.kl_max,
+            "top1_agreement": tally.same_top1 / max(tally.count, 1),
+            f"base_{model.metric}": metric_value(bn, model.metric),
+            "base_nll": bn,
+        }
     return out
 
 
@@ -173,18 +188,23 @@ def _run_ctx(model, base, source, n, streams, segment, N, tally, progress, name)
         state = model.initial_state(len(group))
         bstate = base.initial_state(len(group)) if base is not None else None
         for p in range(0, N, T):
-            x = x_all[:, p:p + T]
+            x = x_all[:, p : p + T]
             logits, state = model.forward(x, state)
             if base is not None:
                 blogits, bstate = base.forward(x, bstate)
             # Positions j in [max(p, first), min(p + T, N - 1)) predict token j + 1.
             lo, hi = max(p, first), min(p + x.shape[1], N - 1)
             if lo < hi:
-                y = x_all[:, lo + 1:hi + 1]
+                y = x_all[:, lo + 1 : hi + 1]
                 sel = slice(lo - p, hi - p)
-                tally.add(_rows(logits[:, sel]), y.reshape(-1),
-                          _rows(blogits[:, sel]) if base is not None else None)
+                tally.add(_rows(logits[:, sel]), y.reshape(-1), _rows(blogits[:, sel]) if base is not None else None)
             bar.update(x.size)
     bar.close()
-    return {"protocol": "ctx", "ctx": N, "chunks": chunks, "streams": min(streams, chunks), "segment": T,
-            "tokens_processed": chunks * N}
+    return {
+        "protocol": "ctx",
+        "ctx": N,
+        "chunks": chunks,
+        "streams": min(streams, chunks),
+        "segment": T,
+        "tokens_processed": chunks * N,
+    }

@@ -92,8 +92,13 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def file_kind(mode: int) -> str:
@@ -101,8 +106,9 @@ def file_kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def open_regular(path: str | os.PathLike, max_bytes: int | None = None, what: str = "file",
-                 follow_symlinks: bool = True):
+def open_regular(
+    path: str | os.PathLike, max_bytes: int | None = None, what: str = "file", follow_symlinks: bool = True
+):
     """The file opened for reading in binary mode, if it is a regular file of at most `max_bytes`.
     Opened without blocking (a FIFO is refused, not waited on), then checked on the open file."""
     path = Path(path)
@@ -120,8 +126,7 @@ def open_regular(path: str | os.PathLike, max_bytes: int | None = None, what: st
         if not stat.S_ISREG(st.st_mode):
             raise HybridError(f"{path}: {what} is {file_kind(st.st_mode)}, not a regular file")
         if max_bytes is not None and st.st_size > max_bytes:
-            raise HybridError(f"{path}: {what} has {st.st_size:,} bytes, more than the {max_bytes:,} "
-                              f"a {what} may have")
+            raise HybridError(f"{path}: {what} has {st.st_size:,} bytes, more than the {max_bytes:,} a {what} may have")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -147,8 +152,9 @@ def read_text(path: str | os.PathLike, max_bytes: int, what: str = "file", follo
         raise HybridError(f"{path}: {what} is not UTF-8 text (bad byte at offset {e.start})") from None
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file", max_bytes: int = JSON_MAX,
-              follow_symlinks: bool = True) -> dict:
+def read_json(
+    path: str | os.PathLike, what: str = "JSON file", max_bytes: int = JSON_MAX, follow_symlinks: bool = True
+) -> dict:
     """A JSON object from a file; every failure (missing, not a regular file, too big, not UTF-8,
     malformed, not an object) is one line naming the file."""
     text = read_text(path, max_bytes, what, follow_symlinks)
@@ -190,7 +196,9 @@ def inside(root: str | os.PathLike, name, where: str) -> Path:
         why = "resolves outside the directory"
     if why:
         shown = repr(name) if isinstance(name, str) else ""
-        raise HybridError(f"{where}: {shown + ' ' if shown else ''}{why}; a directory may name only files inside itself")
+        raise HybridError(
+            f"{where}: {shown + ' ' if shown else ''}{why}; a directory may name only files inside itself"
+        )
     return target
 
 
@@ -208,7 +216,7 @@ def remove_dead_temporaries(folder: Path, name: str) -> None:
     """Remove `.NAME.tmp-PID...` and `.NAME.old-PID...` files and folders whose process is gone
     (killed while building or installing); those of live processes are theirs to finish."""
     for p in Path(folder).glob(f".{name}.*-*"):
-        kind, _, rest = p.name[len(name) + 2:].partition("-")
+        kind, _, rest = p.name[len(name) + 2 :].partition("-")
         pid = rest.split("-")[0]
         if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
             if p.is_dir() and not p.is_symlink():
@@ -253,8 +261,10 @@ class DirLock:
                 if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                     raise HybridError(f"{self.dir}: cannot lock ({self.path}: {describe_os_error(e)})") from None
                 who = f"process {holder}" if holder.isdigit() else "another process"
-                raise HybridError(f"{self.dir}: {who} is writing to it (lock {self.path}); "
-                                  f"wait for it to finish, or choose another directory") from None
+                raise HybridError(
+                    f"{self.dir}: {who} is writing to it (lock {self.path}); "
+                    f"wait for it to finish, or choose another directory"
+                ) from None
             # A holder that released just now removed the file we opened: lock the new one instead.
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False))

@@ -77,8 +77,13 @@ def filtered_probs(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,
     return p
 
 
-def sample(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           rng: np.random.Generator | None = None) -> int:
+def sample(
+    logits: np.ndarray,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rng: np.random.Generator | None = None,
+) -> int:
     """One token id from next-token logits [vocab]; temperature 0 (or top_k 1) is argmax."""
     if temperature == 0 or top_k == 1:
         return int(np.argmax(logits))
@@ -108,7 +113,7 @@ class StopFilter:
         hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
         if hits:
             self.stopped = True
-            out, self.pending = self.pending[:min(hits)], ""
+            out, self.pending = self.pending[: min(hits)], ""
             return out
         # Hold back the longest tail that is a proper prefix of some stop string.
         hold = 0

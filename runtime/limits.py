@@ -43,8 +43,10 @@ def check_fits(need: int, what: str) -> None:
     memory available now."""
     have = available_bytes()
     if have is not None and need > have:
-        raise HybridError(f"{what} needs about {need / GiB:,.1f} GiB of memory, more than the "
-                          f"{have / GiB:,.1f} GiB available; use a smaller value")
+        raise HybridError(
+            f"{what} needs about {need / GiB:,.1f} GiB of memory, more than the "
+            f"{have / GiB:,.1f} GiB available; use a smaller value"
+        )
 
 
 def forward_bytes(model: dict, batch: int, tokens: int) -> int:

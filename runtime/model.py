@@ -32,10 +32,15 @@ if TYPE_CHECKING:
 # with an attention memory (a graph input in version 1, kept by the runtime in version 2).
 State = dict[str, np.ndarray]
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-             "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
-             "openvino": "OpenVINOExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
-             "nnapi": "NnapiExecutionProvider"}
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+}
 
 
 def resolve_provider(name: str) -> str:
@@ -44,16 +49,18 @@ def resolve_provider(name: str) -> str:
     full = PROVIDERS.get(name.lower(), name)
     have = ort.get_available_providers()
     if full not in have:
-        raise HybridError(f"execution provider {name!r} is not available in this onnxruntime "
-                          f"(available: {', '.join(have)})")
+        raise HybridError(
+            f"execution provider {name!r} is not available in this onnxruntime (available: {', '.join(have)})"
+        )
     return full
 
 
 def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.InferenceSession:
     """An InferenceSession with all graph optimisations and `threads` intra-op threads (0 = default)."""
     if not is_integer(threads) or not 0 <= threads <= MAX_THREADS:
-        raise HybridError(f"threads must be 0 (onnxruntime's default) or a positive integer up to "
-                          f"{MAX_THREADS}, got {threads!r}")
+        raise HybridError(
+            f"threads must be 0 (onnxruntime's default) or a positive integer up to {MAX_THREADS}, got {threads!r}"
+        )
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -78,8 +85,14 @@ def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.Inf
 class Model:
     """One variant of an exported model directory, loaded into onnxruntime."""
 
-    def __init__(self, path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu",
-                 file_format: str = "onnx"):
+    def __init__(
+        self,
+        path: str | Path,
+        variant: str = "auto",
+        threads: int = 0,
+        provider: str = "cpu",
+        file_format: str = "onnx",
+    ):
         if not isinstance(path, (str, Path)):
             raise HybridError(f"a model directory path is needed, got {type(path).__name__}")
         self.dir: ModelDir = open_model_dir(path)
@@ -104,15 +117,19 @@ class Model:
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))
             extra = sorted(inputs - want_in)
-            raise HybridError(f"{self.path}: graph does not match config.json "
-                              f"(missing {missing[:3]}, unexpected inputs {extra[:3]})")
+            raise HybridError(
+                f"{self.path}: graph does not match config.json (missing {missing[:3]}, unexpected inputs {extra[:3]})"
+            )
         graph = {i.name: i.shape for i in self.ort.get_inputs()}
         for spec in self.state_specs:
             fixed = graph[spec.input][1:]  # the batch dimension is free
             if len(fixed) != len(spec.shape) - 1 or any(
-                    isinstance(g, int) and g != want for g, want in zip(fixed, spec.shape[1:])):
-                raise HybridError(f"{self.path}: state {spec.input!r} is {['batch', *fixed]} in the graph "
-                                  f"but {list(spec.shape)} in config.json")
+                isinstance(g, int) and g != want for g, want in zip(fixed, spec.shape[1:])
+            ):
+                raise HybridError(
+                    f"{self.path}: state {spec.input!r} is {['batch', *fixed]} in the graph "
+                    f"but {list(spec.shape)} in config.json"
+                )
         self._check_order_and_logits()
 
     def _check_order_and_logits(self) -> None:
@@ -123,22 +140,26 @@ class Model:
         ids_in = ["input_ids"] + ([ATTENTION_MASK] if self.mask_len else [])  # int64 inputs
         order_in = ids_in + [s.input for s in self.state_specs]
         order_out = ["logits"] + [s.output for s in self.state_specs]
-        if [i.name for i in ins] != order_in or [o.name for o in outs][:len(order_out)] != order_out:
+        if [i.name for i in ins] != order_in or [o.name for o in outs][: len(order_out)] != order_out:
             raise HybridError(f"{self.path}: the graph's inputs and outputs are not in config.json's order")
         types = {i.name: i.type for i in ins} | {o.name: o.type for o in outs}
-        bad = [n for n in order_in[len(ids_in):] + order_out if types[n] != "tensor(float)"]
+        bad = [n for n in order_in[len(ids_in) :] + order_out if types[n] != "tensor(float)"]
         not_int = [n for n in ids_in if types[n] != "tensor(int64)"]
         if not_int or bad:
-            raise HybridError(f"{self.path}: {not_int[0] + ' is not int64' if not_int else bad[0] + ' is not float32'} "
-                              f"in the graph, as config.json states")
+            raise HybridError(
+                f"{self.path}: {not_int[0] + ' is not int64' if not_int else bad[0] + ' is not float32'} "
+                f"in the graph, as config.json states"
+            )
         shape = outs[0].shape
         vocab = shape[-1] if len(shape) == 3 else None
         if not isinstance(vocab, int) and len(shape) == 3:
             logits, _ = self.forward(np.zeros((1, 1), dtype=np.int64), self.initial_state(1))
             vocab = logits.shape[-1]
         if vocab != self.vocab_size:
-            raise HybridError(f"{self.path}: the graph's logits are {list(shape)}, but config.json has "
-                              f"vocab_size {self.vocab_size}; the graph is not this directory's model")
+            raise HybridError(
+                f"{self.path}: the graph's logits are {list(shape)}, but config.json has "
+                f"vocab_size {self.vocab_size}; the graph is not this directory's model"
+            )
 
     # -- facts -----------------------------------------------------------------------------------
     @property
@@ -185,10 +206,15 @@ class Model:
         if arr.ndim != 2 or (arr.size and arr.dtype.kind not in "iu"):
             raise HybridError(f"ids must be a [batch, tokens] array of integers, got {arr.dtype} of shape {arr.shape}")
         names = {s.input for s in self.state_specs} | ({PAST_MASK} if self.mask_len else set())
-        if not isinstance(state, dict) or set(state) != names \
-                or any(getattr(v, "shape", (None,))[0] != arr.shape[0] for v in state.values()):
-            raise HybridError(f"state must be this model's state for batch {arr.shape[0]} "
-                              f"(as initial_state({arr.shape[0]}) or forward() returns it)")
+        if (
+            not isinstance(state, dict)
+            or set(state) != names
+            or any(getattr(v, "shape", (None,))[0] != arr.shape[0] for v in state.values())
+        ):
+            raise HybridError(
+                f"state must be this model's state for batch {arr.shape[0]} "
+                f"(as initial_state({arr.shape[0]}) or forward() returns it)"
+            )
         need = forward_bytes(self.dir.model, arr.shape[0], arr.shape[1])
         if need > LARGE:
             check_fits(need, f"a forward call on {arr.shape[0]} x {arr.shape[1]} tokens")
@@ -199,7 +225,7 @@ class Model:
         """forward() over [B, T] ids in segments of at most `segment` tokens, carrying state,
         so memory stays bounded however long T is. Yields (logits of the segment, state after it)."""
         for p in range(0, ids.shape[1], segment):
-            logits, state = self.forward(ids[:, p:p + segment], state)
+            logits, state = self.forward(ids[:, p : p + segment], state)
             yield logits, state
 
     # -- the fast path for generation ----------------------------------------------------------------
@@ -218,21 +244,40 @@ class Model:
         from hybrid.runtime.evaluate import ArraySource, evaluate
 
         if not isinstance(text, str):
-            raise HybridError(f"evaluate() takes a str, got {type(text).__name__} (token ids: hybrid.runtime.evaluate.evaluate)")
+            raise HybridError(
+                f"evaluate() takes a str, got {type(text).__name__} (token ids: hybrid.runtime.evaluate.evaluate)"
+            )
         return evaluate(self, ArraySource(self.tokenizer.encode(text)), streams=streams, segment=segment)
 
-    def generate(self, prompt: str = "", max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None, stop: Iterable[str] = ()) -> str:
+    def generate(
+        self,
+        prompt: str = "",
+        max_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Iterable[str] = (),
+    ) -> str:
         """The continuation of `prompt` as one string; options as in Session.stream."""
         return "".join(self.stream(prompt, max_tokens, temperature, top_k, top_p, seed, stop))
 
-    def stream(self, prompt: str = "", max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
-               top_p: float = 1.0, seed: int | None = None, stop: Iterable[str] = ()) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str = "",
+        max_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Iterable[str] = (),
+    ) -> Iterator[str]:
         """The continuation of `prompt`, piece by piece as it is generated."""
         s = self.session()
         s.feed(prompt)
-        return s.stream(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                        stop=stop, final=True)
+        return s.stream(
+            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop, final=True
+        )
 
 
 class Stepper:
@@ -250,8 +295,10 @@ class Stepper:
         self.logits = np.zeros((1, 1, model.vocab_size), dtype=np.float32)
         first = model.initial_state(1) if state is None else state
         model._checked_ids(self.ids, first)  # this model's state, batch 1 (the stepper runs one stream)
-        self.buffers = [{k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in first.items()},
-                        {k: np.empty_like(v) for k, v in first.items()}]
+        self.buffers = [
+            {k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in first.items()},
+            {k: np.empty_like(v) for k, v in first.items()},
+        ]
         ov = ort.OrtValue.ortvalue_from_numpy
         self._keep = []  # OrtValues must outlive the bindings
         ids_v, logits_v = ov(self.ids), ov(self.logits)
@@ -306,8 +353,9 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0][:200] if text else e.__class__.__name__
 
 
-def load_model(path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu",
-               file_format: str = "onnx") -> Model:
+def load_model(
+    path: str | Path, variant: str = "auto", threads: int = 0, provider: str = "cpu", file_format: str = "onnx"
+) -> Model:
     """Load an exported model directory. variant: auto (int8 if present, else fp32), fp32, int8 or int4;
     threads: onnxruntime intra-op threads (0 = its default); provider: cpu, cuda, ... or a full
     onnxruntime execution-provider name; file_format: onnx, or ort for the ORT-format files of

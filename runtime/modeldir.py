@@ -150,8 +150,11 @@ def _check_inputs(cfg: dict, version: int, cfg_path: Path) -> None:
     spec, mem = inputs[ATTENTION_MASK], cfg["model"].get("mem_len")
     _need(version >= 2, cfg_path, f"{ATTENTION_MASK!r} is an input of version 2 graphs, this is version {version}")
     _need(isinstance(spec, dict) and spec.get("dtype") == "int64", cfg_path, f"inputs.{ATTENTION_MASK} must be int64")
-    _need(isinstance(mem, int) and not isinstance(mem, bool) and mem > 0, cfg_path,
-          f"a graph with an {ATTENTION_MASK} needs model.mem_len > 0, got {mem!r}")
+    _need(
+        isinstance(mem, int) and not isinstance(mem, bool) and mem > 0,
+        cfg_path,
+        f"a graph with an {ATTENTION_MASK} needs model.mem_len > 0, got {mem!r}",
+    )
 
 
 def open_model_dir(path: str | Path) -> ModelDir:
@@ -163,47 +166,74 @@ def open_model_dir(path: str | Path) -> ModelDir:
         raise HybridError(f"{path}: not a directory (expected an exported model directory)")
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
-        hint = " (a training run? export it first: hybrid export RUN_DIR --out MODEL_DIR)" \
-            if (path / "model.safetensors").exists() else ""
+        hint = (
+            " (a training run? export it first: hybrid export RUN_DIR --out MODEL_DIR)"
+            if (path / "model.safetensors").exists()
+            else ""
+        )
         raise HybridError(f"{path}: no config.json; not an exported model directory{hint}")
     cfg = read_json(inside(path, "config.json", f"{cfg_path}"), "config.json", CONFIG_MAX)
     fmt = cfg.get("format")
     if fmt == "hybrid-run":
-        raise HybridError(f"{path}: is a training run, not an exported model; "
-                          f"export it first: hybrid export {path} --out MODEL_DIR")
+        raise HybridError(
+            f"{path}: is a training run, not an exported model; export it first: hybrid export {path} --out MODEL_DIR"
+        )
     _need(fmt == FORMAT, cfg_path, f"unknown format {fmt!r} (this hybrid reads {FORMAT!r})")
     ver = cfg.get("format_version")
-    _need(type(ver) is int and ver in READ_VERSIONS, cfg_path,
-          f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} versions "
-          f"{', '.join(map(str, READ_VERSIONS))})")
+    _need(
+        type(ver) is int and ver in READ_VERSIONS,
+        cfg_path,
+        f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} versions "
+        f"{', '.join(map(str, READ_VERSIONS))})",
+    )
     model = cfg.get("model")
-    _need(isinstance(model, dict) and _size(model.get("vocab_size")) and model["vocab_size"] > 0,
-          cfg_path, f"'model' must be an object with a vocab_size from 1 to {MAX_DIM:,}")
+    _need(
+        isinstance(model, dict) and _size(model.get("vocab_size")) and model["vocab_size"] > 0,
+        cfg_path,
+        f"'model' must be an object with a vocab_size from 1 to {MAX_DIM:,}",
+    )
     _need(cfg.get("metric") in ("bpc", "ppl"), cfg_path, f"'metric' must be 'bpc' or 'ppl', got {cfg.get('metric')!r}")
     files = cfg.get("files")
-    _need(isinstance(files, dict) and files and all(isinstance(v, str) for v in files.values()),
-          cfg_path, "'files' must map variants to file names")
-    _need(all(k in VARIANTS for k in files), cfg_path,
-          f"'files' has unknown variants {sorted(set(files) - set(VARIANTS))} (known: {', '.join(VARIANTS)})")
+    _need(
+        isinstance(files, dict) and files and all(isinstance(v, str) for v in files.values()),
+        cfg_path,
+        "'files' must map variants to file names",
+    )
+    _need(
+        all(k in VARIANTS for k in files),
+        cfg_path,
+        f"'files' has unknown variants {sorted(set(files) - set(VARIANTS))} (known: {', '.join(VARIANTS)})",
+    )
     _check_inputs(cfg, ver, cfg_path)
     ort_files = cfg.get("ort", {})
-    _need(isinstance(ort_files, dict) and all(k in VARIANTS and isinstance(v, str) for k, v in ort_files.items()),
-          cfg_path, f"'ort' must map variants ({', '.join(VARIANTS)}) to file names")
+    _need(
+        isinstance(ort_files, dict) and all(k in VARIANTS and isinstance(v, str) for k, v in ort_files.items()),
+        cfg_path,
+        f"'ort' must map variants ({', '.join(VARIANTS)}) to file names",
+    )
     state = cfg.get("state")
     _need(isinstance(state, list), cfg_path, "'state' must be a list")
     specs = []
     for i, s in enumerate(state):
-        ok = (isinstance(s, dict) and isinstance(s.get("input"), str) and isinstance(s.get("output"), str)
-              and isinstance(s.get("shape"), list) and len(s["shape"]) >= 2 and s["shape"][0] == "batch"
-              and all(_size(d) for d in s["shape"][1:])
-              and s.get("dtype", "float32") == "float32")
+        ok = (
+            isinstance(s, dict)
+            and isinstance(s.get("input"), str)
+            and isinstance(s.get("output"), str)
+            and isinstance(s.get("shape"), list)
+            and len(s["shape"]) >= 2
+            and s["shape"][0] == "batch"
+            and all(_size(d) for d in s["shape"][1:])
+            and s.get("dtype", "float32") == "float32"
+        )
         _need(ok, cfg_path, f"state[{i}] must have input, output, dtype float32 and shape ['batch', sizes...]")
         specs.append(StateSpec(s["input"], s["output"], tuple(s["shape"]), "float32"))
     if ATTENTION_MASK in cfg.get("inputs", {}):  # the graph's memory is as long as the mask it is fed
         mem = cfg["model"]["mem_len"]
-        _need(all(len(s.shape) == 4 and s.shape[2] == mem for s in specs if s.input.endswith((".key", ".value"))),
-              cfg_path,
-              f"the attention memory's key/value state must hold model.mem_len = {mem} slots")
+        _need(
+            all(len(s.shape) == 4 and s.shape[2] == mem for s in specs if s.input.endswith((".key", ".value"))),
+            cfg_path,
+            f"the attention memory's key/value state must hold model.mem_len = {mem} slots",
+        )
     md = ModelDir(path, cfg, specs)
     check_contract(md, cfg_path)
     _need(bool(md.variants), path, f"none of the model files listed in config.json exist ({', '.join(files.values())})")
@@ -222,8 +252,12 @@ def expected_state(model: dict, version: int = 2) -> list[tuple[str, str, tuple]
     2 takes attention_mask instead and a pass-through conv_state for window 1 (onnxruntime-genai
     pairs every recurrent_state with one)."""
     keys = ("pattern", "n_heads", "d_model", "mem_len", "qrnn_window")
-    if not (isinstance(model.get("pattern"), str) and all(_size(model.get(k)) for k in keys[1:])
-            and model["n_heads"] > 0 and model["d_model"] % model["n_heads"] == 0):
+    if not (
+        isinstance(model.get("pattern"), str)
+        and all(_size(model.get(k)) for k in keys[1:])
+        and model["n_heads"] > 0
+        and model["d_model"] % model["n_heads"] == 0
+    ):
         return None
     H, D, M, k = model["n_heads"], model["d_model"], model["mem_len"], model["qrnn_window"]
     out = []
@@ -247,29 +281,44 @@ def check_contract(md: ModelDir, cfg_path: Path) -> None:
     want = expected_state(md.model, version)
     _need(want is not None, cfg_path, "'model' must give pattern, n_heads, d_model, mem_len and qrnn_window as sizes")
     memory = "A" in md.model["pattern"] and md.model["mem_len"] > 0
-    _need(version == 1 or (md.mask_len is not None) == memory, cfg_path,
-          "inputs must hold attention_mask exactly when the model has an attention memory (mem_len > 0)")
+    _need(
+        version == 1 or (md.mask_len is not None) == memory,
+        cfg_path,
+        "inputs must hold attention_mask exactly when the model has an attention memory (mem_len > 0)",
+    )
     have = [(s.input, s.output, s.shape) for s in md.state]
     if have != want:
-        diff = next((f"state[{i}] is {h} but the model config gives {w}" for i, (h, w) in enumerate(zip(have, want))
-                     if h != w), f"{len(have)} state tensors listed, the model config gives {len(want)}")
+        diff = next(
+            (f"state[{i}] is {h} but the model config gives {w}" for i, (h, w) in enumerate(zip(have, want)) if h != w),
+            f"{len(have)} state tensors listed, the model config gives {len(want)}",
+        )
         raise HybridError(f"{cfg_path}: {diff}")
     logits = (md.config.get("outputs") or {}).get("logits") if isinstance(md.config.get("outputs"), dict) else None
-    _need(isinstance(logits, dict) and logits.get("shape") == ["batch", "sequence", md.vocab_size]
-          and logits.get("dtype") == "float32", cfg_path,
-          f"outputs.logits must be float32 of shape ['batch', 'sequence', {md.vocab_size}] (the model's vocab_size)")
+    _need(
+        isinstance(logits, dict)
+        and logits.get("shape") == ["batch", "sequence", md.vocab_size]
+        and logits.get("dtype") == "float32",
+        cfg_path,
+        f"outputs.logits must be float32 of shape ['batch', 'sequence', {md.vocab_size}] (the model's vocab_size)",
+    )
     ids = (md.config.get("inputs") or {}).get("input_ids") if isinstance(md.config.get("inputs"), dict) else None
-    _need(isinstance(ids, dict) and ids.get("dtype") == "int64" and ids.get("shape") == ["batch", "sequence"],
-          cfg_path, "inputs.input_ids must be int64 of shape ['batch', 'sequence']")
+    _need(
+        isinstance(ids, dict) and ids.get("dtype") == "int64" and ids.get("shape") == ["batch", "sequence"],
+        cfg_path,
+        "inputs.input_ids must be int64 of shape ['batch', 'sequence']",
+    )
 
 
 def check_tokenizer(md: ModelDir, tokenizer) -> None:
     """The tokenizer fits the model: the same vocabulary size, and the metric of its kind (bpc is
     bits per byte: byte tokenizers only; ppl: word tokenizers)."""
     if tokenizer.vocab_size != md.vocab_size:
-        raise HybridError(f"{md.tokenizer_path}: vocabulary of {tokenizer.vocab_size} tokens, "
-                          f"but the model has {md.vocab_size}")
+        raise HybridError(
+            f"{md.tokenizer_path}: vocabulary of {tokenizer.vocab_size} tokens, but the model has {md.vocab_size}"
+        )
     want = "bpc" if tokenizer.kind == "byte" else "ppl"
     if md.metric != want:
-        raise HybridError(f"{md.path / 'config.json'}: 'metric' is {md.metric!r}, but a {tokenizer.kind} "
-                          f"tokenizer's metric is {want!r}")
+        raise HybridError(
+            f"{md.path / 'config.json'}: 'metric' is {md.metric!r}, but a {tokenizer.kind} "
+            f"tokenizer's metric is {want!r}"
+        )

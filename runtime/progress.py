@@ -37,8 +37,10 @@ class Progress:
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         if not self.terminal:
             self.lines, self._drawn = self.lines + 1, self.done
-            self.stream.write(f"{self.desc}: {100 * frac:5.1f}% ({self.done:,} of {self.total:,} {self.unit}), "
-                              f"{rate:,.0f} {self.unit}/s, eta {eta:.0f}s\n")
+            self.stream.write(
+                f"{self.desc}: {100 * frac:5.1f}% ({self.done:,} of {self.total:,} {self.unit}), "
+                f"{rate:,.0f} {self.unit}/s, eta {eta:.0f}s\n"
+            )
             self.stream.flush()
             return
         bar = "#" * int(24 * frac)

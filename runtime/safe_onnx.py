@@ -80,7 +80,7 @@ def _fields(buf: memoryview, start: int, end: int):
 
 def _text(buf: memoryview, span: tuple[int, int]) -> str:
     try:
-        return bytes(buf[span[0]:span[1]]).decode("utf-8")
+        return bytes(buf[span[0] : span[1]]).decode("utf-8")
     except UnicodeDecodeError:
         raise _Malformed("a string field is not UTF-8") from None
 

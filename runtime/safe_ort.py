@@ -79,7 +79,7 @@ class _Buffer:
             return ""
         start = pos + self._unpack("<I", pos)
         n = self._unpack("<I", start)
-        return self.data[start + 4:start + 4 + n].decode("utf-8", "replace")
+        return self.data[start + 4 : start + 4 + n].decode("utf-8", "replace")
 
 
 def tensors_with_external_data(data: bytes) -> list[str]:

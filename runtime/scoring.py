@@ -50,7 +50,7 @@ def token_nll(logits: np.ndarray, targets: np.ndarray, work: np.ndarray | None =
     """NLL in nats of each target under [N, V] logits. `work`, a reusable float32 buffer of at
     least N*V elements, saves allocating (and page-faulting) a fresh temporary per segment."""
     m = logits.max(axis=1, keepdims=True)
-    z = np.subtract(logits, m, out=None if work is None else work.reshape(-1)[:logits.size].reshape(logits.shape))
+    z = np.subtract(logits, m, out=None if work is None else work.reshape(-1)[: logits.size].reshape(logits.shape))
     np.exp(z, out=z)
     return np.log(z.sum(axis=1)) + m[:, 0] - logits[np.arange(len(targets)), targets]
 
@@ -66,8 +66,16 @@ def stream_layout(n: int, streams: int) -> tuple[int, int]:
 Step = Callable[[np.ndarray, np.ndarray, object], object]  # (inputs [b, t], targets [b, t], state) -> state
 
 
-def score_streams(step: Step, initial_state: Callable[[int], object], source, n: int, streams: int,
-                  segment: int, shard: tuple[int, int] = (0, 1), bar=None) -> dict:
+def score_streams(
+    step: Step,
+    initial_state: Callable[[int], object],
+    source,
+    n: int,
+    streams: int,
+    segment: int,
+    shard: tuple[int, int] = (0, 1),
+    bar=None,
+) -> dict:
     """Run the streams protocol over the first n tokens of `source` (`read(start, count)`).
 
     `step(x, y, state)` scores one segment of every stream held here (it keeps its own sums) and
@@ -85,7 +93,7 @@ def score_streams(step: Step, initial_state: Callable[[int], object], source, n:
         for p in range(0, width, segment):
             t = min(segment, width - p)
             if block is not None:
-                state = step(block[:, p:p + t], block[:, p + 1:p + 1 + t], state)
+                state = step(block[:, p : p + t], block[:, p + 1 : p + 1 + t], state)
             if bar is not None:
                 bar.update(len(rows) * t)
     return {"protocol": "streams", "streams": B, "segment": segment, "tokens_processed": B * L}

@@ -122,8 +122,16 @@ class Session:
         """The generated text as one string; options as in stream()."""
         return "".join(self.stream(max_tokens=max_tokens, **sampling))
 
-    def stream(self, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
-               seed: int | None = None, stop: Iterable[str] = (), final: bool = False) -> Iterator[str]:
+    def stream(
+        self,
+        max_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Iterable[str] = (),
+        final: bool = False,
+    ) -> Iterator[str]:
         """Generate up to max_tokens, yielding text as it comes; ends early at a stop string (the
         stop string is not yielded). The generated tokens stay in the stream's state. A character
         cut off at the end is held for the next call, or with `final` (no call follows) yielded as
@@ -132,8 +140,14 @@ class Session:
         self._start()
         return self._stream(cfg, final=final)
 
-    def generate_tokens(self, max_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
-                        top_p: float = 1.0, seed: int | None = None) -> list[int]:
+    def generate_tokens(
+        self,
+        max_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[int]:
         """Generated token ids (no detokenizing, no stop strings)."""
         cfg = Sampling(max_tokens, temperature, top_k, top_p, seed).check()
         self._start()
@@ -161,8 +175,13 @@ class Session:
             self.state = {k: v.copy() for k, v in stepper.state.items()}
             self.logits = np.array(logits, copy=True)
             self.n_tokens += n
-            self.last_stats = {"tokens": n, "seconds": dt, "ms_per_token": 1e3 * dt / max(n, 1),
-                               "tokens_per_s": n / dt if dt > 0 else 0.0, "stopped": False}
+            self.last_stats = {
+                "tokens": n,
+                "seconds": dt,
+                "ms_per_token": 1e3 * dt / max(n, 1),
+                "tokens_per_s": n / dt if dt > 0 else 0.0,
+                "stopped": False,
+            }
 
     def _stream(self, cfg: Sampling, final: bool = False) -> Iterator[str]:
         """Text pieces as generated. The detokenizer lives on across calls (a character may span

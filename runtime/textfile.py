@@ -34,7 +34,9 @@ class ArraySource:
     def __init__(self, tokens: np.ndarray):
         tokens = np.asarray(tokens)
         if tokens.ndim != 1 or (tokens.size and tokens.dtype.kind not in "iu"):
-            raise HybridError(f"token ids must be a 1-D sequence of integers, got {tokens.dtype} of shape {tokens.shape}")
+            raise HybridError(
+                f"token ids must be a 1-D sequence of integers, got {tokens.dtype} of shape {tokens.shape}"
+            )
         self.tokens = tokens.astype(np.int64, copy=False)
         self.n = len(self.tokens)
         self.unknown = 0
@@ -43,7 +45,7 @@ class ArraySource:
         check_token_range(self.tokens, vocab_size)
 
     def read(self, start: int, count: int) -> np.ndarray:
-        return self.tokens[start:start + count]
+        return self.tokens[start : start + count]
 
     def close(self) -> None:
         pass
@@ -101,7 +103,9 @@ def text_chunks(path: str | Path, chunk: int | None = None) -> Iterator[str]:
                 text = dec.decode(data, final=not data)
             except UnicodeDecodeError as e:
                 # e.start counts from the held-back bytes, then this chunk.
-                raise HybridError(f"{path}: not a text file (invalid UTF-8 at byte {max(0, offset - held + e.start)})") from None
+                raise HybridError(
+                    f"{path}: not a text file (invalid UTF-8 at byte {max(0, offset - held + e.start)})"
+                ) from None
             if not data:
                 return
             offset += len(data)

@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_cli(*args: str, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
     """Run `python -m hybrid ARGS` in a subprocess, as a user would."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "hybrid", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "hybrid", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -76,8 +77,17 @@ def tiny_run(tmp_path_factory):
 
     full = load_text_corpus(BUILTIN)
     corpus = Corpus("slice", full.tokenizer, full.train[:60000], full.valid[:4000], full.test[:4000])
-    cfg = TrainConfig(batch_size=4, seq_len=32, steps=40, lr=3e-3, warmup_steps=5, eval_every=10, save_every=10,
-                      eval_tokens=2000, log_every=5)
+    cfg = TrainConfig(
+        batch_size=4,
+        seq_len=32,
+        steps=40,
+        lr=3e-3,
+        warmup_steps=5,
+        eval_every=10,
+        save_every=10,
+        eval_tokens=2000,
+        log_every=5,
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -105,8 +105,17 @@ def test_adaptive_input_is_a_per_token_lookup():
 
 
 def small_cfg(V, **kw):
-    base = dict(vocab_size=V, d_model=32, n_heads=2, d_inner=64, pattern="QFAF", dropout=0.0, mem_len=8,
-                adaptive_cutoffs=[20, 120], adaptive_div=2)
+    base = dict(
+        vocab_size=V,
+        d_model=32,
+        n_heads=2,
+        d_inner=64,
+        pattern="QFAF",
+        dropout=0.0,
+        mem_len=8,
+        adaptive_cutoffs=[20, 120],
+        adaptive_div=2,
+    )
     base.update(kw)
     return ModelConfig(**base)
 
@@ -130,14 +139,17 @@ def test_model_outputs_log_probs_and_counts_parameters_once(tmp_path):
     assert again.head.weights[1] is again.embed.tables[1].weight
 
 
-@pytest.mark.parametrize("kw,needle", [
-    (dict(adaptive_cutoffs=[50, 20]), "must increase strictly"),
-    (dict(adaptive_cutoffs=[20, 500]), "must increase strictly"),
-    (dict(adaptive_cutoffs=[0, 20]), "must increase strictly"),
-    (dict(adaptive_cutoffs="20"), "list of integers"),
-    (dict(adaptive_div=0), "adaptive_div must be an integer >= 1"),
-    (dict(adaptive_cutoffs=[10, 20, 30], adaptive_div=8), "no dimensions"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        (dict(adaptive_cutoffs=[50, 20]), "must increase strictly"),
+        (dict(adaptive_cutoffs=[20, 500]), "must increase strictly"),
+        (dict(adaptive_cutoffs=[0, 20]), "must increase strictly"),
+        (dict(adaptive_cutoffs="20"), "list of integers"),
+        (dict(adaptive_div=0), "adaptive_div must be an integer >= 1"),
+        (dict(adaptive_cutoffs=[10, 20, 30], adaptive_div=8), "no dimensions"),
+    ],
+)
 def test_bad_adaptive_config_is_a_clear_error(kw, needle):
     with pytest.raises(HybridError, match=needle):
         small_cfg(500, **kw)
@@ -156,8 +168,9 @@ def test_wikitext_model_trains_exports_and_scores_the_same_in_the_runtime(tmp_pa
     corpus = load_source("wikitext-2", WT2, cache_dir=tmp_path / "cache", progress=False)
     V = corpus.tokenizer.vocab_size
     cfg = small_cfg(V, adaptive_cutoffs=[30, 200], adaptive_div=2)
-    tc = TrainConfig(batch_size=4, seq_len=16, steps=30, lr=3e-3, warmup_steps=3, eval_every=1000,
-                     save_every=1000, log_every=10)
+    tc = TrainConfig(
+        batch_size=4, seq_len=16, steps=30, lr=3e-3, warmup_steps=3, eval_every=1000, save_every=1000, log_every=10
+    )
     result = train(tmp_path / "run", cfg, tc, corpus, progress=False, log=lambda *a: None)
     assert result.metric == "ppl" and result.valid_metric < V  # learnt something: better than uniform
     probe = (WT2 / "wiki.valid.tokens").read_text(encoding="utf-8")

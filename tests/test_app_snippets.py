@@ -46,13 +46,28 @@ def app_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
     full = load_text_corpus(BUILTIN)
     corpus = Corpus("slice", full.tokenizer, full.train[:60000], full.valid[:4000], full.test[:4000])
-    cfg = TrainConfig(batch_size=4, seq_len=32, steps=60, lr=1e-2, warmup_steps=5, eval_every=10_000,
-                      save_every=10_000, eval_tokens=0, log_every=10)
+    cfg = TrainConfig(
+        batch_size=4,
+        seq_len=32,
+        steps=60,
+        lr=1e-2,
+        warmup_steps=5,
+        eval_every=10_000,
+        save_every=10_000,
+        eval_tokens=0,
+        log_every=10,
+    )
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(root / "run", preset("hybrid-tiny", d_model=32, n_heads=2, d_inner=64, mem_len=16, dropout=0.0),
-              cfg, corpus, progress=False, log=lambda *a: None)
+        train(
+            root / "run",
+            preset("hybrid-tiny", d_model=32, n_heads=2, d_inner=64, mem_len=16, dropout=0.0),
+            cfg,
+            corpus,
+            progress=False,
+            log=lambda *a: None,
+        )
         export_run(root / "run", root / "models" / "hybrid-tiny", quantize=("int8",), check=False, progress=False)
     finally:
         torch.set_num_threads(n)
@@ -79,8 +94,9 @@ def python_output(app_dir):
 
 
 def test_python_snippet_prints_what_hybrid_generate_does(app_dir, python_output):
-    proc = run_cli("generate", "models/hybrid-tiny", "--prompt", "ROMEO:", "--max-tokens", "100",
-                   "--temperature", "0", cwd=app_dir)
+    proc = run_cli(
+        "generate", "models/hybrid-tiny", "--prompt", "ROMEO:", "--max-tokens", "100", "--temperature", "0", cwd=app_dir
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(python_output.encode()) > 100
     assert "ROMEO:" + python_output.rstrip("\n") == proc.stdout.rstrip("\n")  # the CLI echoes the prompt
@@ -106,8 +122,10 @@ def test_node_and_browser_section_is_there():
     assert "Node.js and the browser" in app_sections()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("cc") is None,
-                    reason="the C snippet is built here with the system C compiler against the Linux wheel")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("cc") is None,
+    reason="the C snippet is built here with the system C compiler against the Linux wheel",
+)
 def test_genai_c_snippet_compiled_and_run_prints_the_python_snippets_text(app_dir, python_output, tmp_path):
     import onnxruntime
     import onnxruntime_genai
@@ -116,12 +134,33 @@ def test_genai_c_snippet_compiled_and_run_prints_the_python_snippets_text(app_di
     (tmp_path / "main.c").write_text(code)
     shutil.copy(ROOT / "tests" / "data" / "ort_genai_c.h", tmp_path / "ort_genai_c.h")
     lib_dir = Path(onnxruntime_genai.__file__).parent
-    build = subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", str(tmp_path / "main"), str(tmp_path / "main.c"),
-                            f"-I{tmp_path}", f"-L{lib_dir}", "-l:libonnxruntime-genai.so", f"-Wl,-rpath,{lib_dir}"],
-                           capture_output=True, text=True, timeout=120)
+    build = subprocess.run(
+        [
+            "cc",
+            "-O1",
+            "-Wall",
+            "-Werror",
+            "-o",
+            str(tmp_path / "main"),
+            str(tmp_path / "main.c"),
+            f"-I{tmp_path}",
+            f"-L{lib_dir}",
+            "-l:libonnxruntime-genai.so",
+            f"-Wl,-rpath,{lib_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert build.returncode == 0, build.stderr
     (ort_lib,) = (Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*")
-    proc = subprocess.run([str(tmp_path / "main")], cwd=app_dir, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "ORT_LIB_PATH": str(ort_lib)})
+    proc = subprocess.run(
+        [str(tmp_path / "main")],
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ORT_LIB_PATH": str(ort_lib)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == python_output[:-1]

@@ -18,9 +18,11 @@ import bench_peers  # noqa: E402
 import peers_build  # noqa: E402
 
 # backend -> (its rows' variants, the modules it needs)
-BACKENDS = {"onnxruntime-genai": (("int8", "int4", "fp32"), ("onnxruntime_genai", "transformers", "torch")),
-            "llama.cpp": (("Q8_0", "Q4_0"), ("llama_cpp", "gguf", "transformers", "torch")),
-            "transformers eager": (("fp32",), ("transformers", "torch"))}
+BACKENDS = {
+    "onnxruntime-genai": (("int8", "int4", "fp32"), ("onnxruntime_genai", "transformers", "torch")),
+    "llama.cpp": (("Q8_0", "Q4_0"), ("llama_cpp", "gguf", "transformers", "torch")),
+    "transformers eager": (("fp32",), ("transformers", "torch")),
+}
 
 
 def installed(modules) -> bool:
@@ -37,8 +39,20 @@ def test_smoke_run_writes_a_full_table(tmp_path):
     work = Path(os.environ.get("BENCH_PEERS_WORK") or tmp_path / "w")
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# Benchmarks\n\nkept before\n")
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_peers.py"), "--smoke", "--work", str(work),
-                        "--benchmarks", str(bench)], capture_output=True, text=True, timeout=1200)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "bench_peers.py"),
+            "--smoke",
+            "--work",
+            str(work),
+            "--benchmarks",
+            str(bench),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     text = bench.read_text()
     assert text.startswith("# Benchmarks\n\nkept before\n")
@@ -61,9 +75,24 @@ def test_smoke_run_writes_a_full_table(tmp_path):
             else:  # named, with the reason
                 assert c[-1].startswith("skipped: ") and "not installed" in c[-1], c
     # A second run replaces the block, and reuses every model it built.
-    r2 = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_peers.py"), "--smoke", "--work", str(work),
-                         "--benchmarks", str(bench), "--only", "ours", "--contexts", "8"],
-                        capture_output=True, text=True, timeout=600)
+    r2 = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "bench_peers.py"),
+            "--smoke",
+            "--work",
+            str(work),
+            "--benchmarks",
+            str(bench),
+            "--only",
+            "ours",
+            "--contexts",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert "building" not in r2.stdout
     text2 = bench.read_text()
@@ -78,8 +107,13 @@ def test_write_block_replaces_only_between_markers(tmp_path):
 
 
 def test_bad_options_are_one_line():
-    for argv in (["--contexts", "4096"], ["--contexts", "x"], ["--threads", "0"], ["--rounds", "0"],
-                 ["--only", "ollama"]):
+    for argv in (
+        ["--contexts", "4096"],
+        ["--contexts", "x"],
+        ["--threads", "0"],
+        ["--rounds", "0"],
+        ["--only", "ollama"],
+    ):
         with pytest.raises(SystemExit) as e:
             bench_peers.main(["--smoke", *argv])
         assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
@@ -97,11 +131,13 @@ def test_byte_tokenizer_has_one_token_per_byte():
 
 
 def test_gguf_names_cover_a_llama_layer():
-    for hf, want in (("model.embed_tokens.weight", "token_embd.weight"),
-                     ("model.layers.3.self_attn.q_proj.weight", "blk.3.attn_q.weight"),
-                     ("model.layers.11.mlp.down_proj.weight", "blk.11.ffn_down.weight"),
-                     ("model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"),
-                     ("lm_head.weight", "output.weight")):
+    for hf, want in (
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.layers.3.self_attn.q_proj.weight", "blk.3.attn_q.weight"),
+        ("model.layers.11.mlp.down_proj.weight", "blk.11.ffn_down.weight"),
+        ("model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ):
         assert peers_build._gguf_name(hf) == want
 
 

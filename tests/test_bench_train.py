@@ -13,10 +13,33 @@ TOOL = ROOT / "tools" / "bench_train.py"
 
 def test_two_models_measured_side_by_side(tmp_path):
     out = tmp_path / "rows.json"
-    proc = subprocess.run([sys.executable, str(TOOL), "--scale", "tiny", "--device", "cpu", "--models",
-                           "hybrid,transformer", "--steps", "6", "--warmup", "2", "--log-every", "2",
-                           "--batch-size", "4", "--seq-len", "32", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(TOOL),
+            "--scale",
+            "tiny",
+            "--device",
+            "cpu",
+            "--models",
+            "hybrid,transformer",
+            "--steps",
+            "6",
+            "--warmup",
+            "2",
+            "--log-every",
+            "2",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "32",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["hybrid", "transformer"]
@@ -28,6 +51,10 @@ def test_two_models_measured_side_by_side(tmp_path):
 
 
 def test_unknown_model_is_one_clear_error():
-    proc = subprocess.run([sys.executable, str(TOOL), "--models", "hybrid,lstm", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), "--models", "hybrid,lstm", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "unknown model(s) ['lstm']" in proc.stderr

@@ -26,11 +26,14 @@ def test_info_prints_counts_per_block_type():
     assert "qrnn" in proc.stdout and "feed-forward" in proc.stdout
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["train", "--corpus", "does/not/exist.txt"], "does/not/exist.txt: corpus file not found"),
-    (["train", "--preset", "nonsense"], "unknown preset 'nonsense'"),
-    (["info", "nonsense"], "unknown preset 'nonsense'"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "--corpus", "does/not/exist.txt"], "does/not/exist.txt: corpus file not found"),
+        (["train", "--preset", "nonsense"], "unknown preset 'nonsense'"),
+        (["info", "nonsense"], "unknown preset 'nonsense'"),
+    ],
+)
 def test_bad_input_gives_one_clear_line(tmp_path, args, needle):
     line = one_error_line(run_cli(*args, "--out", str(tmp_path / "r")) if args[0] == "train" else run_cli(*args))
     assert needle in line
@@ -66,8 +69,25 @@ def test_existing_run_dir_needs_resume_or_overwrite(tmp_path):
 
 def test_ctrl_c_saves_and_resume_continues(tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "hybrid", "train", "--steps", "100000", "--out", str(out), "--no-progress",
-            "--batch-size", "2", "--seq-len", "16", "--save-every", "100000", "--eval-every", "100000"]
+    args = [
+        sys.executable,
+        "-m",
+        "hybrid",
+        "train",
+        "--steps",
+        "100000",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--save-every",
+        "100000",
+        "--eval-every",
+        "100000",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
@@ -81,19 +101,38 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     assert len(ckpts) == 1
     step = json.loads((ckpts[0] / "state.json").read_text())["step"]
     assert step >= 20
-    resumed = run_cli("train", "--steps", str(step + 5), "--out", str(out), "--resume", "--no-progress",
-                      "--batch-size", "2", "--seq-len", "16", "--save-every", "100000", "--eval-every", "100000")
+    resumed = run_cli(
+        "train",
+        "--steps",
+        str(step + 5),
+        "--out",
+        str(out),
+        "--resume",
+        "--no-progress",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--save-every",
+        "100000",
+        "--eval-every",
+        "100000",
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"(step {step})" in resumed.stdout and f"done: step {step + 5}" in resumed.stdout
 
 
 def test_a_stage_that_is_not_installed_is_named_in_one_line(tmp_path):
     """The base install is the runtime only: commands of the other stages say what to install."""
-    blocked = "import sys; sys.modules.update(torch=None, onnx=None); sys.argv = ['hybrid'] + sys.argv[1:]; " \
-              "from hybrid.cli import main; main()"
-    for args, needle in ((["info"], "hybrid info needs torch, which is not installed: pip install 'hybrid[train]'"),
-                         (["train", "--out", str(tmp_path / "r")], "hybrid train needs torch"),
-                         (["export", str(tmp_path), "--out", str(tmp_path / "m")], "hybrid export needs")):
+    blocked = (
+        "import sys; sys.modules.update(torch=None, onnx=None); sys.argv = ['hybrid'] + sys.argv[1:]; "
+        "from hybrid.cli import main; main()"
+    )
+    for args, needle in (
+        (["info"], "hybrid info needs torch, which is not installed: pip install 'hybrid[train]'"),
+        (["train", "--out", str(tmp_path / "r")], "hybrid train needs torch"),
+        (["export", str(tmp_path), "--out", str(tmp_path / "m")], "hybrid export needs"),
+    ):
         proc = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1

@@ -16,9 +16,24 @@ def test_compare_smoke_writes_table_json_plot_and_docs(tmp_path):
     doc.parent.mkdir()
     doc.write_text("# Comparison\n\nbefore\n<!-- comparison:begin -->\nold table\n<!-- comparison:end -->\nafter\n")
     out = tmp_path / "results"
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compare.py"), "--smoke", "--corpus", str(BUILTIN),
-                           "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--docs", str(doc)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "compare.py"),
+            "--smoke",
+            "--corpus",
+            str(BUILTIN),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--docs",
+            str(doc),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "comparison.json").read_text())
     models = {m["arch"]: m for m in res["models"]}

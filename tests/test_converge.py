@@ -27,9 +27,21 @@ def converged_at(history, patience):
 def test_smoke_plan_records_every_run_then_skips_them(tmp_path):
     doc = tmp_path / "README.md"
     doc.write_text("intro\n<!-- convergence:begin -->\nold\n<!-- convergence:end -->\nend\n")
-    cmd = [sys.executable, str(ROOT / "tools" / "converge.py"), "--smoke", "--jobs", "2", "--runs",
-           str(tmp_path / "runs"), "--out", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
-           "--docs", str(doc)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "converge.py"),
+        "--smoke",
+        "--jobs",
+        "2",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "results"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--docs",
+        str(doc),
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     recs = sorted((tmp_path / "results" / "runs").glob("*/*/*.json"))

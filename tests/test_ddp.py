@@ -21,11 +21,39 @@ from hybrid.train.metrics import read_metrics
 
 # No dropout: processes draw different dropout masks than one process would.
 MODEL = dict(vocab_size=256, d_model=32, n_heads=2, d_inner=64, pattern="QFAF", dropout=0.0, mem_len=16)
-TRAIN = dict(batch_size=4, seq_len=16, steps=12, lr=3e-3, warmup_steps=2, eval_every=6, save_every=6,
-             log_every=1, tensorboard=False)
-CLI = ["--batch-size", "4", "--seq-len", "16", "--steps", "12", "--lr", "0.003", "--warmup", "2",
-       "--eval-every", "6", "--save-every", "6", "--log-every", "1", "--no-tensorboard", "--no-progress",
-       "--device", "cpu"]
+TRAIN = dict(
+    batch_size=4,
+    seq_len=16,
+    steps=12,
+    lr=3e-3,
+    warmup_steps=2,
+    eval_every=6,
+    save_every=6,
+    log_every=1,
+    tensorboard=False,
+)
+CLI = [
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--steps",
+    "12",
+    "--lr",
+    "0.003",
+    "--warmup",
+    "2",
+    "--eval-every",
+    "6",
+    "--save-every",
+    "6",
+    "--log-every",
+    "1",
+    "--no-tensorboard",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 QUIET = dict(progress=False, log=lambda *a: None)
 
 
@@ -41,17 +69,39 @@ def files(tmp_path_factory):
 
 
 def torchrun(files, out, *extra):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "hybrid", "train", "--config", str(files / "m.json"), "--corpus", str(files / "c.txt"),
-           "--out", str(out), *CLI, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "hybrid",
+        "train",
+        "--config",
+        str(files / "m.json"),
+        "--corpus",
+        str(files / "c.txt"),
+        "--out",
+        str(out),
+        *CLI,
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
 
 def in_process(files, out, resume=False, **over):
-    return trainer.train(out, ModelConfig(**MODEL), TrainConfig(**dict(TRAIN, **over)),
-                         load_text_corpus(files / "c.txt"), resume=resume, **QUIET)
+    return trainer.train(
+        out,
+        ModelConfig(**MODEL),
+        TrainConfig(**dict(TRAIN, **over)),
+        load_text_corpus(files / "c.txt"),
+        resume=resume,
+        **QUIET,
+    )
 
 
 def losses(run):
@@ -120,7 +170,8 @@ def test_resume_on_two_processes_from_one_with_accumulation(files, reference):
 def test_batch_must_split_over_processes_and_micro_batches(files):
     corpus = load_text_corpus(files / "c.txt")
     with pytest.raises(HybridError, match=r"divisible by the number of processes \(3\)"):
-        trainer._train(files / "bad", ModelConfig(**MODEL), TrainConfig(**TRAIN), corpus, False,
-                       Dist(rank=0, world=3), **QUIET)
+        trainer._train(
+            files / "bad", ModelConfig(**MODEL), TrainConfig(**TRAIN), corpus, False, Dist(rank=0, world=3), **QUIET
+        )
     with pytest.raises(HybridError, match="divisible by grad_accum"):
         TrainConfig(**dict(TRAIN, grad_accum=3))

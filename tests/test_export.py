@@ -16,8 +16,15 @@ from typer.testing import CliRunner
 from hybrid.export import commands, exporter
 from hybrid.export.signature import graph_state_shapes
 from hybrid.runtime.modeldir import open_model_dir
-from hybrid.export.onnx_graph import (DEFAULT_OPSET, count_nodes, count_ops, export_onnx, fold_scan_transposes, output_name,
-                                      weight_matmuls_in_loops)
+from hybrid.export.onnx_graph import (
+    DEFAULT_OPSET,
+    count_nodes,
+    count_ops,
+    export_onnx,
+    fold_scan_transposes,
+    output_name,
+    weight_matmuls_in_loops,
+)
 from hybrid.runtime.errors import HybridError
 from hybrid.train.config import ModelConfig, TrainConfig
 from hybrid.train.data import Corpus, load_text_corpus
@@ -27,8 +34,9 @@ from hybrid.train.trainer import load_run_model, train
 
 # Big enough that weights, not graph bookkeeping, dominate the file sizes; all three block kinds,
 # a conv window (conv_state) and an attention memory longer than the carried-state test.
-SMALL = dict(vocab_size=256, d_model=64, n_heads=2, d_inner=256, pattern="QFAQF", qrnn_window=2,
-             dropout=0.0, mem_len=48)
+SMALL = dict(
+    vocab_size=256, d_model=64, n_heads=2, d_inner=256, pattern="QFAQF", qrnn_window=2, dropout=0.0, mem_len=48
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +56,17 @@ def probe_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    tcfg = TrainConfig(batch_size=4, seq_len=32, steps=40, lr=3e-3, warmup_steps=5, eval_every=1000,
-                       save_every=1000, eval_tokens=0, log_every=10)
+    tcfg = TrainConfig(
+        batch_size=4,
+        seq_len=32,
+        steps=40,
+        lr=3e-3,
+        warmup_steps=5,
+        eval_every=1000,
+        save_every=1000,
+        eval_tokens=0,
+        log_every=10,
+    )
     train(out, ModelConfig(**SMALL), tcfg, corpus, progress=False, log=lambda *a: None)
     return out
 
@@ -68,8 +85,20 @@ def cli_app():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, run_dir, probe_file):
     out = tmp_path_factory.mktemp("models") / "tiny-model"
-    result = CliRunner().invoke(cli_app(), ["export", str(run_dir), "--out", str(out), "--quantize", "int8,int4",
-                                            "--probe", str(probe_file), "--no-progress"])
+    result = CliRunner().invoke(
+        cli_app(),
+        [
+            "export",
+            str(run_dir),
+            "--out",
+            str(out),
+            "--quantize",
+            "int8,int4",
+            "--probe",
+            str(probe_file),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     assert "int4" in result.output and "parity" in result.output
     return out, json.loads((out / "export_report.json").read_text())
@@ -93,6 +122,7 @@ def zero_state(model, batch):
 
 
 # -- the recurrence as a scan ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("with_o,with_c0", [(True, True), (False, False)])
 def test_scan_fo_pool_matches_the_reference(with_o, with_c0):
@@ -129,19 +159,29 @@ def test_folding_transposes_into_chained_scans_keeps_the_graph_and_its_results()
     # away, both Scans run over axis 1, and onnxruntime computes what it did before.
     B, T, D = 2, 3, 4
     body = helper.make_graph(
-        [helper.make_node("Add", ["c", "x"], ["c2"]), helper.make_node("Identity", ["c2"], ["y"])], "body",
+        [helper.make_node("Add", ["c", "x"], ["c2"]), helper.make_node("Identity", ["c2"], ["y"])],
+        "body",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, D]) for n in ("c", "x")],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, D]) for n in ("c2", "y")])
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, D]) for n in ("c2", "y")],
+    )
     swap = dict(perm=[1, 0, 2])
-    nodes = [helper.make_node("Transpose", ["X"], ["Xt"], **swap),
-             helper.make_node("Scan", ["c0", "Xt"], ["cA", "YA"], body=body, num_scan_inputs=1),
-             helper.make_node("Transpose", ["YA"], ["YAt"], **swap),
-             helper.make_node("Transpose", ["YAt"], ["YAtt"], **swap),
-             helper.make_node("Scan", ["c0", "YAtt"], ["cB", "YB"], body=body, num_scan_inputs=1),
-             helper.make_node("Transpose", ["YB"], ["Y"], **swap)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("c0", TensorProto.FLOAT, [B, D]),
-                                           helper.make_tensor_value_info("X", TensorProto.FLOAT, [B, T, D])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [B, T, D])])
+    nodes = [
+        helper.make_node("Transpose", ["X"], ["Xt"], **swap),
+        helper.make_node("Scan", ["c0", "Xt"], ["cA", "YA"], body=body, num_scan_inputs=1),
+        helper.make_node("Transpose", ["YA"], ["YAt"], **swap),
+        helper.make_node("Transpose", ["YAt"], ["YAtt"], **swap),
+        helper.make_node("Scan", ["c0", "YAtt"], ["cB", "YB"], body=body, num_scan_inputs=1),
+        helper.make_node("Transpose", ["YB"], ["Y"], **swap),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("c0", TensorProto.FLOAT, [B, D]),
+            helper.make_tensor_value_info("X", TensorProto.FLOAT, [B, T, D]),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [B, T, D])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
     feeds = {"c0": np.random.rand(B, D).astype(np.float32), "X": np.random.rand(B, T, D).astype(np.float32)}
     before = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
@@ -154,14 +194,24 @@ def test_folding_transposes_into_chained_scans_keeps_the_graph_and_its_results()
 def test_a_transpose_read_twice_by_one_scan_is_left_in_place():
     B, T, D = 2, 3, 4
     vi = lambda n, shape: helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)  # noqa: E731
-    body = helper.make_graph([helper.make_node("Mul", ["c", "f"], ["cf"]), helper.make_node("Add", ["cf", "b"], ["c2"]),
-                              helper.make_node("Identity", ["c2"], ["y"])], "body",
-                             [vi("c", [B, D]), vi("f", [B, D]), vi("b", [B, D])], [vi("c2", [B, D]), vi("y", [B, D])])
-    nodes = [helper.make_node("Transpose", ["X"], ["Xt"], perm=[1, 0, 2]),
-             helper.make_node("Scan", ["c0", "Xt", "Xt"], ["cT", "Y"], body=body, num_scan_inputs=2)]
-    model = helper.make_model(helper.make_graph(nodes, "g", [vi("c0", [B, D]), vi("X", [B, T, D])],
-                                                [vi("cT", [B, D]), vi("Y", [T, B, D])]),
-                              opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+    body = helper.make_graph(
+        [
+            helper.make_node("Mul", ["c", "f"], ["cf"]),
+            helper.make_node("Add", ["cf", "b"], ["c2"]),
+            helper.make_node("Identity", ["c2"], ["y"]),
+        ],
+        "body",
+        [vi("c", [B, D]), vi("f", [B, D]), vi("b", [B, D])],
+        [vi("c2", [B, D]), vi("y", [B, D])],
+    )
+    nodes = [
+        helper.make_node("Transpose", ["X"], ["Xt"], perm=[1, 0, 2]),
+        helper.make_node("Scan", ["c0", "Xt", "Xt"], ["cT", "Y"], body=body, num_scan_inputs=2),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [vi("c0", [B, D]), vi("X", [B, T, D])], [vi("cT", [B, D]), vi("Y", [T, B, D])]),
+        opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)],
+    )
     assert fold_scan_transposes(model.graph) == 0
     onnx.checker.check_model(model, full_check=True)
 
@@ -176,21 +226,40 @@ def test_weight_matmul_in_scan_detector_finds_one():
     # The assertion above is only as good as its detector: a Scan body that multiplies by a weight.
     w = helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 0.0, 0.0, 1.0])
     body = helper.make_graph(
-        [helper.make_node("MatMul", ["x_t", "w"], ["y"], name="inner_matmul"),
-         helper.make_node("Add", ["c", "y"], ["c_next"]), helper.make_node("Identity", ["c_next"], ["out"])],
-        "body", [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 2]),
-                 helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [1, 2])],
-        [helper.make_tensor_value_info("c_next", TensorProto.FLOAT, [1, 2]),
-         helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2])])
+        [
+            helper.make_node("MatMul", ["x_t", "w"], ["y"], name="inner_matmul"),
+            helper.make_node("Add", ["c", "y"], ["c_next"]),
+            helper.make_node("Identity", ["c_next"], ["out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [1, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("c_next", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2]),
+        ],
+    )
     scan = helper.make_node("Scan", ["c0", "xs"], ["cT", "ys"], body=body, num_scan_inputs=1)
-    graph = helper.make_graph([scan], "g", [helper.make_tensor_value_info("c0", TensorProto.FLOAT, [1, 2]),
-                                            helper.make_tensor_value_info("xs", TensorProto.FLOAT, [3, 1, 2])],
-                              [helper.make_tensor_value_info("cT", TensorProto.FLOAT, [1, 2]),
-                               helper.make_tensor_value_info("ys", TensorProto.FLOAT, [3, 1, 2])], [w])
+    graph = helper.make_graph(
+        [scan],
+        "g",
+        [
+            helper.make_tensor_value_info("c0", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("xs", TensorProto.FLOAT, [3, 1, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("cT", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("ys", TensorProto.FLOAT, [3, 1, 2]),
+        ],
+        [w],
+    )
     assert weight_matmuls_in_loops(helper.make_model(graph)) == ["inner_matmul"]
 
 
 # -- running the graph -------------------------------------------------------------------------
+
 
 def test_one_call_and_many_calls_agree_and_match_pytorch(exported, run_dir):
     out, _ = exported
@@ -200,7 +269,7 @@ def test_one_call_and_many_calls_agree_and_match_pytorch(exported, run_dir):
     whole, whole_state = ort_run(sess, model, ids, zero_state(model, 1))
     state, pieces, p = zero_state(model, 1), [], 0
     for n in (1, 1, 5, 2, 13, 1, 100):
-        logits, state = ort_run(sess, model, ids[:, p:p + n], state, past_len=p)
+        logits, state = ort_run(sess, model, ids[:, p : p + n], state, past_len=p)
         pieces.append(logits)
         p += n
     np.testing.assert_allclose(np.concatenate(pieces, 1), whole, atol=1e-5)
@@ -220,7 +289,7 @@ def test_dynamic_batch_one_and_four_in_one_session(exported, run_dir):
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     ids = np.random.default_rng(1).integers(0, 256, (4, 11), dtype=np.int64)
     four, _ = ort_run(sess, model, ids, zero_state(model, 4))
-    ones = np.concatenate([ort_run(sess, model, ids[i:i + 1], zero_state(model, 1))[0] for i in range(4)])
+    ones = np.concatenate([ort_run(sess, model, ids[i : i + 1], zero_state(model, 1))[0] for i in range(4)])
     np.testing.assert_allclose(four, ones, atol=1e-5)
     with torch.no_grad():
         ref, _ = model(torch.from_numpy(ids))
@@ -229,15 +298,27 @@ def test_dynamic_batch_one_and_four_in_one_session(exported, run_dir):
 
 # -- the directory and the report --------------------------------------------------------------
 
+
 def test_directory_follows_the_contract(exported, run_dir):
     out, report = exported
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "export_report.json", "genai_config.json",
-                                                     "hybrid_tokenizer.json", "model.int4.onnx", "model.int8.onnx",
-                                                     "model.onnx", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "export_report.json",
+        "genai_config.json",
+        "hybrid_tokenizer.json",
+        "model.int4.onnx",
+        "model.int8.onnx",
+        "model.onnx",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     cfg = open_model_dir(out).config
     model = load_torch(run_dir)
     assert cfg["format"] == "hybrid-onnx" and cfg["format_version"] == 2 and cfg["metric"] == "bpc"
-    assert cfg["tokenizer"] == "hybrid_tokenizer.json" and cfg["genai"] == {"config": "genai_config.json", "variant": "int8"}
+    assert cfg["tokenizer"] == "hybrid_tokenizer.json" and cfg["genai"] == {
+        "config": "genai_config.json",
+        "variant": "int8",
+    }
     assert cfg["inputs"]["attention_mask"] == {"dtype": "int64", "shape": ["batch", "total_sequence_length"]}
     assert cfg["files"] == {"fp32": "model.onnx", "int8": "model.int8.onnx", "int4": "model.int4.onnx"}
     assert ModelConfig.from_dict(cfg["model"]) == model.cfg
@@ -293,6 +374,7 @@ def test_report_shows_parity_and_quantization_within_limits(exported):
 
 # -- failures ----------------------------------------------------------------------------------
 
+
 def leftovers(parent, name):
     return [p.name for p in parent.iterdir() if name in p.name] if parent.exists() else []
 
@@ -317,10 +399,15 @@ def damage(run, kind):
     return bad
 
 
-@pytest.mark.parametrize("kind,needle", [("missing", "run directory not found"),
-                                         ("truncated", "not a valid safetensors file"),
-                                         ("directory", "cannot read the weights file"),
-                                         ("mismatch", "shape")])
+@pytest.mark.parametrize(
+    "kind,needle",
+    [
+        ("missing", "run directory not found"),
+        ("truncated", "not a valid safetensors file"),
+        ("directory", "cannot read the weights file"),
+        ("mismatch", "shape"),
+    ],
+)
 def test_bad_run_gives_one_clear_line_and_no_directory(tmp_path, run_dir, kind, needle):
     bad = damage(run_dir, kind)
     out = tmp_path / "model"
@@ -340,8 +427,9 @@ def test_failed_self_check_keeps_the_old_directory_and_leaves_nothing_else(tmp_p
         exporter.export_run(run_dir, out, quantize=(), progress=False)
     monkeypatch.setattr(exporter, "FP32_RTOL", -1.0)  # no graph can pass: the check must fail
     with pytest.raises(HybridError, match="self-check failed: ONNX fp32 logits differ"):
-        exporter.export_run(run_dir, out, quantize="none", probe_text=probe_file.read_text()[:600],
-                            progress=False, overwrite=True)
+        exporter.export_run(
+            run_dir, out, quantize="none", probe_text=probe_file.read_text()[:600], progress=False, overwrite=True
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "keep.txt"]
 
@@ -356,8 +444,12 @@ def test_overwrite_replaces_only_an_earlier_export(tmp_path, run_dir):
     other = tmp_path / "runs" / "notes"
     other.mkdir()
     (other / "todo.txt").write_text("mine")
-    for out, needle in ((run, "is the run directory or holds it"), (run.parent, "is the run directory or holds it"),
-                        (other, "is not an exported model directory"), (Path("/"), "not a valid output directory")):
+    for out, needle in (
+        (run, "is the run directory or holds it"),
+        (run.parent, "is the run directory or holds it"),
+        (other, "is not an exported model directory"),
+        (Path("/"), "not a valid output directory"),
+    ):
         with pytest.raises(HybridError, match=needle):
             exporter.export_run(run, out, quantize=(), check=False, progress=False, overwrite=True)
     assert (run / "model.safetensors").exists() and (other / "todo.txt").read_text() == "mine"
@@ -369,7 +461,7 @@ def test_an_export_killed_mid_swap_is_put_back_by_the_next(tmp_path, run_dir):
     """kill -9 between _install's two renames leaves the old model aside as .NAME.old-PID: the
     next export restores it before anything else, and removes dead exports' temporaries."""
     out = tmp_path / "model"
-    dead = 2 ** 22 + 12345  # above Linux's default pid_max: no such process
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
     aside = tmp_path / f".model.old-{dead}"
     aside.mkdir()
     (aside / "config.json").write_text(json.dumps({"format": "hybrid-onnx"}))
@@ -399,15 +491,27 @@ def test_the_self_check_scores_the_runs_own_held_out_split(tmp_path):
     text = tmp_path / "mine.txt"
     text.write_text(("the quick brown fox jumps over the lazy dog. " * 30 + "\n") * 40)
     mine = corpus_from_spec({"source": "text", "path": str(text)}, "byte", 16, False, lambda m: None)
-    tcfg = TrainConfig(batch_size=2, seq_len=16, steps=3, warmup_steps=1, eval_every=100, save_every=100,
-                       eval_tokens=0, tensorboard=False)
+    tcfg = TrainConfig(
+        batch_size=2,
+        seq_len=16,
+        steps=3,
+        warmup_steps=1,
+        eval_every=100,
+        save_every=100,
+        eval_tokens=0,
+        tensorboard=False,
+    )
     model_cfg = ModelConfig(**{**SMALL, "d_model": 32, "d_inner": 64})
     train(tmp_path / "run", model_cfg, tcfg, mine, progress=False, log=lambda *a: None)
     report = exporter.export_run(tmp_path / "run", tmp_path / "model", quantize=(), progress=False)
     assert report["probe"]["source"] == "the run's own test split (mine.txt)"
     B = report["probe"]["streams"]
     assert report["probe"]["tokens"] == (len(mine.test) - 1) // B * B  # every stream as long as the others
-    r = evaluate(Model(tmp_path / "model", "fp32"), np.asarray(mine.test), streams=report["probe"]["streams"],
-                 segment=report["probe"]["segment"])
+    r = evaluate(
+        Model(tmp_path / "model", "fp32"),
+        np.asarray(mine.test),
+        streams=report["probe"]["streams"],
+        segment=report["probe"]["segment"],
+    )
     assert r["bpc"] == pytest.approx(report["variants"]["fp32"]["bpc"], abs=1e-9)
     assert "the run's own test split (mine.txt)" in commands.summary(report)

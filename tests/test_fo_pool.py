@@ -269,6 +269,7 @@ def test_concurrent_builds_leave_one_whole_library(fresh_library):
     for p in fresh_library.iterdir():
         p.unlink()
     paths = []
+
     def build():  # _build returns the open, checked library: where it lies is what its descriptor names
         fd = cpu_kernel._build()
         paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
@@ -301,8 +302,11 @@ def test_custom_op_passes_opcheck():
     # Schema, fake (meta) kernel, autograd registration and AOT dispatch, as torch.library checks them.
     z, f, o, c0 = gates(2, 9, 5)
     keep = (torch.rand(2, 9, 5) > 0.3).float()
-    for args in [(z, f, o, c0, None, 1.0, False, True), (z, f, None, None, None, 0.75, True, True),
-                 (z, f, o, c0, keep, 1.0, True, True)]:
+    for args in [
+        (z, f, o, c0, None, 1.0, False, True),
+        (z, f, None, None, None, 0.75, True, True),
+        (z, f, o, c0, keep, 1.0, True, True),
+    ]:
         torch.library.opcheck(fo_pool_fwd, args)
 
 
@@ -313,8 +317,10 @@ def qrnn_block(zoneout=0.0, seed=0):
 
 
 def block_state(B, D=16):
-    return {"past_key_values.0.recurrent_state": torch.randn(B, D),
-            "past_key_values.0.conv_state": torch.randn(B, 1, D)}
+    return {
+        "past_key_values.0.recurrent_state": torch.randn(B, D),
+        "past_key_values.0.conv_state": torch.randn(B, 1, D),
+    }
 
 
 def test_model_block_unchanged_by_fusing_the_activations(path):
@@ -330,7 +336,7 @@ def test_model_block_unchanged_by_fusing_the_activations(path):
         torch.manual_seed(7)
         u = block.norm(x)
         seq = torch.cat([state[block.conv_name], u], dim=1)
-        u = torch.cat([seq[:, j:j + 13] for j in range(2)], dim=-1)
+        u = torch.cat([seq[:, j : j + 13] for j in range(2)], dim=-1)
         z, f, o = block.gates(u).chunk(3, dim=-1)
         z, f, o = torch.tanh(z), torch.sigmoid(f), torch.sigmoid(o)
         if training:
@@ -365,8 +371,10 @@ def test_block_trains_under_torch_compile():
     opts = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (eager, compiled)]
     losses = {"eager": [], "compiled": []}
     for _ in range(4):
-        for name, model, opt, run in (("eager", eager, opts[0], lambda m, x, s: m(x, s, None, {})),
-                                      ("compiled", compiled, opts[1], step)):
+        for name, model, opt, run in (
+            ("eager", eager, opts[0], lambda m, x, s: m(x, s, None, {})),
+            ("compiled", compiled, opts[1], step),
+        ):
             loss = (run(model, x, state) - target).pow(2).mean()
             opt.zero_grad()
             loss.backward()

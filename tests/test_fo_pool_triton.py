@@ -23,8 +23,9 @@ from hybrid.train.ops.fo_pool import triton as tk  # noqa: E402
 
 INTERPRETED = tk.INTERPRET
 DEVICE = "cpu" if INTERPRETED else "cuda"
-runs_kernels = pytest.mark.skipif(not (INTERPRETED or torch.cuda.is_available()),
-                                  reason="no CUDA: the kernels run in the interpreter subprocess")
+runs_kernels = pytest.mark.skipif(
+    not (INTERPRETED or torch.cuda.is_available()), reason="no CUDA: the kernels run in the interpreter subprocess"
+)
 # Small tiles so that a short test sequence crosses tile, channel-block and chunk boundaries.
 SINGLE = tk.Plan(block_t=8, block_d=16, chunk=0, num_warps=4)
 CHUNKED = tk.Plan(block_t=8, block_d=16, chunk=8, num_warps=4)
@@ -34,8 +35,13 @@ def test_kernels_in_the_interpreter():
     if INTERPRETED:
         pytest.skip("this is the interpreter run")
     env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__))],
-                       env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert " passed" in r.stdout and "failed" not in r.stdout
 
@@ -95,8 +101,13 @@ CASES = [
 
 
 @runs_kernels
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items() if k != "plan")
-                         + ("-chunked" if c["plan"].chunk else "-single"))
+@pytest.mark.parametrize(
+    "case",
+    CASES,
+    ids=lambda c: (
+        "-".join(f"{k}={v}" for k, v in c.items() if k != "plan") + ("-chunked" if c["plan"].chunk else "-single")
+    ),
+)
 def test_kernels_match_float64_reference(case):
     case = dict(case)
     plan = case.pop("plan")
@@ -143,8 +154,9 @@ def test_gate_views_with_strides_read_in_place():
     z, f, o = proj.chunk(3, dim=-1)
     assert not z.is_contiguous()
     views = tk.fo_pool_fwd_triton(z, f, o, None, None, 1.0, True, True, plan=SINGLE)
-    copies = tk.fo_pool_fwd_triton(z.contiguous(), f.contiguous(), o.contiguous(), None, None, 1.0, True, True,
-                                   plan=SINGLE)
+    copies = tk.fo_pool_fwd_triton(
+        z.contiguous(), f.contiguous(), o.contiguous(), None, None, 1.0, True, True, plan=SINGLE
+    )
     for a, b in zip(views, copies):
         assert torch.equal(a, b)
 
@@ -182,6 +194,7 @@ def test_custom_op_runs_the_kernels_with_autograd_and_carried_state(monkeypatch)
 
 # ---- compiled for a real GPU, ahead of time (no GPU needed): catches what the interpreter cannot.
 
+
 def _ptxas_available():
     import triton
 
@@ -216,10 +229,16 @@ def test_kernels_compile_for_sm90(dtype):
             else:
                 sig[name] = f"*{dtype}" if name in io else "*fp32"
         # As the launcher specialises them: 16-byte aligned pointers, sizes and strides divisible by 16.
-        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names)
-                 if sig[n].startswith("*") or n in ("D", "s_b", "s_t", "k_b", "k_t", "g_b", "g_t")}
-        return triton.compile(ASTSource(kernel, sig, constexprs=consts, attrs=attrs),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+        attrs = {
+            (i,): [["tt.divisibility", 16]]
+            for i, n in enumerate(kernel.arg_names)
+            if sig[n].startswith("*") or n in ("D", "s_b", "s_t", "k_b", "k_t", "g_b", "g_t")
+        }
+        return triton.compile(
+            ASTSource(kernel, sig, constexprs=consts, attrs=attrs),
+            target=GPUTarget("cuda", 90, 32),
+            options={"num_warps": 4},
+        )
 
     flags = dict(HAS_O=True, HAS_C0=True, ZONEOUT=1, PREACT=True, BLOCK_T=16, BLOCK_D=64)
     for mode in (0, 1, 2):

@@ -30,8 +30,18 @@ def test_version_1_generates_the_text_it_generated_when_written():
     model = load_model(V1, threads=1)
     # 300 tokens: far past the 8-token attention memory.
     assert model.generate(EXPECTED["prompt"], max_tokens=EXPECTED["max_tokens"], temperature=0) == EXPECTED["text"]
-    proc = run_cli("generate", str(V1), "--prompt", EXPECTED["prompt"], "--max-tokens", str(EXPECTED["max_tokens"]),
-                   "--temperature", "0", "--threads", "1")
+    proc = run_cli(
+        "generate",
+        str(V1),
+        "--prompt",
+        EXPECTED["prompt"],
+        "--max-tokens",
+        str(EXPECTED["max_tokens"]),
+        "--temperature",
+        "0",
+        "--threads",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip("\n") == (EXPECTED["prompt"] + EXPECTED["text"]).rstrip("\n")  # the CLI echoes the prompt
 
@@ -62,10 +72,25 @@ def test_a_version_2_mem_len_that_is_not_the_memorys_size_is_refused(tmp_path):
 
     full = load_text_corpus(BUILTIN)
     corpus = Corpus("slice", full.tokenizer, full.train[:3000], full.valid[:300], full.test[:300])
-    cfg = TrainConfig(batch_size=2, seq_len=16, steps=1, lr=1e-3, warmup_steps=1, eval_every=10_000,
-                      save_every=10_000, eval_tokens=0, log_every=10)
-    train(tmp_path / "run", preset("hybrid-tiny", d_model=16, n_heads=2, d_inner=32, mem_len=8, dropout=0.0),
-          cfg, corpus, progress=False, log=lambda *a: None)
+    cfg = TrainConfig(
+        batch_size=2,
+        seq_len=16,
+        steps=1,
+        lr=1e-3,
+        warmup_steps=1,
+        eval_every=10_000,
+        save_every=10_000,
+        eval_tokens=0,
+        log_every=10,
+    )
+    train(
+        tmp_path / "run",
+        preset("hybrid-tiny", d_model=16, n_heads=2, d_inner=32, mem_len=8, dropout=0.0),
+        cfg,
+        corpus,
+        progress=False,
+        log=lambda *a: None,
+    )
     d = tmp_path / "model"
     export_run(tmp_path / "run", d, quantize=(), check=False, progress=False)
     assert open_model_dir(d).mask_len == 8

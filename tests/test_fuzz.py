@@ -17,9 +17,11 @@ from hybrid.runtime.safe_onnx import check_external_data, external_locations
 from hybrid.runtime.tokenizer import EOS, UNK, ByteTokenizer, WordTokenizer, load_tokenizer, tokenizer_from_json
 
 FIXTURES_OK = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
-                    max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+    max_leaves=12,
+)
 
 
 def ours_or_nothing(fn, *args, **kwargs):
@@ -32,6 +34,7 @@ def ours_or_nothing(fn, *args, **kwargs):
 
 
 # -- tokenizers ----------------------------------------------------------------------------------------
+
 
 @given(st.text())
 def test_byte_tokenizer_round_trips_text(text):
@@ -50,11 +53,15 @@ def test_byte_tokenizer_round_trips_any_bytes_and_decodes_incrementally(data):
 
 
 WORD = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8).filter(
-    lambda w: w.split() == [w] and w not in (UNK, EOS))
+    lambda w: w.split() == [w] and w not in (UNK, EOS)
+)
 
 
-@given(vocab_lines=st.lists(st.lists(WORD, max_size=6).map(" ".join), max_size=8),
-       text=st.text(alphabet=st.sampled_from("ab c\nxyz\t\u00e9 \u2028"), max_size=60), min_count=st.integers(1, 3))
+@given(
+    vocab_lines=st.lists(st.lists(WORD, max_size=6).map(" ".join), max_size=8),
+    text=st.text(alphabet=st.sampled_from("ab c\nxyz\t\u00e9 \u2028"), max_size=60),
+    min_count=st.integers(1, 3),
+)
 def test_word_tokenizer_maps_unknown_words_to_unk(vocab_lines, text, min_count):
     tok = WordTokenizer.build(vocab_lines, min_count=min_count)
     assert tok.vocab[:2] == [UNK, EOS] and len(set(tok.vocab)) == len(tok.vocab)
@@ -86,8 +93,24 @@ def test_tokenizer_file_of_any_bytes(tmp_path_factory, data):
 
 # -- configs, corpora, checkpoints ----------------------------------------------------------------------
 
-FIELDS = ["batch_size", "seq_len", "steps", "lr", "warmup_steps", "grad_clip", "keep_best", "grad_accum",
-          "vocab_size", "d_model", "n_heads", "pattern", "qrnn_window", "dropout", "mem_len", "adaptive_cutoffs"]
+FIELDS = [
+    "batch_size",
+    "seq_len",
+    "steps",
+    "lr",
+    "warmup_steps",
+    "grad_clip",
+    "keep_best",
+    "grad_accum",
+    "vocab_size",
+    "d_model",
+    "n_heads",
+    "pattern",
+    "qrnn_window",
+    "dropout",
+    "mem_len",
+    "adaptive_cutoffs",
+]
 
 
 @given(st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), JSON, max_size=5))
@@ -99,7 +122,10 @@ def test_configs_from_any_json(obj):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.binary(max_size=300) | JSON.map(lambda o: json.dumps({"format": "hybrid-run", "version": 1, "model": o}).encode()))
+@given(
+    st.binary(max_size=300)
+    | JSON.map(lambda o: json.dumps({"format": "hybrid-run", "version": 1, "model": o}).encode())
+)
 def test_run_config_of_any_bytes(tmp_path_factory, data):
     from hybrid.train.trainer import read_run_config
 
@@ -137,6 +163,7 @@ def test_checkpoint_of_any_bytes(tmp_path_factory, state, blob):
 
 # -- ONNX external data ---------------------------------------------------------------------------------
 
+
 def _onnx_with_external(tmp, location):
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -146,22 +173,39 @@ def _onnx_with_external(tmp, location):
     w.data_location = TensorProto.EXTERNAL
     for k, v in (("location", location), ("offset", "0"), ("length", "16")):
         w.external_data.add(key=k, value=v)
-    body = helper.make_graph([helper.make_node("Identity", ["s"], ["s2"])], "body",
-                             [helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 2])],
-                             [helper.make_tensor_value_info("s2", TensorProto.FLOAT, [2, 2])], [w])
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["s2"])],
+        "body",
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("s2", TensorProto.FLOAT, [2, 2])],
+        [w],
+    )
     # The external tensor sits in a subgraph (as in a Scan body), not the main graph.
     node = helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body)
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+    )
     path = tmp / "model.onnx"
     path.write_bytes(helper.make_model(g).SerializeToString())
     return path
 
 
-@pytest.mark.parametrize("location, why", [
-    ("/etc/passwd", "absolute path"), ("../secret.bin", "climbs out"), ("a/../../b", "climbs out"),
-    ("C:\\Windows\\x", "absolute path"), ("..\\x", "climbs out"), ("", "is empty"),
-    ("link/w.bin", "resolves outside"), ("missing.bin", "not found")])
+@pytest.mark.parametrize(
+    "location, why",
+    [
+        ("/etc/passwd", "absolute path"),
+        ("../secret.bin", "climbs out"),
+        ("a/../../b", "climbs out"),
+        ("C:\\Windows\\x", "absolute path"),
+        ("..\\x", "climbs out"),
+        ("", "is empty"),
+        ("link/w.bin", "resolves outside"),
+        ("missing.bin", "not found"),
+    ],
+)
 def test_onnx_external_data_outside_the_directory_is_refused(tmp_path, location, why):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -184,8 +228,13 @@ def test_onnx_external_data_inside_the_directory_is_accepted_and_all_are_found(t
     assert check_external_data(path) == ["sub/w.bin"]
     # The walker finds exactly what the onnx package finds (both branches of the If).
     model = onnx.load(str(path), load_external_data=False)
-    theirs = [(t.name, e.value) for t in _get_all_tensors(model) if uses_external_data(t)
-              for e in t.external_data if e.key == "location"]
+    theirs = [
+        (t.name, e.value)
+        for t in _get_all_tensors(model)
+        if uses_external_data(t)
+        for e in t.external_data
+        if e.key == "location"
+    ]
     assert sorted(external_locations(path.read_bytes())) == sorted(theirs) and len(theirs) == 2
 
 
@@ -198,6 +247,7 @@ def test_onnx_check_of_any_bytes(tmp_path_factory, data):
 
 
 # -- the runtime -------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_export):
@@ -217,10 +267,26 @@ def models(tmp_path_factory, tiny_export):
     try:
         full = load_text_corpus(BUILTIN, tokenizer="word", min_count=5)
         corpus = Corpus("slice", full.tokenizer, full.train[:8000], full.valid[:1000], full.test[:1000])
-        cfg = TrainConfig(batch_size=2, seq_len=16, steps=3, warmup_steps=1, eval_every=100, save_every=100,
-                          eval_tokens=200, tensorboard=False)
-        mcfg = preset("hybrid-tiny", vocab_size=corpus.tokenizer.vocab_size, d_model=16, n_heads=2, d_inner=32,
-                      mem_len=8, dropout=0.0, pattern="QFAF")
+        cfg = TrainConfig(
+            batch_size=2,
+            seq_len=16,
+            steps=3,
+            warmup_steps=1,
+            eval_every=100,
+            save_every=100,
+            eval_tokens=200,
+            tensorboard=False,
+        )
+        mcfg = preset(
+            "hybrid-tiny",
+            vocab_size=corpus.tokenizer.vocab_size,
+            d_model=16,
+            n_heads=2,
+            d_inner=32,
+            mem_len=8,
+            dropout=0.0,
+            pattern="QFAF",
+        )
         train(root / "word", mcfg, cfg, corpus, progress=False, log=lambda *a: None)
         export_run(root / "word", root / "word-model", quantize=(), check=False, progress=False)
         out["word"] = root / "word-model"
@@ -232,7 +298,13 @@ def models(tmp_path_factory, tiny_export):
 
 
 TEXT = st.text(max_size=300) | st.text(alphabet=string.printable, max_size=300)
-NUMBER = st.integers(-5, 300) | st.floats(allow_nan=True, allow_infinity=True) | st.booleans() | st.none() | st.text(max_size=3)
+NUMBER = (
+    st.integers(-5, 300)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=3)
+)
 
 
 @FIXTURES_OK
@@ -257,18 +329,39 @@ def test_runtime_evaluates_any_text_or_says_too_short(models, kind, text):
 
 
 @FIXTURES_OK
-@given(kind=st.sampled_from(["byte", "word"]), prompt=TEXT, max_tokens=NUMBER, temperature=NUMBER,
-       top_k=NUMBER, top_p=NUMBER, seed=NUMBER, stop=st.lists(st.text(max_size=3), max_size=2))
-def test_runtime_generates_or_refuses_bad_options(models, kind, prompt, max_tokens, temperature, top_k, top_p, seed, stop):
+@given(
+    kind=st.sampled_from(["byte", "word"]),
+    prompt=TEXT,
+    max_tokens=NUMBER,
+    temperature=NUMBER,
+    top_k=NUMBER,
+    top_p=NUMBER,
+    seed=NUMBER,
+    stop=st.lists(st.text(max_size=3), max_size=2),
+)
+def test_runtime_generates_or_refuses_bad_options(
+    models, kind, prompt, max_tokens, temperature, top_k, top_p, seed, stop
+):
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
         assume(max_tokens <= 20)
-    out = ours_or_nothing(models[kind].generate, prompt, max_tokens=max_tokens, temperature=temperature,
-                          top_k=top_k, top_p=top_p, seed=seed, stop=stop)
+    out = ours_or_nothing(
+        models[kind].generate,
+        prompt,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop=stop,
+    )
     assert out is None or isinstance(out, str)
 
 
 @FIXTURES_OK
-@given(kind=st.sampled_from(["byte", "word"]), ids=st.lists(st.integers(-2**40, 2**40) | st.integers(-2, 300), max_size=20))
+@given(
+    kind=st.sampled_from(["byte", "word"]),
+    ids=st.lists(st.integers(-(2**40), 2**40) | st.integers(-2, 300), max_size=20),
+)
 def test_runtime_takes_any_token_ids_or_refuses(models, kind, ids):
     s = models[kind].session()
     n = ours_or_nothing(s.feed_tokens, ids)

@@ -25,8 +25,13 @@ TOKENS = 300
 PROMPT = "ROMEO: "
 FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int4": "model.int4.onnx"}
 # (preset, QRNN window, variants): every architecture; window 1 has no conv of its own.
-MODELS = [("hybrid-tiny", 2, ("int8", "int4")), ("hybrid-tiny", 1, ("int8",)), ("attn-qrnn-tiny", 1, ("int8",)),
-          ("transformer-tiny", 2, ("int8",)), ("par-tiny", 2, ())]
+MODELS = [
+    ("hybrid-tiny", 2, ("int8", "int4")),
+    ("hybrid-tiny", 1, ("int8",)),
+    ("attn-qrnn-tiny", 1, ("int8",)),
+    ("transformer-tiny", 2, ("int8",)),
+    ("par-tiny", 2, ()),
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +49,17 @@ def exported(tmp_path_factory, corpus):
     try:
         for name, window, variants in MODELS:
             root = tmp_path_factory.mktemp(f"{name}-k{window}")
-            cfg = TrainConfig(batch_size=4, seq_len=32, steps=80, lr=1e-2, warmup_steps=5, eval_every=10_000,
-                              save_every=10_000, eval_tokens=0, log_every=10)
+            cfg = TrainConfig(
+                batch_size=4,
+                seq_len=32,
+                steps=80,
+                lr=1e-2,
+                warmup_steps=5,
+                eval_every=10_000,
+                save_every=10_000,
+                eval_tokens=0,
+                log_every=10,
+            )
             model_cfg = preset(name, d_model=32, n_heads=2, d_inner=64, mem_len=16, dropout=0.0, qrnn_window=window)
             train(root / "run", model_cfg, cfg, corpus, progress=False, log=lambda *a: None)
             export_run(root / "run", root / "model", quantize=variants, check=False, progress=False)
@@ -73,7 +87,7 @@ def genai_greedy(model_dir, variant, prompt, n):
     while not generator.is_done():
         generator.generate_next_token()
     sequence = generator.get_sequence(0)
-    tokens, text = [int(t) for t in sequence[len(prompt.encode()):]], tokenizer.decode(sequence)
+    tokens, text = [int(t) for t in sequence[len(prompt.encode()) :]], tokenizer.decode(sequence)
     del generator, params, tokenizer, model  # genai reports objects still alive at exit as leaks
     return tokens, text
 
@@ -96,8 +110,18 @@ def test_genai_greedy_text_equals_the_runtime(exported, name, window, variant):
 
 def test_genai_equals_hybrid_generate_on_the_command_line(exported):
     model_dir = exported["hybrid-tiny", 2]
-    proc = run_cli("generate", str(model_dir), "--prompt", PROMPT, "--max-tokens", str(TOKENS),
-                   "--temperature", "0", "--threads", "1")
+    proc = run_cli(
+        "generate",
+        str(model_dir),
+        "--prompt",
+        PROMPT,
+        "--max-tokens",
+        str(TOKENS),
+        "--temperature",
+        "0",
+        "--threads",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((model_dir / "config.json").read_text())
     assert cfg["genai"]["variant"] == "int8"  # og.Model(dir) runs what `auto` runs
@@ -129,7 +153,7 @@ def test_genai_logits_equal_the_runtime_over_real_text_in_pieces(exported, key, 
     text = list(BUILTIN.read_text(encoding="utf-8")[-2000:].encode())
     state, pos, worst = ours.initial_state(1), 0, 0.0
     for n in [5, 1, 1, 7, 30, 1, 2, 100, 1, 1, 17, 1, 64, 1]:
-        piece, pos = text[pos:pos + n], pos + n
+        piece, pos = text[pos : pos + n], pos + n
         generator.append_tokens(np.array(piece, dtype=np.int32))
         logits, state = ours.forward(np.array([piece]), state)
         worst = max(worst, float(np.abs(logits[0, -1] - generator.get_logits()[0, -1]).max()))
@@ -155,10 +179,33 @@ def test_genai_tokenizer_is_the_byte_tokenizer(exported):
 def test_word_models_get_no_genai_files(tmp_path):
     full = load_text_corpus(BUILTIN, tokenizer="word", min_count=3)
     corpus = Corpus("slice", full.tokenizer, full.train[:3000], full.valid[:300], full.test[:300])
-    cfg = TrainConfig(batch_size=2, seq_len=16, steps=2, lr=1e-3, warmup_steps=1, eval_every=10_000,
-                      save_every=10_000, eval_tokens=0, log_every=10)
-    train(tmp_path / "run", preset("hybrid-tiny", vocab_size=full.tokenizer.vocab_size, d_model=16, n_heads=2,
-                                   d_inner=32, mem_len=8, dropout=0.0), cfg, corpus, progress=False, log=lambda *a: None)
+    cfg = TrainConfig(
+        batch_size=2,
+        seq_len=16,
+        steps=2,
+        lr=1e-3,
+        warmup_steps=1,
+        eval_every=10_000,
+        save_every=10_000,
+        eval_tokens=0,
+        log_every=10,
+    )
+    train(
+        tmp_path / "run",
+        preset(
+            "hybrid-tiny",
+            vocab_size=full.tokenizer.vocab_size,
+            d_model=16,
+            n_heads=2,
+            d_inner=32,
+            mem_len=8,
+            dropout=0.0,
+        ),
+        cfg,
+        corpus,
+        progress=False,
+        log=lambda *a: None,
+    )
     export_run(tmp_path / "run", tmp_path / "model", quantize=(), check=False, progress=False)
     names = {p.name for p in (tmp_path / "model").iterdir()}
     assert names == {"config.json", "export_report.json", "hybrid_tokenizer.json", "model.onnx"}

@@ -44,8 +44,16 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     full = load_text_corpus(BUILTIN)
     corpus = Corpus("slice", full.tokenizer, full.train[:20000], full.valid[:2000], full.test[:2000])
-    cfg = TrainConfig(batch_size=2, seq_len=16, steps=3, warmup_steps=1, eval_every=1000, save_every=1000,
-                      eval_tokens=200, log_every=1)
+    cfg = TrainConfig(
+        batch_size=2,
+        seq_len=16,
+        steps=3,
+        warmup_steps=1,
+        eval_every=1000,
+        save_every=1000,
+        eval_tokens=200,
+        log_every=1,
+    )
     train(root / "run", preset("hybrid-tiny", **SMALL), cfg, corpus, progress=False, log=lambda *a: None)
     export_run(root / "run", root / "model", quantize=(), check=False, progress=False)
     return root / "run", root / "model"
@@ -68,6 +76,7 @@ def refused(d, needle):
 
 # -- runtime/files.py ---------------------------------------------------------------------------
 
+
 def test_atomic_write_leaves_the_old_file_on_failure_and_no_temporary(tmp_path, monkeypatch):
     target = tmp_path / "a.json"
     atomic_write_bytes(target, b"old")
@@ -88,8 +97,13 @@ def test_reads_refuse_special_files_big_files_and_links_out(tmp_path):
     os.mkfifo(fifo)
     (tmp_path / "big.json").write_bytes(b"{}" + b" " * 100)
     (tmp_path / "list.json").write_text("[1]")
-    cases = [(fifo, "is a FIFO"), ("/dev/zero", "is a character device"), (tmp_path, "is a directory"),
-             (tmp_path / "list.json", "expected a JSON object"), (tmp_path / "nope", "not found")]
+    cases = [
+        (fifo, "is a FIFO"),
+        ("/dev/zero", "is a character device"),
+        (tmp_path, "is a directory"),
+        (tmp_path / "list.json", "expected a JSON object"),
+        (tmp_path / "nope", "not found"),
+    ]
     for path, needle in cases:  # the FIFO has no writer: reading it would hang
         with pytest.raises(HybridError, match=needle):
             read_json(path)
@@ -97,8 +111,13 @@ def test_reads_refuse_special_files_big_files_and_links_out(tmp_path):
         read_json(tmp_path / "big.json", max_bytes=50)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "out").symlink_to("/etc/hostname")
-    for name, needle in (("/etc/passwd", "absolute path"), ("../x", "climbs out"), ("out", "resolves outside"),
-                         (5, "must be a string"), ("", "is empty")):
+    for name, needle in (
+        ("/etc/passwd", "absolute path"),
+        ("../x", "climbs out"),
+        ("out", "resolves outside"),
+        (5, "must be a string"),
+        ("", "is empty"),
+    ):
         with pytest.raises(HybridError, match=needle):
             inside(tmp_path / "d", name, "config.json: files.fp32")
 
@@ -121,13 +140,16 @@ def test_dir_lock_is_one_writer_and_names_the_holder(tmp_path):
 
 # -- item 2: every path config.json names stays inside the model directory ------------------------
 
+
 def test_config_paths_outside_the_model_directory_are_refused(tiny, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     shutil.copy(tiny[1] / "model.onnx", outside / "model.onnx")
-    for files, needle in (({"fp32": str(outside / "model.onnx")}, "absolute path"),
-                          ({"fp32": "../elsewhere/model.onnx"}, "climbs out with '..'"),
-                          ({"fp32": 7}, "'files' must map variants to file names")):
+    for files, needle in (
+        ({"fp32": str(outside / "model.onnx")}, "absolute path"),
+        ({"fp32": "../elsewhere/model.onnx"}, "climbs out with '..'"),
+        ({"fp32": 7}, "'files' must map variants to file names"),
+    ):
         d, _ = copy_model(tiny, tmp_path, files=files)
         refused(d, needle)
         shutil.rmtree(d)
@@ -140,8 +162,11 @@ def test_config_paths_outside_the_model_directory_are_refused(tiny, tmp_path):
 
 
 def test_tokenizer_paths_and_special_files_are_refused(tiny, tmp_path):
-    for tok, needle in (("/etc/hostname", "absolute path"), ("../../x.json", "climbs out"),
-                        (["tokenizer.json"], "must be a string")):
+    for tok, needle in (
+        ("/etc/hostname", "absolute path"),
+        ("../../x.json", "climbs out"),
+        (["tokenizer.json"], "must be a string"),
+    ):
         d, _ = copy_model(tiny, tmp_path, tokenizer=tok)
         refused(d, needle)
         shutil.rmtree(d)
@@ -161,12 +186,14 @@ def test_tokenizer_paths_and_special_files_are_refused(tiny, tmp_path):
 def test_tokenizer_contents_are_checked_and_errors_name_the_file(tiny, tmp_path):
     d, cfg = copy_model(tiny, tmp_path)
     tok = d / cfg["tokenizer"]  # the project's tokenizer file, as config.json names it
-    cases = [({"type": "word", "vocab": ["a", "<eos>"]}, "tokenizer.json: word vocabulary must contain '<unk>'"),
-             ({"type": "word", "vocab": ["<unk>", "a"]}, "tokenizer.json: word vocabulary must contain"),
-             ({"type": "word", "vocab": "abc"}, "'vocab' must be a list of non-empty strings"),
-             ({"type": "word", "vocab": ["<unk>", "<eos>", 3]}, "'vocab' must be a list of non-empty strings"),
-             ({"type": "word", "vocab": ["<unk>", "<eos>"], "unk": ["x"]}, "'unk' and 'eos' must be strings"),
-             ({"type": "byte", "vocab_size": 300}, "a byte tokenizer has vocab_size 256")]
+    cases = [
+        ({"type": "word", "vocab": ["a", "<eos>"]}, "tokenizer.json: word vocabulary must contain '<unk>'"),
+        ({"type": "word", "vocab": ["<unk>", "a"]}, "tokenizer.json: word vocabulary must contain"),
+        ({"type": "word", "vocab": "abc"}, "'vocab' must be a list of non-empty strings"),
+        ({"type": "word", "vocab": ["<unk>", "<eos>", 3]}, "'vocab' must be a list of non-empty strings"),
+        ({"type": "word", "vocab": ["<unk>", "<eos>"], "unk": ["x"]}, "'unk' and 'eos' must be strings"),
+        ({"type": "byte", "vocab_size": 300}, "a byte tokenizer has vocab_size 256"),
+    ]
     for obj, needle in cases:
         tok.write_text(json.dumps(obj))
         with pytest.raises(HybridError, match=needle):
@@ -182,10 +209,12 @@ def test_tokenizer_contents_are_checked_and_errors_name_the_file(tiny, tmp_path)
 
 # -- item 3: the graph and config.json must tell the same story ------------------------------------
 
+
 def test_a_graph_with_another_vocabulary_is_refused(tiny, tmp_path):
     words = ["<unk>", "<eos>"] + [f"w{i}" for i in range(298)]
-    d, cfg = copy_model(tiny, tmp_path, metric="ppl",
-                        outputs={"logits": {"dtype": "float32", "shape": ["batch", "sequence", 300]}})
+    d, cfg = copy_model(
+        tiny, tmp_path, metric="ppl", outputs={"logits": {"dtype": "float32", "shape": ["batch", "sequence", 300]}}
+    )
     cfg["model"]["vocab_size"] = 300
     (d / "config.json").write_text(json.dumps(cfg))
     (d / cfg["tokenizer"]).write_text(json.dumps({"type": "word", "vocab": words}))
@@ -198,7 +227,9 @@ def test_config_json_must_agree_with_its_own_model_section(tiny, tmp_path):
     cfg["state"] = cfg["state"][1:]
     (d / "config.json").write_text(json.dumps(cfg))
     refused(d, "state\\[0\\] is")
-    d2, cfg = copy_model(tiny, tmp_path / "b", outputs={"logits": {"dtype": "float32", "shape": ["batch", "sequence", 9]}})
+    d2, cfg = copy_model(
+        tiny, tmp_path / "b", outputs={"logits": {"dtype": "float32", "shape": ["batch", "sequence", 9]}}
+    )
     refused(d2, "outputs.logits must be float32 of shape \\['batch', 'sequence', 256\\]")
     d3, _ = copy_model(tiny, tmp_path / "c", metric="ppl")
     refused(d3, "'metric' is 'ppl', but a byte tokenizer's metric is 'bpc'")
@@ -206,11 +237,12 @@ def test_config_json_must_agree_with_its_own_model_section(tiny, tmp_path):
 
 # -- item 7: sizes refused before they are allocated; onnxruntime failures are one line ------------
 
+
 def test_requests_larger_than_the_memory_are_refused_before_allocating(tiny, tmp_path):
     m = load_model(tiny[1], threads=1)
     with pytest.raises(HybridError, match="a state for batch 1000000000 needs about .* GiB of memory"):
-        m.initial_state(10 ** 9)
-    ids = np.broadcast_to(np.int64(0), (1, 10 ** 9))  # no memory of its own
+        m.initial_state(10**9)
+    ids = np.broadcast_to(np.int64(0), (1, 10**9))  # no memory of its own
     with pytest.raises(HybridError, match="forward call on 1 x 1000000000 tokens needs about"):
         m.forward(ids, m.initial_state(1))
     text = tmp_path / "t.txt"
@@ -232,17 +264,24 @@ def test_onnxruntime_run_failures_are_one_line(tiny):
 
 # -- item 8: API edges ---------------------------------------------------------------------------
 
+
 def test_api_edges_are_one_line_errors(tiny):
     d = tiny[1]
-    for kw, needle in (({"threads": 2 ** 31}, "threads must be 0 .* up to 1024"),
-                       ({"threads": -1}, "threads must be 0"), ({"provider": None}, "provider must be a name")):
+    for kw, needle in (
+        ({"threads": 2**31}, "threads must be 0 .* up to 1024"),
+        ({"threads": -1}, "threads must be 0"),
+        ({"provider": None}, "provider must be a name"),
+    ):
         with pytest.raises(HybridError, match=needle):
             load_model(d, **{"threads": 1, **kw})
     m = load_model(d, threads=1)
     s = m.initial_state(1)
-    for ids, needle in ((np.array([[-1, 2]]), "token ids must be in \\[0, 256\\), got -1..2"),
-                        (np.array([[5, 256]]), "got 5..256"), (np.array([[0.5]]), "must be a \\[batch, tokens\\] array"),
-                        (np.array([1, 2]), "must be a \\[batch, tokens\\] array")):
+    for ids, needle in (
+        (np.array([[-1, 2]]), "token ids must be in \\[0, 256\\), got -1..2"),
+        (np.array([[5, 256]]), "got 5..256"),
+        (np.array([[0.5]]), "must be a \\[batch, tokens\\] array"),
+        (np.array([1, 2]), "must be a \\[batch, tokens\\] array"),
+    ):
         with pytest.raises(HybridError, match=needle):
             m.forward(ids, s)
     with pytest.raises(HybridError, match="state must be this model's state for batch 2"):
@@ -257,14 +296,17 @@ def test_api_edges_are_one_line_errors(tiny):
 def test_special_files_as_a_corpus_or_a_text_are_refused(tiny, tmp_path):
     fifo = tmp_path / "fifo.txt"
     os.mkfifo(fifo)
-    for corpus, needle in (("/dev/null", "/dev/null: is a character device, not a regular file or a folder of text files"),
-                           (str(fifo), "fifo.txt: is a FIFO, not a regular file or a folder of text files")):
+    for corpus, needle in (
+        ("/dev/null", "/dev/null: is a character device, not a regular file or a folder of text files"),
+        (str(fifo), "fifo.txt: is a FIFO, not a regular file or a folder of text files"),
+    ):
         assert needle in one_error_line(hybrid("train", "--corpus", corpus, "--out", tmp_path / "r", "--steps", "1"))
     for path in (fifo, "/dev/zero"):  # eval would hang on the FIFO, and read /dev/zero forever
         assert "not a regular file" in one_error_line(hybrid("eval", tiny[1], path, timeout=60))
 
 
 # -- item 1: the compiled kernel is loaded only from a directory nobody else can change ------------
+
 
 @pytest.fixture
 def kernel_cache(tmp_path, monkeypatch):
@@ -303,8 +345,9 @@ def test_kernel_cache_writable_by_others_or_owned_by_another_user_is_refused(ker
             assert kernel_cache(theirs) is None
 
 
-def test_kernel_cache_in_a_sticky_directory_is_accepted_and_loaded_through_its_descriptor(kernel_cache, tmp_path,
-                                                                                         monkeypatch):
+def test_kernel_cache_in_a_sticky_directory_is_accepted_and_loaded_through_its_descriptor(
+    kernel_cache, tmp_path, monkeypatch
+):
     import ctypes
 
     sticky = tmp_path / "tmp"
@@ -338,6 +381,7 @@ def test_kernel_library_that_is_a_link_is_not_followed(kernel_cache, tmp_path):
 
 # -- items 4-7 on the training side: one writer, validate before deleting, full disk, sizes ---------
 
+
 def cli(*args):
     """`hybrid ARGS` in this process; a HybridError comes back as the result's exception (the one
     `error:` line `hybrid` prints)."""
@@ -363,8 +407,24 @@ def small_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("small")
     (root / "corpus.txt").write_text(TEXT[:40000])
     (root / "model.json").write_text(json.dumps(dict(SMALL, pattern="QFAF")))
-    opts = ["--corpus", root / "corpus.txt", "--config", root / "model.json", "--steps", "2", "--batch-size", "2",
-            "--seq-len", "16", "--eval-every", "1000", "--save-every", "1", "--no-progress", "--no-tensorboard"]
+    opts = [
+        "--corpus",
+        root / "corpus.txt",
+        "--config",
+        root / "model.json",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--eval-every",
+        "1000",
+        "--save-every",
+        "1",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     return root, opts
 
 
@@ -380,7 +440,9 @@ def test_a_second_writer_of_a_run_or_model_directory_is_refused_and_changes_noth
     before = snapshot(run)
     with DirLock(run):
         for extra in (["--resume", "--steps", "3"], ["--overwrite"]):
-            assert f"{run}: process {os.getpid()} is writing to it" in error_of(cli("train", *opts, "--out", run, *extra))
+            assert f"{run}: process {os.getpid()} is writing to it" in error_of(
+                cli("train", *opts, "--out", run, *extra)
+            )
     assert snapshot(run) == before
     out = tmp_path / "model"
     with DirLock(out):  # another `hybrid export` to the same destination, which does not exist yet
@@ -397,10 +459,12 @@ def test_overwrite_validates_everything_before_deleting_the_old_run(small_run, t
     before = snapshot(run)
     wide = tmp_path / "wide.json"
     wide.write_text(json.dumps(dict(SMALL, d_model=1 << 16, n_heads=1, d_inner=1 << 16)))
-    for extra, needle in ((["--batch-size", "4000"], "too short for 4000 streams"),
-                          (["--config", wide], "needs about .* GiB of memory"),
-                          (["--seed", str(2 ** 70)], "seed must be an integer from 0 to 2\\*\\*62 - 1"),
-                          (["--corpus", "/dev/null"], "is a character device")):
+    for extra, needle in (
+        (["--batch-size", "4000"], "too short for 4000 streams"),
+        (["--config", wide], "needs about .* GiB of memory"),
+        (["--seed", str(2**70)], "seed must be an integer from 0 to 2\\*\\*62 - 1"),
+        (["--corpus", "/dev/null"], "is a character device"),
+    ):
         with pytest.raises(HybridError, match=needle):
             raise cli("train", *opts, "--out", run, "--overwrite", *extra).exception
         assert snapshot(run) == before
@@ -430,8 +494,9 @@ def test_a_model_or_step_larger_than_the_memory_is_refused_before_allocating(sma
 
 
 @pytest.mark.parametrize("how", ["tmpfs", "injected"])
-def test_a_full_disk_while_building_the_token_cache_is_one_line_and_leaves_nothing(small_run, tmp_path, how,
-                                                                                   monkeypatch):
+def test_a_full_disk_while_building_the_token_cache_is_one_line_and_leaves_nothing(
+    small_run, tmp_path, how, monkeypatch
+):
     import errno
     import subprocess
 
@@ -441,8 +506,9 @@ def test_a_full_disk_while_building_the_token_cache_is_one_line_and_leaves_nothi
     disk = tmp_path / "disk"
     disk.mkdir()
     if how == "tmpfs":  # a real full disk: a 16 KiB file system (needs root and mount rights)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)],
-                          capture_output=True).returncode:
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], capture_output=True
+        ).returncode:
             pytest.skip("cannot mount a tmpfs here")
     else:
         real = cache.Writer.write
@@ -463,6 +529,7 @@ def test_a_full_disk_while_building_the_token_cache_is_one_line_and_leaves_nothi
 
 # -- past the list: the same classes of fault elsewhere ----------------------------------------------
 
+
 def test_special_files_in_a_run_or_as_options_are_refused_without_hanging(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny[0], run, ignore=shutil.ignore_patterns("checkpoints"))
@@ -471,11 +538,14 @@ def test_special_files_in_a_run_or_as_options_are_refused_without_hanging(tiny, 
     line = one_error_line(hybrid("export", run, "--out", tmp_path / "m", "--no-check", timeout=120))
     assert "model.safetensors: cannot read the weights file (is a FIFO, not a regular file)" in line
     os.mkfifo(tmp_path / "probe.txt")
-    line = one_error_line(hybrid("export", tiny[0], "--out", tmp_path / "m", "--probe", tmp_path / "probe.txt", timeout=120))
+    line = one_error_line(
+        hybrid("export", tiny[0], "--out", tmp_path / "m", "--probe", tmp_path / "probe.txt", timeout=120)
+    )
     assert "probe.txt: probe text is a FIFO" in line
     os.mkfifo(tmp_path / "enwik8.zip")
     assert "enwik8.zip: is a FIFO, not a regular file" in error_of(
-        cli("data", "prepare", "enwik8", "--path", tmp_path / "enwik8.zip", "--no-hub"))
+        cli("data", "prepare", "enwik8", "--path", tmp_path / "enwik8.zip", "--no-hub")
+    )
     (tmp_path / "m.json").symlink_to("/dev/zero")  # a config that never ends
     assert "m.json: config file is a character device" in error_of(cli("info", "--config", tmp_path / "m.json"))
 

@@ -62,13 +62,28 @@ def _train_export(root: Path, kind: str, steps: int, quantize) -> Path:
 
     full = load_text_corpus(BUILTIN, tokenizer=kind, **({"min_count": 3} if kind == "word" else {}))
     corpus = Corpus("slice", full.tokenizer, full.train[:60000], full.valid[:3000], full.test[:3000])
-    cfg = TrainConfig(batch_size=8, seq_len=64, steps=steps, lr=3e-3, warmup_steps=5, eval_every=10_000,
-                      save_every=10_000, eval_tokens=2000, log_every=10)
+    cfg = TrainConfig(
+        batch_size=8,
+        seq_len=64,
+        steps=steps,
+        lr=3e-3,
+        warmup_steps=5,
+        eval_every=10_000,
+        save_every=10_000,
+        eval_tokens=2000,
+        log_every=10,
+    )
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # a second torch thread only spins against other processes here
     try:
-        train(root / "run", preset("hybrid-tiny", vocab_size=corpus.tokenizer.vocab_size, **SMALL), cfg, corpus,
-              progress=False, log=lambda *a: None)
+        train(
+            root / "run",
+            preset("hybrid-tiny", vocab_size=corpus.tokenizer.vocab_size, **SMALL),
+            cfg,
+            corpus,
+            progress=False,
+            log=lambda *a: None,
+        )
         export_run(root / "run", root / "model", quantize=quantize, check=False, progress=False)
     finally:
         torch.set_num_threads(n)
@@ -87,8 +102,14 @@ def word_model(tmp_path_factory):
 
 
 def js(node, script: str, job: dict, stdin: str | None = None, timeout: int = 300) -> dict:
-    proc = subprocess.run([node, str(JS / "scripts" / script), json.dumps(job)], capture_output=True, text=True,
-                          input=stdin, timeout=timeout, cwd=JS)
+    proc = subprocess.run(
+        [node, str(JS / "scripts" / script), json.dumps(job)],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+        cwd=JS,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().split("\n")[-1])  # not splitlines(): the JSON may hold U+2028
 
@@ -104,6 +125,7 @@ def python_model(path, variant):
 
 # -- Node -----------------------------------------------------------------------------------------
 
+
 def test_node_unit_tests(node):
     files = sorted(glob.glob(str(JS / "test" / "*.test.js")))
     assert files
@@ -115,8 +137,13 @@ def test_node_unit_tests(node):
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
 def test_node_greedy_text_equals_python(node, byte_model, variant):
     want = python_model(byte_model, variant).generate("ROMEO:", max_tokens=GREEDY, temperature=0)
-    got = node_job(node, op="generate", dir=byte_model, variant=variant,
-                   generate={"prompt": "ROMEO:", "maxTokens": GREEDY, "temperature": 0})
+    got = node_job(
+        node,
+        op="generate",
+        dir=byte_model,
+        variant=variant,
+        generate={"prompt": "ROMEO:", "maxTokens": GREEDY, "temperature": 0},
+    )
     assert got["ok"], got
     assert len(want.encode()) == GREEDY and len(set(want)) > 3  # words, not one repeated byte
     assert got["out"]["text"] == want
@@ -129,8 +156,13 @@ def test_node_state_after_300_tokens_equals_python(node, byte_model):
     s.feed("JULIET:\n")
     text = s.generate(max_tokens=GREEDY, temperature=0)
     want = s.next_token_logprobs()
-    got = node_job(node, op="session", dir=byte_model, variant="fp32",
-                   steps=[["feed", "JULIET:\n"], ["generate", {"maxTokens": GREEDY, "temperature": 0}], ["logprobs"]])
+    got = node_job(
+        node,
+        op="session",
+        dir=byte_model,
+        variant="fp32",
+        steps=[["feed", "JULIET:\n"], ["generate", {"maxTokens": GREEDY, "temperature": 0}], ["logprobs"]],
+    )
     assert got["ok"], got
     assert got["out"][1] == text
     assert max(abs(a - b) for a, b in zip(got["out"][2], want.tolist())) < 1e-4
@@ -160,10 +192,26 @@ def test_node_evaluation_equals_hybrid_eval(node, byte_model, word_model, tmp_pa
         assert abs(got["ppl"] - want["ppl"]) / want["ppl"] < 1e-4
 
 
-TRICKY = ["", "a", "hello world", "  two  spaces  ", "line one\nline two\n", "no break at end", "\n\n\n",
-          "crlf\r\nand cr\rand lf\n", "tab\there", "nbsp\xa0and\u2003em\u3000ideo", "sep\x1cfile\x1dgroup\x1erec\x1funit",
-          "nel\x85ls\u2028ps\u2029end", "vt\x0bff\x0cend", "zero\u200bwidth\ufeffbom", "émoji 😀 and 日本語",
-          "ROMEO: the king is here\nJULIET: and unknownword xyzzy\n", "trailing space \n", " \n \n"]
+TRICKY = [
+    "",
+    "a",
+    "hello world",
+    "  two  spaces  ",
+    "line one\nline two\n",
+    "no break at end",
+    "\n\n\n",
+    "crlf\r\nand cr\rand lf\n",
+    "tab\there",
+    "nbsp\xa0and\u2003em\u3000ideo",
+    "sep\x1cfile\x1dgroup\x1erec\x1funit",
+    "nel\x85ls\u2028ps\u2029end",
+    "vt\x0bff\x0cend",
+    "zero\u200bwidth\ufeffbom",
+    "émoji 😀 and 日本語",
+    "ROMEO: the king is here\nJULIET: and unknownword xyzzy\n",
+    "trailing space \n",
+    " \n \n",
+]
 
 
 @pytest.mark.parametrize("kind", ["byte", "word"])
@@ -174,8 +222,19 @@ def test_tokenizers_equal_python(node, byte_model, word_model, kind):
     tok = tokenizer_from_json(spec)
     texts = TRICKY + [TEXT[1000:3000]]
     rng = random.Random(1)
-    streams = [list(s.encode()) for s in TRICKY] + [[rng.randrange(256) for _ in range(60)] for _ in range(30)] \
-        + [[0xE2, 0x82], [0xF0, 0x9F, 0x98], [0xED, 0xA0, 0x80], [0xED, 0xAE], [0xED, 0xAE, 0xE2, 0x82, 0xAC], [0xED, 0xBF, 0xED, 0xA0, 0x41], [0xC0, 0xAF, 0xE0, 0x80, 0xBF, 0xF4, 0x90, 0x80, 0x80]]
+    streams = (
+        [list(s.encode()) for s in TRICKY]
+        + [[rng.randrange(256) for _ in range(60)] for _ in range(30)]
+        + [
+            [0xE2, 0x82],
+            [0xF0, 0x9F, 0x98],
+            [0xED, 0xA0, 0x80],
+            [0xED, 0xAE],
+            [0xED, 0xAE, 0xE2, 0x82, 0xAC],
+            [0xED, 0xBF, 0xED, 0xA0, 0x41],
+            [0xC0, 0xAF, 0xE0, 0x80, 0xBF, 0xF4, 0x90, 0x80, 0x80],
+        ]
+    )
     got = js(node, "tokenize.mjs", {"tokenizer": spec, "texts": texts, "byteStreams": streams})
     assert got["encode"] == [tok.encode(t).tolist() for t in texts]
     assert got["encodeOpen"] == [tok.encode(t, eos_at_end=False).tolist() for t in texts]
@@ -196,18 +255,31 @@ def test_byte_tokenizer_surrogate_escapes_equal_python(node, byte_model):
     assert got["encode"][1] == {"error": "text has a character that is not valid Unicode at position 4"}
 
 
-WORD_FEEDS = [["the ki", "ng is here\nand"], ["the king\r", "\nis here "], ["The ", "xyzzy", " and"], [""],
-              ["KING RICHARD:\nWhat"], ["  lead", "ing spaces\n"], ["end with break\n"]]
+WORD_FEEDS = [
+    ["the ki", "ng is here\nand"],
+    ["the king\r", "\nis here "],
+    ["The ", "xyzzy", " and"],
+    [""],
+    ["KING RICHARD:\nWhat"],
+    ["  lead", "ing spaces\n"],
+    ["end with break\n"],
+]
 
 
 @pytest.mark.parametrize("feeds", WORD_FEEDS, ids=range(len(WORD_FEEDS)))
 def test_word_session_rules_equal_python(node, word_model, feeds):
     """Held partial words, a split \\r\\n, <unk>, spaces before generated words: as runtime/session.py."""
     s = python_model(word_model, "fp32").session()
-    want = [s.feed(f) for f in feeds] + [s.generate(max_tokens=12, temperature=0), s.n_tokens,
-                                         s.generate(max_tokens=5, temperature=0)]
-    steps = [["feed", f] for f in feeds] + [["generate", {"maxTokens": 12, "temperature": 0}], ["nTokens"],
-                                            ["generate", {"maxTokens": 5, "temperature": 0}]]
+    want = [s.feed(f) for f in feeds] + [
+        s.generate(max_tokens=12, temperature=0),
+        s.n_tokens,
+        s.generate(max_tokens=5, temperature=0),
+    ]
+    steps = [["feed", f] for f in feeds] + [
+        ["generate", {"maxTokens": 12, "temperature": 0}],
+        ["nTokens"],
+        ["generate", {"maxTokens": 5, "temperature": 0}],
+    ]
     got = node_job(node, op="session", dir=word_model, variant="fp32", steps=steps)
     assert got["ok"], got
     assert got["out"] == want
@@ -217,8 +289,13 @@ def test_byte_session_keeps_a_split_character_for_the_next_call(node, byte_model
     s = python_model(byte_model, "fp32").session()
     s.feed_tokens([0xC3])  # a model is free to generate half a character; here it is fed
     want = [s.generate(max_tokens=1, temperature=0) for _ in range(3)]
-    got = node_job(node, op="session", dir=byte_model, variant="fp32",
-                   steps=[["feedTokens", [0xC3]]] + [["generate", {"maxTokens": 1, "temperature": 0}]] * 3)
+    got = node_job(
+        node,
+        op="session",
+        dir=byte_model,
+        variant="fp32",
+        steps=[["feedTokens", [0xC3]]] + [["generate", {"maxTokens": 1, "temperature": 0}]] * 3,
+    )
     assert got["ok"], got
     assert got["out"][1:] == want
 
@@ -233,13 +310,13 @@ def test_seeded_sampling_is_reproducible(node, byte_model):
     assert a == b and a != c and len(a.encode()) == 120
     stop = a[40:43]
     cut = run(seed=5, stop=[stop])
-    assert cut == a[:a.index(stop)]
+    assert cut == a[: a.index(stop)]
 
 
 BAD_OPTIONS = [
-    ({"variant": "fp16"}, "unknown variant \"fp16\""),
+    ({"variant": "fp16"}, 'unknown variant "fp16"'),
     ({"options": {"threads": -1}}, "threads must be 0"),
-    ({"options": {"thread": 1}}, "unknown option \"thread\""),
+    ({"options": {"thread": 1}}, 'unknown option "thread"'),
     ({"generate": {"maxTokens": 0}}, "maxTokens must be a positive integer, got 0"),
     ({"generate": {"temperature": -1}}, "temperature must be >= 0"),
     ({"generate": {"topP": 2}}, "topP must be in (0, 1]"),
@@ -279,7 +356,7 @@ def test_bad_directories_are_one_clear_line(node, byte_model, tmp_path):
         (tmp_path / "empty", "no config.json; not an exported model directory"),
         (tmp_path / "run", "a training run? export it first"),
         (_copy_model(byte_model, tmp_path / "v9", format_version=9), "format_version 9 is not supported"),
-        (_copy_model(byte_model, tmp_path / "fmt", format="other"), "unknown format \"other\""),
+        (_copy_model(byte_model, tmp_path / "fmt", format="other"), 'unknown format "other"'),
         (_copy_model(byte_model, tmp_path / "up", files={"fp32": "../secret.onnx"}), "climbs out with '..'"),
         (_copy_model(byte_model, tmp_path / "abs", files={"fp32": str(tmp_path / "secret.onnx")}), "absolute path"),
         (linked, "resolves outside the model directory"),
@@ -299,13 +376,24 @@ V1 = ROOT / "tests" / "data" / "v1-model"  # a format-version-1 directory (float
 
 def test_node_reads_version_1_and_2_directories(node, byte_model):
     expected = json.loads((ROOT / "tests" / "data" / "v1-model.expected.json").read_text(encoding="utf-8"))
-    got = node_job(node, op="generate", dir=V1, variant="fp32",
-                   generate={"prompt": expected["prompt"], "maxTokens": expected["max_tokens"], "temperature": 0})
+    got = node_job(
+        node,
+        op="generate",
+        dir=V1,
+        variant="fp32",
+        generate={"prompt": expected["prompt"], "maxTokens": expected["max_tokens"], "temperature": 0},
+    )
     assert got["ok"], got
     assert got["out"]["text"] == expected["text"]
     text = TEXT[-3000:]
-    got = node_job(node, op="evaluate", dir=V1, variant="fp32", text=text,
-                   evaluate={"streams": expected["streams"], "segment": expected["segment"]})
+    got = node_job(
+        node,
+        op="evaluate",
+        dir=V1,
+        variant="fp32",
+        text=text,
+        evaluate={"streams": expected["streams"], "segment": expected["segment"]},
+    )
     assert abs(got["out"]["bpc"] - expected["bpc"]) < 1e-4
     v2 = json.loads((byte_model / "config.json").read_text())
     assert v2["format_version"] == 2 and "attention_mask" in v2["inputs"]  # what the other tests run
@@ -313,10 +401,16 @@ def test_node_reads_version_1_and_2_directories(node, byte_model):
 
 # -- the demo page in headless Chromium ------------------------------------------------------------------
 
+
 @pytest.fixture
 def server(node, byte_model):
-    proc = subprocess.Popen([node, str(JS / "demo" / "serve.mjs"), "--port", "0", "--model", str(byte_model)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=JS)
+    proc = subprocess.Popen(
+        [node, str(JS / "demo" / "serve.mjs"), "--port", "0", "--model", str(byte_model)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=JS,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), proc.stderr.read()
@@ -328,11 +422,22 @@ def server(node, byte_model):
 
 def test_demo_page_in_chromium_equals_python(chromium, node, byte_model, server, tmp_path):
     score_text = PROBE[:3000]
-    runs = [{"model": "/model/", "variant": v, "prompt": "ROMEO:", "maxTokens": GREEDY, "temperature": 0,
-             **({"score": score_text} if v != "int4" else {})} for v in ("fp32", "int8", "int4")]
+    runs = [
+        {
+            "model": "/model/",
+            "variant": v,
+            "prompt": "ROMEO:",
+            "maxTokens": GREEDY,
+            "temperature": 0,
+            **({"score": score_text} if v != "int4" else {}),
+        }
+        for v in ("fp32", "int8", "int4")
+    ]
     runs.append({"model": "/nowhere/", "variant": "auto"})
     shot = tmp_path / "page.png"
-    got = js(node, "browser.mjs", {"url": server, "chromium": chromium, "runs": runs, "screenshot": str(shot)}, timeout=600)
+    got = js(
+        node, "browser.mjs", {"url": server, "chromium": chromium, "runs": runs, "screenshot": str(shot)}, timeout=600
+    )
     assert all("404 (Not Found)" in line for line in got["console"]), got["console"]  # only /nowhere/
     for run, r in zip(runs, got["runs"]):
         if run["model"] == "/nowhere/":
@@ -366,8 +471,9 @@ def test_readme_snippets_run(node, byte_model, tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "hybrid-tiny").symlink_to(byte_model)  # the path the snippets name
     for name in ("node.mjs", "readme.mjs"):
-        proc = subprocess.run([node, str(JS / "examples" / name)], capture_output=True, text=True, timeout=120,
-                              cwd=tmp_path)
+        proc = subprocess.run(
+            [node, str(JS / "examples" / name)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         last = proc.stdout.strip().split("\n")[-1].split()
         bpc = float(last[0] if name == "node.mjs" else last[1])

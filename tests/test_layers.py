@@ -10,8 +10,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # What each stage (a top-level folder, installed as hybrid.<stage>) may not import.
 FORBIDDEN = {
-    "runtime": ("hybrid.train", "hybrid.export", "hybrid.cli", "torch", "onnx", "onnxscript", "safetensors",
-                "datasets", "triton", "matplotlib"),
+    "runtime": (
+        "hybrid.train",
+        "hybrid.export",
+        "hybrid.cli",
+        "torch",
+        "onnx",
+        "onnxscript",
+        "safetensors",
+        "datasets",
+        "triton",
+        "matplotlib",
+    ),
     "export": ("hybrid.cli",),
     "train": ("hybrid.export", "hybrid.cli"),
 }
@@ -53,7 +63,8 @@ def test_a_stage_imports_nothing_above_it(stage):
 
 def test_the_import_parser_sees_imports_inside_functions(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("def f():\n    from hybrid.train.trainer import train\n    import torch.nn\n"
-                 "from ..train import model\n")
+    f.write_text(
+        "def f():\n    from hybrid.train.trainer import train\n    import torch.nn\nfrom ..train import model\n"
+    )
     mods = [m for _, m in imported_modules(f, "hybrid.runtime.m")]
     assert "hybrid.train.trainer" in mods and "torch.nn" in mods and "hybrid.train.model" in mods

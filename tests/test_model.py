@@ -9,8 +9,9 @@ from hybrid.train.model import HybridLM, count_parameters
 
 
 def tiny(pattern="QFAFQA", **kw):
-    base = dict(vocab_size=61, d_model=32, n_heads=4, d_inner=64, pattern=pattern, dropout=0.0,
-                mem_len=24, qrnn_window=2)
+    base = dict(
+        vocab_size=61, d_model=32, n_heads=4, d_inner=64, pattern=pattern, dropout=0.0, mem_len=24, qrnn_window=2
+    )
     base.update(kw)
     torch.manual_seed(0)
     return HybridLM(ModelConfig(**base)).eval()
@@ -56,7 +57,7 @@ def test_streaming_equals_one_segment(window):
     state = model.initial_state(3)
     parts = []
     for i in range(0, 32, 8):
-        out, state = model(x[:, i:i + 8], state)
+        out, state = model(x[:, i : i + 8], state)
         parts.append(out)
     torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=1e-5, atol=1e-5)
     for name in whole_state:
@@ -70,7 +71,7 @@ def test_qrnn_streaming_is_exact_at_any_length():
     whole, _ = model(x)
     state, parts = model.initial_state(2), []
     for i in range(0, 301, 43):
-        out, state = model(x[:, i:i + 43], state)
+        out, state = model(x[:, i : i + 43], state)
         parts.append(out)
     torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=1e-5, atol=1e-5)
 
@@ -81,7 +82,7 @@ def test_token_by_token_equals_one_segment():
     whole, _ = model(x)
     state, parts = model.initial_state(1), []
     for t in range(20):
-        out, state = model(x[:, t:t + 1], state)
+        out, state = model(x[:, t : t + 1], state)
         parts.append(out)
     torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=1e-5, atol=1e-5)
 
@@ -91,7 +92,7 @@ def test_memory_is_bounded_and_forgets_beyond_it():
     x = torch.randint(0, 61, (1, 30))
     state = model.initial_state(1)
     for i in range(0, 20, 5):
-        _, state = model(x[:, i:i + 5], state)
+        _, state = model(x[:, i : i + 5], state)
     assert state["past_key_values.0.key"].shape == (1, 4, 8, 8)
     assert torch.all(state["past_mask"] == 1)
     # With only attention, tokens more than mem_len back cannot matter.
@@ -100,7 +101,7 @@ def test_memory_is_bounded_and_forgets_beyond_it():
     y[:, :10] = (y[:, :10] + 1) % 61
     state2 = model.initial_state(1)
     for i in range(0, 20, 5):
-        _, state2 = model(y[:, i:i + 5], state2)
+        _, state2 = model(y[:, i : i + 5], state2)
     b, _ = model(x[:, 20:25], state2)
     torch.testing.assert_close(a, b)
 
@@ -108,8 +109,13 @@ def test_memory_is_bounded_and_forgets_beyond_it():
 def test_state_names_follow_the_onnx_contract():
     model = tiny("QFAF")
     names = list(model.state_shapes(2))
-    assert names == ["past_key_values.0.recurrent_state", "past_key_values.0.conv_state",
-                     "past_key_values.2.key", "past_key_values.2.value", "past_mask"]
+    assert names == [
+        "past_key_values.0.recurrent_state",
+        "past_key_values.0.conv_state",
+        "past_key_values.2.key",
+        "past_key_values.2.value",
+        "past_mask",
+    ]
     _, new = model(torch.zeros(2, 3, dtype=torch.long))
     assert set(new) == set(names)
 

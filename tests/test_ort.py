@@ -26,15 +26,36 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("ort")
     full = load_text_corpus(BUILTIN)
     corpus = Corpus("slice", full.tokenizer, full.train[:60000], full.valid[:4000], full.test[:4000])
-    cfg = TrainConfig(batch_size=4, seq_len=32, steps=60, lr=1e-2, warmup_steps=5, eval_every=10_000,
-                      save_every=10_000, eval_tokens=0, log_every=10)
+    cfg = TrainConfig(
+        batch_size=4,
+        seq_len=32,
+        steps=60,
+        lr=1e-2,
+        warmup_steps=5,
+        eval_every=10_000,
+        save_every=10_000,
+        eval_tokens=0,
+        log_every=10,
+    )
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(root / "run", preset("hybrid-tiny", d_model=32, n_heads=2, d_inner=64, mem_len=16, dropout=0.0),
-              cfg, corpus, progress=False, log=lambda *a: None)
-        report = export_run(root / "run", root / "model", quantize=("int8", "int4"), probe_text=BUILTIN.read_text()[-3000:],
-                            progress=False, ort=True)
+        train(
+            root / "run",
+            preset("hybrid-tiny", d_model=32, n_heads=2, d_inner=64, mem_len=16, dropout=0.0),
+            cfg,
+            corpus,
+            progress=False,
+            log=lambda *a: None,
+        )
+        report = export_run(
+            root / "run",
+            root / "model",
+            quantize=("int8", "int4"),
+            probe_text=BUILTIN.read_text()[-3000:],
+            progress=False,
+            ort=True,
+        )
     finally:
         torch.set_num_threads(n)
     return root / "model", report
@@ -57,10 +78,13 @@ def test_runtime_loads_ort_files_and_generates_what_the_onnx_files_do(exported, 
     onnx_model = load_model(model_dir, variant=variant, threads=1)
     ort_model = load_model(model_dir, variant=variant, threads=1, file_format="ort")
     assert ort_model.path.suffix == ".ort" and check_external_data(ort_model.path) == []
-    assert ort_model.generate("ROMEO: ", max_tokens=300, temperature=0) == \
-        onnx_model.generate("ROMEO: ", max_tokens=300, temperature=0)  # past the 16-token memory
+    assert ort_model.generate("ROMEO: ", max_tokens=300, temperature=0) == onnx_model.generate(
+        "ROMEO: ", max_tokens=300, temperature=0
+    )  # past the 16-token memory
     text = BUILTIN.read_text(encoding="utf-8")[-4000:]
-    assert ort_model.evaluate(text, streams=4)["bpc"] == pytest.approx(onnx_model.evaluate(text, streams=4)["bpc"], abs=1e-6)
+    assert ort_model.evaluate(text, streams=4)["bpc"] == pytest.approx(
+        onnx_model.evaluate(text, streams=4)["bpc"], abs=1e-6
+    )
 
 
 def test_asking_for_ort_files_that_were_not_exported_is_one_clear_error(tmp_path):
@@ -74,6 +98,7 @@ def test_asking_for_ort_files_that_were_not_exported_is_one_clear_error(tmp_path
 
 
 # -- the ORT-format check ----------------------------------------------------------------------
+
 
 def ort_bytes(external_offset_at: str | None) -> bytes:
     """A minimal ORT-format model: one initializer in the main graph and one in a node attribute's
@@ -157,7 +182,7 @@ def test_damaged_ort_files_and_other_formats_are_refused(tmp_path, exported):
     model_dir, _ = exported
     data = (model_dir / "model.ort").read_bytes()
     path = tmp_path / "model.ort"
-    for bad in (data[:len(data) // 3], data[:12], b"\x00\x00\x00\x00ORTM", b"\xff\xff\xff\x7fORTM" + data[8:]):
+    for bad in (data[: len(data) // 3], data[:12], b"\x00\x00\x00\x00ORTM", b"\xff\xff\xff\x7fORTM" + data[8:]):
         path.write_bytes(bad)
         with pytest.raises(HybridError, match="not a valid ORT-format file"):
             check_external_data(path)

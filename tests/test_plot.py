@@ -60,8 +60,14 @@ def test_plot_errors_are_one_line(tmp_path):
 
 
 def test_metrics_read_back_as_one_run_after_a_crash(tmp_path):
-    lines = [{"step": 2, "loss": 3.0}, {"step": 4, "loss": 2.5}, {"step": 4, "valid_loss": 2.6},
-             {"step": 6, "loss": 2.4}, {"step": 4, "loss": 2.5001}, {"step": 6, "loss": 2.39}]
+    lines = [
+        {"step": 2, "loss": 3.0},
+        {"step": 4, "loss": 2.5},
+        {"step": 4, "valid_loss": 2.6},
+        {"step": 6, "loss": 2.4},
+        {"step": 4, "loss": 2.5001},
+        {"step": 6, "loss": 2.39},
+    ]
     text = "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 8, "lo'  # torn by a kill
     (tmp_path / "metrics.jsonl").write_text(text)
     got = read_metrics(tmp_path)
@@ -72,7 +78,10 @@ def test_metrics_read_back_as_one_run_after_a_crash(tmp_path):
     log.record({"step": 5, "loss": float("nan")})  # JSON has no NaN: written as null
     log.close()
     assert [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
-        {"step": 2, "loss": 3.0}, {"step": 4, "loss": 2.5001}, {"step": 5, "loss": None}]
+        {"step": 2, "loss": 3.0},
+        {"step": 4, "loss": 2.5001},
+        {"step": 5, "loss": None},
+    ]
 
 
 def test_tensorboard_mirrors_the_jsonl(run):

@@ -37,8 +37,17 @@ from hybrid.train.model import HybridLM
 # Dropout and zoneout on: a resume must restore the random-number state, not only the weights.
 MODEL = dict(vocab_size=256, d_model=32, n_heads=2, d_inner=64, pattern="QFAF", dropout=0.1, zoneout=0.1, mem_len=16)
 # Values the CLI can express too (the CLI test below trains with the same settings).
-TRAIN = dict(batch_size=4, seq_len=32, steps=16, lr=3e-3, warmup_steps=4, eval_every=4, save_every=4,
-             log_every=2, tensorboard=False)
+TRAIN = dict(
+    batch_size=4,
+    seq_len=32,
+    steps=16,
+    lr=3e-3,
+    warmup_steps=4,
+    eval_every=4,
+    save_every=4,
+    log_every=2,
+    tensorboard=False,
+)
 QUIET = dict(progress=False, log=lambda *a: None)
 
 
@@ -115,21 +124,33 @@ print("interrupted" if res.interrupted else "done", res.step, flush=True)
 
 
 def start_child(run, corpus_file, mode, at):
-    args = dict(mode=mode, at=at, run=str(run), corpus=str(corpus_file), model=MODEL, train=TRAIN,
-                threads=torch.get_num_threads())
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = dict(
+        mode=mode,
+        at=at,
+        run=str(run),
+        corpus=str(corpus_file),
+        model=MODEL,
+        train=TRAIN,
+        threads=torch.get_num_threads(),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def resume(run, corpus_file):
-    return trainer.train(run, ModelConfig(**MODEL), TrainConfig(**TRAIN), load_text_corpus(corpus_file),
-                         resume=True, **QUIET)
+    return trainer.train(
+        run, ModelConfig(**MODEL), TrainConfig(**TRAIN), load_text_corpus(corpus_file), resume=True, **QUIET
+    )
 
 
-@pytest.mark.parametrize("mode, at, resumes_from", [
-    ("after-save", 8, 8),  # half the steps, a hard kill, a resume
-    ("mid-write", 12, 8),  # the half-written checkpoint 12 is never seen; 8 is used
-])
+@pytest.mark.parametrize(
+    "mode, at, resumes_from",
+    [
+        ("after-save", 8, 8),  # half the steps, a hard kill, a resume
+        ("mid-write", 12, 8),  # the half-written checkpoint 12 is never seen; 8 is used
+    ],
+)
 def test_hard_kill_then_resume_equals_straight_run(tmp_path, corpus_file, straight, mode, at, resumes_from):
     run = tmp_path / "run"
     child = start_child(run, corpus_file, mode, at)
@@ -172,11 +193,37 @@ def test_cli_sigterm_saves_and_exits_130(tmp_path, corpus_file):
     cfg = tmp_path / "model.json"
     cfg.write_text(json.dumps(MODEL))
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "hybrid", "train", "--config", str(cfg), "--corpus", str(corpus_file),
-                             "--out", str(run), "--steps", "100000", "--batch-size", "4", "--seq-len", "32",
-                             "--save-every", "100000", "--eval-every", "100000", "--no-progress", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hybrid",
+            "train",
+            "--config",
+            str(cfg),
+            "--corpus",
+            str(corpus_file),
+            "--out",
+            str(run),
+            "--steps",
+            "100000",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "32",
+            "--save-every",
+            "100000",
+            "--eval-every",
+            "100000",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     try:
         for _ in range(1200):  # the first metrics record (step 10) shows the training loop is running
             if proc.poll() is not None or (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size:
@@ -194,18 +241,24 @@ def test_cli_sigterm_saves_and_exits_130(tmp_path, corpus_file):
 
 # -- damaged checkpoints --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def two_checkpoints(tmp_path_factory, corpus_file):
     run = tmp_path_factory.mktemp("two") / "run"
     small = dict(MODEL, dropout=0.0, zoneout=0.0)
-    trainer.train(run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=8)), load_text_corpus(corpus_file), **QUIET)
+    trainer.train(
+        run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=8)), load_text_corpus(corpus_file), **QUIET
+    )
     assert [p.name for p in ck.list_checkpoints(run)] == ["step-00000004", "step-00000008"]
     return run
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(["model.safetensors", "trainer.safetensors", "state.json"]), where=st.floats(0.0, 1.0),
-       how=st.sampled_from(["truncate", "flip", "delete"]))
+@given(
+    name=st.sampled_from(["model.safetensors", "trainer.safetensors", "state.json"]),
+    where=st.floats(0.0, 1.0),
+    how=st.sampled_from(["truncate", "flip", "delete"]),
+)
 def test_damaged_checkpoint_never_loads_and_the_previous_is_used(two_checkpoints, name, where, how):
     with tempfile.TemporaryDirectory() as tmp:
         run = shutil.copytree(two_checkpoints, os.path.join(tmp, "run"))
@@ -215,7 +268,7 @@ def test_damaged_checkpoint_never_loads_and_the_previous_is_used(two_checkpoints
         if how == "truncate":
             victim.write_bytes(data[:cut])
         elif how == "flip":
-            victim.write_bytes(data[:cut] + bytes([data[cut] ^ 0x01]) + data[cut + 1:])
+            victim.write_bytes(data[:cut] + bytes([data[cut] ^ 0x01]) + data[cut + 1 :])
         else:
             victim.unlink()
         with pytest.raises(HybridError):
@@ -231,7 +284,7 @@ def test_every_truncation_and_bit_flip_of_state_json_is_refused(two_checkpoints,
     path = ck.list_checkpoints(run)[-1]
     data = (path / "state.json").read_bytes()
     damaged = [data[:i] for i in range(len(data))]
-    damaged += [data[:i] + bytes([data[i] ^ (1 << b)]) + data[i + 1:] for i in range(len(data)) for b in range(8)]
+    damaged += [data[:i] + bytes([data[i] ^ (1 << b)]) + data[i + 1 :] for i in range(len(data)) for b in range(8)]
     for bad in damaged:
         (path / "state.json").write_bytes(bad)
         with pytest.raises(HybridError):
@@ -261,7 +314,9 @@ def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, corp
     run = tmp_path / "run"
     small = dict(MODEL, dropout=0.0, zoneout=0.0)
     with pytest.raises(HybridError, match="disk full") as e:
-        trainer.train(run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=12)), load_text_corpus(corpus_file), **QUIET)
+        trainer.train(
+            run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=12)), load_text_corpus(corpus_file), **QUIET
+        )
     assert "step-00000008" in str(e.value) and "earlier checkpoints are intact" in str(e.value)
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000004"]  # no half-written leftovers
     path, state, weights, _ = ck.latest_valid_checkpoint(run)
@@ -269,12 +324,19 @@ def test_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, corp
     assert state["step"] == 4 and all(torch.equal(root[k], weights[k]) for k in weights)
     # Space freed: the run continues from checkpoint 4.
     monkeypatch.setattr(ck, "_write_file", real_write)
-    result = trainer.train(run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=12)), load_text_corpus(corpus_file),
-                           resume=True, **QUIET)
+    result = trainer.train(
+        run,
+        ModelConfig(**small),
+        TrainConfig(**dict(TRAIN, steps=12)),
+        load_text_corpus(corpus_file),
+        resume=True,
+        **QUIET,
+    )
     assert result.step == 12
 
 
 # -- non-finite steps -------------------------------------------------------------------------------
+
 
 class _NanGrad(torch.autograd.Function):
     """Identity forward, NaN gradient backward: a finite loss with a non-finite gradient."""
@@ -313,11 +375,14 @@ def test_non_finite_steps_are_skipped(tmp_path, corpus_file, monkeypatch):
     run, log = tmp_path / "run", []
     small = dict(MODEL, dropout=0.0, zoneout=0.0)
     cfg = TrainConfig(**dict(TRAIN, steps=8, save_every=7, eval_every=100))
-    result = trainer.train(run, ModelConfig(**small), cfg, load_text_corpus(corpus_file), progress=False, log=log.append)
+    result = trainer.train(
+        run, ModelConfig(**small), cfg, load_text_corpus(corpus_file), progress=False, log=log.append
+    )
     assert result.step == 8 and result.valid_nll == result.valid_nll
     assert [m for m in log if m.startswith("warning")] == [
         "warning: step 6: non-finite loss; update skipped (1 in a row, stopping at 5)",
-        "warning: step 8: non-finite gradient norm; update skipped (1 in a row, stopping at 5)"]
+        "warning: step 8: non-finite gradient norm; update skipped (1 in a row, stopping at 5)",
+    ]
     assert [r["step"] for r in read_metrics(run) if r.get("skipped")] == [6, 8]
     # Step 8 was skipped: the final weights are those of step 7.
     _, at7, _ = ck.read_checkpoint(run / "checkpoints" / "step-00000007")
@@ -341,6 +406,7 @@ def test_too_many_non_finite_steps_stop_the_run_with_the_last_checkpoint_intact(
 
 
 # -- pruning ----------------------------------------------------------------------------------------
+
 
 def test_keeps_the_last_k_and_the_best(tmp_path):
     model = HybridLM(ModelConfig(**MODEL))
@@ -367,11 +433,18 @@ def test_training_keeps_the_best_evaluated_checkpoint(straight):
 def test_resume_refuses_a_different_batch_or_segment(straight, tmp_path, corpus_file):
     run = shutil.copytree(straight[0], tmp_path / "run")
     with pytest.raises(HybridError, match="--batch-size 4 --seq-len 32"):
-        trainer.train(run, ModelConfig(**MODEL), TrainConfig(**dict(TRAIN, batch_size=8)), load_text_corpus(corpus_file),
-                      resume=True, **QUIET)
+        trainer.train(
+            run,
+            ModelConfig(**MODEL),
+            TrainConfig(**dict(TRAIN, batch_size=8)),
+            load_text_corpus(corpus_file),
+            resume=True,
+            **QUIET,
+        )
 
 
 # -- --resume continues the run as it was configured -----------------------------------------------
+
 
 def hybrid_cli(*args):
     """`hybrid ARGS` in this process (no interpreter start per call); a HybridError is returned as the
@@ -389,9 +462,35 @@ def cli_run(tmp_path, corpus_file):
     (tmp_path / "m.json").write_text(json.dumps(dict(MODEL, dropout=0.0, zoneout=0.0)))
     corpus = shutil.copy(corpus_file, tmp_path / "mine.txt")
     run = tmp_path / "run"
-    res = hybrid_cli("train", "--config", tmp_path / "m.json", "--corpus", corpus, "--out", run, "--batch-size", 4,
-                     "--seq-len", 16, "--lr", 0.005, "--warmup", 3, "--steps", 6, "--save-every", 3,
-                     "--eval-every", 3, "--log-every", 1, "--no-progress", "--no-tensorboard", "--device", "cpu")
+    res = hybrid_cli(
+        "train",
+        "--config",
+        tmp_path / "m.json",
+        "--corpus",
+        corpus,
+        "--out",
+        run,
+        "--batch-size",
+        4,
+        "--seq-len",
+        16,
+        "--lr",
+        0.005,
+        "--warmup",
+        3,
+        "--steps",
+        6,
+        "--save-every",
+        3,
+        "--eval-every",
+        3,
+        "--log-every",
+        1,
+        "--no-progress",
+        "--no-tensorboard",
+        "--device",
+        "cpu",
+    )
     assert res.exit_code == 0, (res.output, res.exception)
     return run, Path(corpus)
 
@@ -418,12 +517,13 @@ def test_cli_resume_refuses_options_that_differ_from_the_run(cli_run, tmp_path, 
     other.write_bytes(corpus_file.read_bytes()[:50000])
     same = ["--batch-size", 4, "--seq-len", 16]  # as the run: only the option under test differs
     for args, needles in (
-            (["--lr", "0.001"], ["--lr", "0.001", "0.005"]),
-            (["--warmup", "7"], ["--warmup", "7", "3"]),
-            (["--config", tmp_path / "big.json"], ["--config", "d_model", "64", "32"]),
-            (["--preset", "hybrid-tiny"], ["--preset", "hybrid-tiny"]),
-            (["--corpus", other], ["--corpus", "other.txt", "mine.txt"]),
-            (["--tokenizer", "word"], ["--tokenizer", "word", "byte"])):
+        (["--lr", "0.001"], ["--lr", "0.001", "0.005"]),
+        (["--warmup", "7"], ["--warmup", "7", "3"]),
+        (["--config", tmp_path / "big.json"], ["--config", "d_model", "64", "32"]),
+        (["--preset", "hybrid-tiny"], ["--preset", "hybrid-tiny"]),
+        (["--corpus", other], ["--corpus", "other.txt", "mine.txt"]),
+        (["--tokenizer", "word"], ["--tokenizer", "word", "byte"]),
+    ):
         res = hybrid_cli("train", "--out", run, "--resume", *same, *args, "--no-progress", "--device", "cpu")
         assert isinstance(res.exception, HybridError), (args, res.output, res.exception)
         assert all(n in str(res.exception) for n in needles), (args, str(res.exception))
@@ -436,14 +536,35 @@ def test_cli_resume_refuses_options_that_differ_from_the_run(cli_run, tmp_path, 
 
 def test_cli_resume_refusal_is_one_error_line(cli_run):
     run, _ = cli_run
-    proc = subprocess.run([sys.executable, "-m", "hybrid", "train", "--out", str(run), "--resume", "--lr", "0.01",
-                           "--batch-size", "4", "--seq-len", "16", "--no-progress", "--device", "cpu"],
-                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hybrid",
+            "train",
+            "--out",
+            str(run),
+            "--resume",
+            "--lr",
+            "0.01",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "16",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: --lr 0.01"), proc.stderr
 
 
 # -- no verified checkpoint, pruning, old checkpoints ----------------------------------------------
+
 
 def flip_byte(path, at=100):
     data = bytearray(path.read_bytes())
@@ -458,8 +579,14 @@ def test_resume_with_every_checkpoint_damaged_stops_and_changes_nothing(two_chec
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     small = dict(MODEL, dropout=0.0, zoneout=0.0)
     with pytest.raises(HybridError, match="none of its 2 checkpoints verifies") as e:
-        trainer.train(run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=8)), load_text_corpus(corpus_file),
-                      resume=True, **QUIET)
+        trainer.train(
+            run,
+            ModelConfig(**small),
+            TrainConfig(**dict(TRAIN, steps=8)),
+            load_text_corpus(corpus_file),
+            resume=True,
+            **QUIET,
+        )
     assert str(run / "checkpoints") in str(e.value) and "nothing was changed" in str(e.value)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
@@ -471,8 +598,9 @@ def test_resume_moves_damaged_checkpoints_aside_and_says_so(two_checkpoints, tmp
     small = dict(MODEL, dropout=0.0, zoneout=0.0)
     log = []
     cfg = TrainConfig(**dict(TRAIN, steps=12, keep_best=False))
-    result = trainer.train(run, ModelConfig(**small), cfg, load_text_corpus(corpus_file), resume=True, progress=False,
-                           log=log.append)
+    result = trainer.train(
+        run, ModelConfig(**small), cfg, load_text_corpus(corpus_file), resume=True, progress=False, log=log.append
+    )
     assert result.step == 12 and "resumed from" in "\n".join(log) and "(step 4)" in "\n".join(log)
     aside = run / ck.DAMAGED_DIR / "step-00000008"
     assert (aside / "model.safetensors").read_bytes() == damaged  # kept as it was, for inspection
@@ -510,8 +638,15 @@ def test_checkpoint_from_an_older_version_still_loads(two_checkpoints, tmp_path,
     assert ck.read_checkpoint(path)[0]["step"] == 8
     small = dict(MODEL, dropout=0.0, zoneout=0.0)
     log = []
-    trainer.train(run, ModelConfig(**small), TrainConfig(**dict(TRAIN, steps=10)), load_text_corpus(corpus_file),
-                  resume=True, progress=False, log=log.append)
+    trainer.train(
+        run,
+        ModelConfig(**small),
+        TrainConfig(**dict(TRAIN, steps=10)),
+        load_text_corpus(corpus_file),
+        resume=True,
+        progress=False,
+        log=log.append,
+    )
     assert any("(step 8)" in m for m in log), log
     # The self-checksummed layout stays strict: with its checksum, a trailing newline is damage.
     new = ck.list_checkpoints(run)[-1]

@@ -39,8 +39,17 @@ def load(path, variant="auto"):
 
 
 def _train(run_dir, corpus, steps, **over):
-    cfg = TrainConfig(batch_size=4, seq_len=32, steps=steps, lr=3e-3, warmup_steps=5, eval_every=10_000,
-                      save_every=10_000, eval_tokens=2000, log_every=10)
+    cfg = TrainConfig(
+        batch_size=4,
+        seq_len=32,
+        steps=steps,
+        lr=3e-3,
+        warmup_steps=5,
+        eval_every=10_000,
+        save_every=10_000,
+        eval_tokens=2000,
+        log_every=10,
+    )
     model_cfg = preset("hybrid-tiny", vocab_size=corpus.tokenizer.vocab_size, **{**SMALL, **over})
     train(run_dir, model_cfg, cfg, corpus, progress=False, log=lambda *a: None)
     return run_dir
@@ -93,8 +102,13 @@ DRIVER = textwrap.dedent("""
 
 
 def hybrid(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-c", DRIVER, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 def one_error_line(proc) -> str:
@@ -142,21 +156,28 @@ def test_runtime_runs_and_never_imports_torch(byte_model, tmp_path):
     _, model_dir, _ = byte_model
     text = tmp_path / "t.txt"
     text.write_text(PROBE)
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(model_dir), str(text)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(model_dir), str(text)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TORCH_MODULES [] True" in proc.stdout
 
 
 # -- the same numbers as the exporter and PyTorch ------------------------------------------------------
 
+
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_bpc_equals_export_report(byte_model, variant):
     _, model_dir, report = byte_model
     probe = report["probe"]
     m = load(model_dir, variant)
-    r = evaluate(m, ArraySource(m.tokenizer.encode(PROBE)), streams=probe["streams"], segment=probe["segment"],
-                 max_tokens=probe["tokens"])
+    r = evaluate(
+        m,
+        ArraySource(m.tokenizer.encode(PROBE)),
+        streams=probe["streams"],
+        segment=probe["segment"],
+        max_tokens=probe["tokens"],
+    )
     assert r["tokens"] == probe["tokens"]
     assert r["bpc"] == pytest.approx(report["variants"][variant]["bpc"], abs=1e-5)
     assert r["bpc"] == pytest.approx(r["nll"] / math.log(2))
@@ -167,8 +188,22 @@ def test_cli_eval_on_a_file_equals_export_report(byte_model, tmp_path):
     f = tmp_path / "probe.txt"
     f.write_text(PROBE, encoding="utf-8")
     probe = report["probe"]
-    proc = hybrid("eval", model_dir, f, "--variant", "fp32", "--streams", probe["streams"], "--segment",
-                  probe["segment"], "--max-tokens", probe["tokens"], "--json", "--threads", "1")
+    proc = hybrid(
+        "eval",
+        model_dir,
+        f,
+        "--variant",
+        "fp32",
+        "--streams",
+        probe["streams"],
+        "--segment",
+        probe["segment"],
+        "--max-tokens",
+        probe["tokens"],
+        "--json",
+        "--threads",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["bpc"] == pytest.approx(report["variants"]["fp32"]["bpc"], abs=1e-5)
@@ -179,13 +214,17 @@ def test_cli_eval_ctx_and_kl_base(byte_model, tmp_path):
     _, model_dir, report = byte_model
     f = tmp_path / "probe.txt"
     f.write_text(PROBE, encoding="utf-8")
-    proc = hybrid("eval", model_dir, f, "--variant", "int8", "--kl-base", "fp32", "--ctx", "256", "--json", "--threads", "1")
+    proc = hybrid(
+        "eval", model_dir, f, "--variant", "int8", "--kl-base", "fp32", "--ctx", "256", "--json", "--threads", "1"
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["protocol"] == "ctx" and res["chunks"] == len(PROBE.encode()) // 256
     assert res["tokens"] == res["chunks"] * (256 - 1 - 128)
     assert 0 <= res["kl"]["mean"] < 0.05 and 0.9 < res["kl"]["top1_agreement"] <= 1
-    proc = hybrid("eval", model_dir, f, "--kl-base", str(model_dir), "--variant", "fp32", "--threads", "1")  # a directory: its fp32
+    proc = hybrid(
+        "eval", model_dir, f, "--kl-base", str(model_dir), "--variant", "fp32", "--threads", "1"
+    )  # a directory: its fp32
     assert proc.returncode == 0 and "top-1 agreement 100.00%" in proc.stdout, proc.stderr + proc.stdout
 
 
@@ -204,7 +243,9 @@ def test_kl_against_fp32(byte_model):
     probe = report["probe"]
     fp32, int8 = load(model_dir, "fp32"), load(model_dir, "int8")
     src = ArraySource(fp32.tokenizer.encode(PROBE))
-    same = evaluate(fp32, src, streams=probe["streams"], segment=probe["segment"], max_tokens=probe["tokens"], base=fp32)
+    same = evaluate(
+        fp32, src, streams=probe["streams"], segment=probe["segment"], max_tokens=probe["tokens"], base=fp32
+    )
     assert same["kl"]["mean"] == pytest.approx(0.0, abs=1e-9) and same["kl"]["top1_agreement"] == 1.0
     r = evaluate(int8, src, streams=probe["streams"], segment=probe["segment"], max_tokens=probe["tokens"], base=fp32)
     ref = report["variants"]["int8"]
@@ -214,6 +255,7 @@ def test_kl_against_fp32(byte_model):
 
 
 # -- evaluation protocols and token sources --------------------------------------------------------
+
 
 def test_file_source_equals_memory_and_word_tokens_match(byte_model, word_model, tmp_path, monkeypatch):
     import hybrid.runtime.textfile as tf
@@ -244,9 +286,9 @@ def test_ctx_protocol_scores_second_halves(byte_model):
     # Plain reference: each chunk alone from a fresh state, positions N/2 .. N-2 predict the next token.
     total, count = 0.0, 0
     for c in range(len(tokens) // N):
-        chunk = tokens[c * N:(c + 1) * N][None]
+        chunk = tokens[c * N : (c + 1) * N][None]
         logits, _ = m.forward(chunk, m.initial_state(1))
-        total += token_nll(logits[0, N // 2:N - 1], chunk[0, N // 2 + 1:]).sum(dtype=np.float64)
+        total += token_nll(logits[0, N // 2 : N - 1], chunk[0, N // 2 + 1 :]).sum(dtype=np.float64)
         count += N - 1 - N // 2
     for streams, segment in ((1, N), (4, N), (3, 16)):
         r = evaluate(m, ArraySource(tokens), ctx=N, streams=streams, segment=segment)
@@ -276,9 +318,25 @@ def test_eval_memory_is_flat_in_file_length(lean_model, tmp_path):
     big.write_bytes((data * 10)[:10_000_000])
     peaks = {}
     for f in (small, big):
-        proc = subprocess.Popen([sys.executable, "-c", DRIVER, "eval", str(model_dir), str(f), "--json",
-                                 "--streams", "256", "--segment", "64", "--threads", "1"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                DRIVER,
+                "eval",
+                str(model_dir),
+                str(f),
+                "--json",
+                "--streams",
+                "256",
+                "--segment",
+                "64",
+                "--threads",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         out, err = proc.stdout.read(), proc.stderr.read()
         assert os.waitstatus_to_exitcode(status) == 0, err.decode()[-2000:]
@@ -289,6 +347,7 @@ def test_eval_memory_is_flat_in_file_length(lean_model, tmp_path):
 
 
 # -- generation -----------------------------------------------------------------------------------
+
 
 def test_stepper_equals_plain_forward(byte_model):
     for variant in ("fp32", "int8"):
@@ -433,7 +492,7 @@ def test_generation_stops_at_stop_string(byte_model):
     full = m.generate("The ", max_tokens=80, temperature=0)
     stop = full[30:33]
     cut = m.generate("The ", max_tokens=80, temperature=0, stop=[stop])
-    assert cut == full[:full.index(stop)]
+    assert cut == full[: full.index(stop)]
 
 
 def test_tiny_temperatures_are_greedy_not_nan():
@@ -475,12 +534,23 @@ def test_sampling_filters_match_a_plain_reference():
 
 # -- bench -----------------------------------------------------------------------------------------------
 
+
 def test_bench_reports_every_figure(byte_model):
     from hybrid.train.eager import run_bench
 
     run, model_dir, _ = byte_model
-    res = run_bench(model_dir, variants=["fp32", "int8", "int4"], threads=[1], reps=2, prompt_len=16,
-                    gen_tokens=4, streams=4, segment=8, run_dir=run, log=lambda s: None)
+    res = run_bench(
+        model_dir,
+        variants=["fp32", "int8", "int4"],
+        threads=[1],
+        reps=2,
+        prompt_len=16,
+        gen_tokens=4,
+        streams=4,
+        segment=8,
+        run_dir=run,
+        log=lambda s: None,
+    )
     tests = {(r["backend"], r["variant"], r["test"]) for r in res["results"]}
     for backend, v in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("torch", "fp32")):
         for t in ("pp16", "ev1x8", "ev4x8", "tg4"):
@@ -495,6 +565,7 @@ def test_bench_reports_every_figure(byte_model):
 
 
 # -- bad input: one clear line --------------------------------------------------------------------------
+
 
 def test_bench_refuses_a_run_that_is_not_the_models_own_before_measuring(byte_model, word_model):
     from hybrid.train.eager import run_bench
@@ -518,9 +589,11 @@ def test_bad_model_directories(byte_model, tmp_path):
     assert "is a training run" in one_error_line(hybrid("generate", run, "--prompt", "a"))
     (tmp_path / "empty").mkdir()
     assert "no config.json" in one_error_line(hybrid("bench", tmp_path / "empty"))
-    for change, needle in (({"format": "something"}, "unknown format 'something'"),
-                           ({"format_version": 3}, "format_version 3 is not supported"),
-                           ({"format_version": True}, "format_version True is not supported")):
+    for change, needle in (
+        ({"format": "something"}, "unknown format 'something'"),
+        ({"format_version": 3}, "format_version 3 is not supported"),
+        ({"format_version": True}, "format_version True is not supported"),
+    ):
         d = tmp_path / f"bad{len(needle)}"
         d.mkdir()
         cfg = json.loads((model_dir / "config.json").read_text())
@@ -533,28 +606,38 @@ def test_bad_model_directories(byte_model, tmp_path):
 
 def test_bad_text_files(byte_model, tmp_path):
     _, model_dir, _ = byte_model
-    cases = {"empty.txt": (b"", "file is empty"), "bin.dat": (b"\x7fELF\x02\x01\x00\x00abc", "not a text file (NUL byte at offset 6)"),
-             "latin1.txt": ("caf\u00e9 ok".encode("latin-1"), "not a text file (invalid UTF-8 at byte 3)"),
-             "one.txt": (b"a", "too short to evaluate")}
+    cases = {
+        "empty.txt": (b"", "file is empty"),
+        "bin.dat": (b"\x7fELF\x02\x01\x00\x00abc", "not a text file (NUL byte at offset 6)"),
+        "latin1.txt": ("caf\u00e9 ok".encode("latin-1"), "not a text file (invalid UTF-8 at byte 3)"),
+        "one.txt": (b"a", "too short to evaluate"),
+    }
     for name, (data, needle) in cases.items():
         (tmp_path / name).write_bytes(data)
         assert needle in one_error_line(hybrid("eval", model_dir, tmp_path / name))
     assert "file not found" in one_error_line(hybrid("eval", model_dir, tmp_path / "missing.txt"))
     assert "is a directory" in one_error_line(hybrid("eval", model_dir, tmp_path))
     (tmp_path / "ok.txt").write_text(PROBE[:300])
-    assert "segment must be a positive integer" in one_error_line(hybrid("eval", model_dir, tmp_path / "ok.txt", "--segment", "0"))
-    assert "shorter than one --ctx chunk" in one_error_line(hybrid("eval", model_dir, tmp_path / "ok.txt", "--ctx", "4096"))
+    assert "segment must be a positive integer" in one_error_line(
+        hybrid("eval", model_dir, tmp_path / "ok.txt", "--segment", "0")
+    )
+    assert "shorter than one --ctx chunk" in one_error_line(
+        hybrid("eval", model_dir, tmp_path / "ok.txt", "--ctx", "4096")
+    )
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--max-tokens", "0"], "max_tokens must be a positive integer, got 0"),
-    (["--max-tokens", "-5"], "max_tokens must be a positive integer, got -5"),
-    (["--temperature", "-1"], "temperature must be >= 0"),
-    (["--top-p", "0"], "top_p must be in (0, 1]"),
-    (["--top-k", "-1"], "top_k must be an integer >= 0"),
-    (["--threads", "-2"], "threads must be 0"),
-    (["--provider", "nosuch"], "execution provider 'nosuch' is not available"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--max-tokens", "0"], "max_tokens must be a positive integer, got 0"),
+        (["--max-tokens", "-5"], "max_tokens must be a positive integer, got -5"),
+        (["--temperature", "-1"], "temperature must be >= 0"),
+        (["--top-p", "0"], "top_p must be in (0, 1]"),
+        (["--top-k", "-1"], "top_k must be an integer >= 0"),
+        (["--threads", "-2"], "threads must be 0"),
+        (["--provider", "nosuch"], "execution provider 'nosuch' is not available"),
+    ],
+)
 def test_bad_generation_options(byte_model, args, needle):
     assert needle in one_error_line(hybrid("generate", byte_model[1], "--prompt", "Hi", *args))
 

@@ -51,13 +51,14 @@ def assert_no_entry(root: Path):
 
 # -- enwik8 ---------------------------------------------------------------------------------------
 
+
 def test_enwik8_standard_split_sizes_are_90m_5m_5m():
-    assert sources.split_points(10 ** 8) == (90_000_000, 95_000_000)
+    assert sources.split_points(10**8) == (90_000_000, 95_000_000)
 
 
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_enwik8_stand_in_splits_90_5_5_by_bytes(tmp_path, as_zip):
-    data = fake_enwik8(10 ** 6)  # a 1/100 scale enwik8
+    data = fake_enwik8(10**6)  # a 1/100 scale enwik8
     raw = tmp_path / "enwik8"
     raw.write_bytes(data)
     path = raw
@@ -104,6 +105,7 @@ def test_zip_with_damaged_data_is_a_clear_error_and_leaves_no_cache(tmp_path):
 
 # -- WikiText -------------------------------------------------------------------------------------
 
+
 def literature_tokens(path: Path) -> list[list[str]]:
     """The literature's rule, written out: each '\\n' line's words, then <eos> (empty lines too)."""
     text = path.read_text(encoding="utf-8")
@@ -129,7 +131,9 @@ def test_wikitext_eos_at_every_line_end_and_unk_is_unk(tmp_path):
         assert np.count_nonzero(ids == tok.unk_id) == sum(w == "<unk>" or w not in tok.index for w in words)
     assert np.count_nonzero(np.asarray(c.valid) == tok.unk_id) > 0
     info = c.meta["split_info"]
-    assert info["valid"]["lines"] == 12 and info["valid"]["unk"] == int(np.count_nonzero(np.asarray(c.valid) == tok.unk_id))
+    assert info["valid"]["lines"] == 12 and info["valid"]["unk"] == int(
+        np.count_nonzero(np.asarray(c.valid) == tok.unk_id)
+    )
 
 
 def test_wikitext_raw_files_and_byte_level(tmp_path):
@@ -156,6 +160,7 @@ def test_wikitext_vocabulary_options(tmp_path):
 
 # -- your own text ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["byte", "word"])
 def test_a_text_file_matches_load_text_corpus(tmp_path, kind):
     path = tmp_path / "mine.txt"
@@ -179,7 +184,10 @@ def test_a_folder_of_text_and_word_vocabulary_options(tmp_path):
     c2 = load_source("text", folder, "word", max_vocab=4, cache_dir=tmp_path / "c", progress=False)
     assert c2.tokenizer.vocab_size == 4
     b = load_source("text", folder, cache_dir=tmp_path / "c", progress=False)
-    assert len(b.train) + len(b.valid) + len(b.test) == (folder / "a.txt").stat().st_size + (folder / "b" / "c.txt").stat().st_size
+    assert (
+        len(b.train) + len(b.valid) + len(b.test)
+        == (folder / "a.txt").stat().st_size + (folder / "b" / "c.txt").stat().st_size
+    )
 
 
 def test_not_utf8_for_a_word_model_is_a_clear_error_and_leaves_no_cache(tmp_path):
@@ -226,6 +234,7 @@ def test_missing_and_empty_sources(tmp_path):
 
 # -- the cache ------------------------------------------------------------------------------------
 
+
 def test_second_load_is_a_cache_hit_without_reading_or_encoding(tmp_path, monkeypatch):
     first = load_source("wikitext-2", WT2, cache_dir=tmp_path / "cache", progress=False)
     assert not first.meta["cache_hit"] and isinstance(first.train, np.memmap)
@@ -267,13 +276,14 @@ def test_a_failed_encode_removes_its_temporary_folder(tmp_path):
 
 def _damage_tokens_bin(e: Path):
     data = (e / "tokens.bin").read_bytes()
-    (e / "tokens.bin").write_bytes(data[:len(data) // 2])  # disk full, a partial copy
+    (e / "tokens.bin").write_bytes(data[: len(data) // 2])  # disk full, a partial copy
 
 
 def _edit_meta(change):
     def damage(e: Path):
         meta = json.loads((e / "meta.json").read_text())
         (e / "meta.json").write_text(json.dumps(change(meta)))
+
     return damage
 
 
@@ -294,6 +304,7 @@ DAMAGE = {
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path, damage):
     path = tmp_path / "t.txt"
     path.write_text("the quick brown fox jumps over the lazy dog\n" * 400)
+
     def load():
         return load_source("text", path, "word", cache_dir=tmp_path / "c", progress=False, seq_len=8)
 
@@ -388,7 +399,7 @@ def test_a_killed_builds_temporary_folders_are_removed_by_the_next_build(tmp_pat
     path = tmp_path / "t.txt"
     path.write_text("some text to encode\n" * 300)
     first = load_source("text", path, cache_dir=tmp_path / "c", progress=False)
-    key, dead = first.meta["cache_path"].split("/")[-1], 2 ** 22 + 4321  # no such process
+    key, dead = first.meta["cache_path"].split("/")[-1], 2**22 + 4321  # no such process
     shutil.rmtree(first.meta["cache_path"])  # so the next load builds again
     for name in (f".{key}.tmp-{dead}", f".{key}.old-{dead}-abcd", f".{key}.tmp-{os.getpid()}-x"):
         (tmp_path / "c" / name).mkdir()
@@ -398,6 +409,7 @@ def test_a_killed_builds_temporary_folders_are_removed_by_the_next_build(tmp_pat
 
 
 # -- the hub --------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def fake_hub(monkeypatch):
@@ -451,8 +463,11 @@ def test_hub_failure_is_one_clear_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     monkeypatch.setattr(source_io, "hub_unreachable", lambda: None)  # datasets' own failure, as online
-    with pytest.raises(HybridError, match=r"wikitext-103: no local copy, and loading Salesforce/wikitext "
-                                          r"\(wikitext-103-v1\) from the hub failed: Couldn't reach"):
+    with pytest.raises(
+        HybridError,
+        match=r"wikitext-103: no local copy, and loading Salesforce/wikitext "
+        r"\(wikitext-103-v1\) from the hub failed: Couldn't reach",
+    ):
         load_source("wikitext-103", cache_dir=tmp_path / "c")
     assert_no_entry(tmp_path / "c")
 
@@ -506,6 +521,7 @@ def test_recipe_loads_and_its_parameter_count_is_in_the_docs(path):
 
 
 # -- hybrid data ----------------------------------------------------------------------------------
+
 
 def test_data_commands(tmp_path):
     from hybrid.train import data_commands

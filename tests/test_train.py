@@ -24,8 +24,17 @@ def corpus():
 
 
 def cfg(steps, **kw):
-    base = dict(batch_size=4, seq_len=32, steps=steps, lr=3e-3, warmup_steps=5, eval_every=1000,
-                save_every=1000, eval_tokens=0, log_every=5)
+    base = dict(
+        batch_size=4,
+        seq_len=32,
+        steps=steps,
+        lr=3e-3,
+        warmup_steps=5,
+        eval_every=1000,
+        save_every=1000,
+        eval_tokens=0,
+        log_every=5,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -72,16 +81,30 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path, corpus):
 def test_resume_equals_straight_run(tmp_path, corpus):
     # Interrupting at step 10 (the checkpoint a Ctrl-C or save_every writes) and resuming gives the
     # same weights as running 20 steps straight: schedule, optimizer, RNG and carried state restored.
-    straight = train(tmp_path / "a", ModelConfig(**SMALL, zoneout=0.2), cfg(20, save_every=10), corpus,
-                     progress=False, log=lambda *a: None)
+    straight = train(
+        tmp_path / "a",
+        ModelConfig(**SMALL, zoneout=0.2),
+        cfg(20, save_every=10),
+        corpus,
+        progress=False,
+        log=lambda *a: None,
+    )
     ck_dir = tmp_path / "a" / "checkpoints"
     assert (ck_dir / "step-00000010").is_dir()
     # Make run b from a's step-10 checkpoint only.
     import shutil
+
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-00000020")
-    resumed = train(tmp_path / "b", ModelConfig(**SMALL, zoneout=0.2), cfg(20, save_every=10), corpus,
-                    resume=True, progress=False, log=lambda *a: None)
+    resumed = train(
+        tmp_path / "b",
+        ModelConfig(**SMALL, zoneout=0.2),
+        cfg(20, save_every=10),
+        corpus,
+        resume=True,
+        progress=False,
+        log=lambda *a: None,
+    )
     wa = ck.read_safetensors(tmp_path / "a" / "model.safetensors")
     wb = ck.read_safetensors(tmp_path / "b" / "model.safetensors")
     for k in wa:

@@ -73,19 +73,21 @@ def timer(device: torch.device, reps: int):
 
 def copy_bandwidth(device: torch.device, measure) -> float:
     """GB/s of dst.copy_(src), counting the read and the write."""
-    n = (256 if device.type == "cuda" else 64) * 2 ** 20  # float32 elements: 1 GiB / 256 MiB
+    n = (256 if device.type == "cuda" else 64) * 2**20  # float32 elements: 1 GiB / 256 MiB
     src = torch.randn(n, device=device)
     dst = torch.empty_like(src)
     return 2 * src.numel() * 4 / measure(lambda: dst.copy_(src)) / 1e9
 
 
 def rel_err(pairs) -> float:
-    return max(((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-30)).item()
-               for x, y in pairs)
+    return max(
+        ((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-30)).item() for x, y in pairs
+    )
 
 
 def forced(use_c: bool, fn):
     """fn with cpu.py's C kernel switched on or off for the call."""
+
     def run(*a, **kw):
         old, cpu.USE_C_KERNEL = cpu.USE_C_KERNEL, use_c
         try:
@@ -99,6 +101,7 @@ def forced(use_c: bool, fn):
 def paths(device: torch.device, plan=None):
     """name -> (forward(z, f, o) -> h, forward+backward(z, f, o, gh) -> (h, dz, df, ...), (fwd, f+b) minimum
     traffic in elements per element) for this device. Only the last path uses o."""
+
     def ref_fwd(z, f, o):
         return fo_pool_naive(z, f)[0]
 
@@ -127,8 +130,10 @@ def paths(device: torch.device, plan=None):
     # z, f, o and writes h (4); for training it also writes c (5), and the backward reads z, f, o,
     # c, dh and writes dz, df, do (8).
     bare, fused = (3, 9), (4, 13)
-    out = {"reference loop": (ref_fwd, ref_fb, bare),
-           "chunked scan (cpu.py)": (*kernels(forced(False, fo_pool_fwd_cpu), forced(False, fo_pool_bwd_cpu)), bare)}
+    out = {
+        "reference loop": (ref_fwd, ref_fb, bare),
+        "chunked scan (cpu.py)": (*kernels(forced(False, fo_pool_fwd_cpu), forced(False, fo_pool_bwd_cpu)), bare),
+    }
     if device.type == "cpu" and cpu_kernel.library() is not None:
         out["C kernel (cpu_kernel.c)"] = (*kernels(forced(True, fo_pool_fwd_cpu), forced(True, fo_pool_bwd_cpu)), bare)
     if device.type == "cuda":
@@ -189,13 +194,18 @@ def parse_args():
     ap.add_argument("--shapes", default=None, help="T,B,H;T,B,H;... (default depends on the device)")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--reps", type=int, default=7, help="timed calls per measurement (CPU)")
-    ap.add_argument("--skip", default=None, help="comma-separated paths to leave out, e.g. 'reference loop,lstm' "
-                    "(default: none)")
+    ap.add_argument(
+        "--skip", default=None, help="comma-separated paths to leave out, e.g. 'reference loop,lstm' (default: none)"
+    )
     ap.add_argument("--max-loop-t", type=int, default=4096, help="GPU: measure the Python loops only up to this T")
     ap.add_argument("--sweep", action="store_true", help="GPU: time Triton launch plans per shape")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice); "
-                    "1 gives steady figures on a machine shared with other jobs")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: torch's choice); 1 gives steady figures on a machine shared with other jobs",
+    )
     return ap.parse_args()
 
 
@@ -214,8 +224,22 @@ def main():
     if args.sweep:
         return sweep(shapes, device, measure, copy)
 
-    header = ["T", "B", "H", "dtype", "path", "fwd ms", "fwd GB/s", "fwd %copy", "fwd+bwd ms", "fwd+bwd GB/s",
-              "fwd+bwd %copy", "x ref fwd", "x ref f+b", "err"]
+    header = [
+        "T",
+        "B",
+        "H",
+        "dtype",
+        "path",
+        "fwd ms",
+        "fwd GB/s",
+        "fwd %copy",
+        "fwd+bwd ms",
+        "fwd+bwd GB/s",
+        "fwd+bwd %copy",
+        "x ref fwd",
+        "x ref f+b",
+        "err",
+    ]
     rows = []
     for T, B, H in shapes:
         for dtype in [getattr(torch, d.strip()) for d in args.dtypes.split(",")]:
@@ -228,12 +252,20 @@ def main():
                 cells = [T, B, H, str(dtype).replace("torch.", ""), name, f"{tf * 1e3:.3f}"]
                 if units:
                     gf, gfb = units[0] * size * n / tf / 1e9, units[1] * size * n / tfb / 1e9
-                    cells += [f"{gf:.1f}", f"{100 * gf / copy:.0f}%", f"{tfb * 1e3:.3f}", f"{gfb:.1f}",
-                              f"{100 * gfb / copy:.0f}%"]
+                    cells += [
+                        f"{gf:.1f}",
+                        f"{100 * gf / copy:.0f}%",
+                        f"{tfb * 1e3:.3f}",
+                        f"{gfb:.1f}",
+                        f"{100 * gfb / copy:.0f}%",
+                    ]
                 else:
                     cells += ["-", "-", f"{tfb * 1e3:.3f}", "-", "-"]
-                cells += [f"{ref[0] / tf:.1f}" if ref else "-", f"{ref[1] / tfb:.1f}" if ref else "-",
-                          "-" if err != err else f"{err:.1e}"]
+                cells += [
+                    f"{ref[0] / tf:.1f}" if ref else "-",
+                    f"{ref[1] / tfb:.1f}" if ref else "-",
+                    "-" if err != err else f"{err:.1e}",
+                ]
                 rows.append(cells)
                 print(" | ".join(str(c) for c in cells), flush=True)
 
@@ -268,8 +300,10 @@ def sweep(shapes, device, measure, copy):
             size = 2 if dtype == torch.bfloat16 else 4
             n = T * B * H
             z, f, o, gh = inputs(T, B, H, dtype, device)
-            print(f"T={T} B={B} H={H} {dtype}: default fwd {tk.plan_for(B, T, H, device)}, "
-                  f"bwd {tk.plan_for(B, T, H, device, backward=True)}")
+            print(
+                f"T={T} B={B} H={H} {dtype}: default fwd {tk.plan_for(B, T, H, device)}, "
+                f"bwd {tk.plan_for(B, T, H, device, backward=True)}"
+            )
             default = tk.plan_for(B, T, H, device).chunk
             for bt in (8, 16, 32):
                 for bd in (64, 128, 256):
@@ -283,8 +317,11 @@ def sweep(shapes, device, measure, copy):
                             except Exception as e:  # out of registers/shared memory for this plan
                                 print(f"  {plan}: {type(e).__name__}")
                                 continue
-                            print(f"  {plan}: fwd {100 * 3 * size * n / tf / 1e9 / copy:.0f}% fwd+bwd "
-                                  f"{100 * 9 * size * n / tfb / 1e9 / copy:.0f}% of copy", flush=True)
+                            print(
+                                f"  {plan}: fwd {100 * 3 * size * n / tf / 1e9 / copy:.0f}% fwd+bwd "
+                                f"{100 * 9 * size * n / tfb / 1e9 / copy:.0f}% of copy",
+                                flush=True,
+                            )
 
 
 if __name__ == "__main__":

@@ -43,13 +43,22 @@ def weight_shapes(cfg) -> Counter:
 
 def int8_session(k: int, n: int, threads: int) -> ort.InferenceSession:
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "w"),
-             numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
-             numpy_helper.from_array(np.array(0, np.int8), "w_zero")]
+    inits = [
+        numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "w"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+    ]
     node = helper.make_node("DynamicQuantizeMatMul", ["a", "w", "w_scale", "w_zero"], ["y"], domain="com.microsoft")
-    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)])
+    graph = helper.make_graph(
+        [node],
+        "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)]
+    )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -91,10 +100,14 @@ def main(argv=None) -> list[dict]:
             ops = 2 * args.rows * k * n
             total8, total32 = total8 + count * t8, total32 + count * t32
             rows.append({"threads": threads, "k": k, "n": n, "count": count, "int8_s": t8, "fp32_s": t32})
-            print(f"| {threads} | {k} x {n} | {count} | {t8 * 1e3:.3f} | {ops / t8 / 1e9:,.0f} | {t32 * 1e3:.3f} | "
-                  f"{ops / t32 / 1e9:,.0f} | {t32 / t8:.1f}x |")
-        print(f"| {threads} | all, weighted by count | | {total8 * 1e3:.2f} | | {total32 * 1e3:.2f} | | "
-              f"**{total32 / total8:.1f}x** |")
+            print(
+                f"| {threads} | {k} x {n} | {count} | {t8 * 1e3:.3f} | {ops / t8 / 1e9:,.0f} | {t32 * 1e3:.3f} | "
+                f"{ops / t32 / 1e9:,.0f} | {t32 / t8:.1f}x |"
+            )
+        print(
+            f"| {threads} | all, weighted by count | | {total8 * 1e3:.2f} | | {total32 * 1e3:.2f} | | "
+            f"**{total32 / total8:.1f}x** |"
+        )
     return rows
 
 

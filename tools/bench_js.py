@@ -59,13 +59,27 @@ def main() -> None:
         sys.exit(f"error: {e}")
     backends = ["python", "node"] + ([] if args.no_wasm else ["wasm"])
     server = None
-    job = {"dir": str(args.model_dir), "variant": model.variant, "threads": 1, "prompt": args.prompt, "tokens": args.tokens}
+    job = {
+        "dir": str(args.model_dir),
+        "variant": model.variant,
+        "threads": 1,
+        "prompt": args.prompt,
+        "tokens": args.tokens,
+    }
     if not args.no_wasm:
-        server = subprocess.Popen(["node", str(JS / "demo" / "serve.mjs"), "--port", "0", "--model", str(args.model_dir)],
-                                  stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            ["node", str(JS / "demo" / "serve.mjs"), "--port", "0", "--model", str(args.model_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         job |= {"pageUrl": server.stdout.readline().strip(), "modelUrl": "/model/", "chromium": args.chromium}
-    node = subprocess.Popen(["node", str(JS / "scripts" / "bench.mjs"), json.dumps(job)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=JS)
+    node = subprocess.Popen(
+        ["node", str(JS / "scripts" / "bench.mjs"), json.dumps(job)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=JS,
+    )
     times: dict[str, list[float]] = {b: [] for b in backends}
     cpu: dict[str, list[float]] = {b: [] for b in backends}
     try:
@@ -95,19 +109,26 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=10)
     med = {b: statistics.median(t) for b, t in times.items()}
-    print(f"{args.model_dir} {model.variant}, 1 thread, {args.tokens} greedy tokens after {args.prompt!r}, "
-          f"median of {args.rounds} interleaved rounds")
+    print(
+        f"{args.model_dir} {model.variant}, 1 thread, {args.tokens} greedy tokens after {args.prompt!r}, "
+        f"median of {args.rounds} interleaved rounds"
+    )
     print("| backend | ms/token (median) | min | max | CPU ms/token (median) |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    names = {"python": "Python runtime (onnxruntime, IOBinding)", "node": "Node (onnxruntime-node)",
-             "wasm": "Chromium (onnxruntime-web, wasm)"}
+    names = {
+        "python": "Python runtime (onnxruntime, IOBinding)",
+        "node": "Node (onnxruntime-node)",
+        "wasm": "Chromium (onnxruntime-web, wasm)",
+    }
     for b in backends:
         c = f"{statistics.median(cpu[b]):.3f}" if cpu[b] else "-"
         print(f"| {names[b]} | {med[b]:.3f} | {min(times[b]):.3f} | {max(times[b]):.3f} | {c} |")
     cpu_ratio = statistics.median(cpu["node"]) / statistics.median(cpu["python"])
     print(f"node / python: {med['node'] / med['python']:.2f}x wall, {cpu_ratio:.2f}x CPU time (bar 1.3x)")
     if "wasm" in med:
-        print(f"wasm / python: {med['wasm'] / med['python']:.2f}x, wasm / node: {med['wasm'] / med['node']:.2f}x (bar 3x)")
+        print(
+            f"wasm / python: {med['wasm'] / med['python']:.2f}x, wasm / node: {med['wasm'] / med['node']:.2f}x (bar 3x)"
+        )
 
 
 if __name__ == "__main__":

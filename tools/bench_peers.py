@@ -47,12 +47,24 @@ from peers_report import BEGIN, END, write_block  # noqa: E402,F401
 
 ROOT = HERE.parent
 
-FULL = {"llama": {"vocab": 256, "hidden": 512, "layers": 12, "heads": 8, "intermediate": 1376, "context": 4096},
-        "ours": ("hybrid-paper", "transformer-paper"), "contexts": (128, 1024, 4000), "pp": 512,
-        "gen_tokens": 32, "rounds": 3, "threads": (1, 2)}
-SMOKE = {"llama": {"vocab": 256, "hidden": 64, "layers": 2, "heads": 2, "intermediate": 192, "context": 256},
-         "ours": ("hybrid-tiny", "transformer-tiny"), "contexts": (16, 64), "pp": 32,
-         "gen_tokens": 4, "rounds": 1, "threads": (1,)}
+FULL = {
+    "llama": {"vocab": 256, "hidden": 512, "layers": 12, "heads": 8, "intermediate": 1376, "context": 4096},
+    "ours": ("hybrid-paper", "transformer-paper"),
+    "contexts": (128, 1024, 4000),
+    "pp": 512,
+    "gen_tokens": 32,
+    "rounds": 3,
+    "threads": (1, 2),
+}
+SMOKE = {
+    "llama": {"vocab": 256, "hidden": 64, "layers": 2, "heads": 2, "intermediate": 192, "context": 256},
+    "ours": ("hybrid-tiny", "transformer-tiny"),
+    "contexts": (16, 64),
+    "pp": 32,
+    "gen_tokens": 4,
+    "rounds": 1,
+    "threads": (1,),
+}
 
 
 @dataclass
@@ -81,6 +93,7 @@ def say(msg: str, t0=[time.time()]) -> None:
 
 
 # -- building ---------------------------------------------------------------------------------------
+
 
 def plan_and_build(cfg: dict, work: Path, seed: int, only: set[str] | None) -> list[Backend]:
     """Every backend of the table, its model built (or reused from `work`), or why it is skipped."""
@@ -142,8 +155,12 @@ def _genai(hf, params, work, log, lack_llama) -> list[Backend]:
 
 
 def _llama_cpp(hf, params, work, log, lack_llama, cfg) -> list[Backend]:
-    rows = [Backend("llama.cpp", q, "llama.cpp", params=params,
-                    extra={"context": cfg["llama"]["context"], "batch": cfg["pp"]}) for q in ("Q8_0", "Q4_0")]
+    rows = [
+        Backend(
+            "llama.cpp", q, "llama.cpp", params=params, extra={"context": cfg["llama"]["context"], "batch": cfg["pp"]}
+        )
+        for q in ("Q8_0", "Q4_0")
+    ]
     lack = missing("llama_cpp", "gguf") + lack_llama
     if lack:
         for b in rows:
@@ -171,17 +188,23 @@ def _llama_cpp(hf, params, work, log, lack_llama, cfg) -> list[Backend]:
 
 # -- measuring ----------------------------------------------------------------------------------------
 
+
 class Worker:
     patience = 900  # seconds one request may take
 
     def __init__(self, backend: Backend, threads: int, log: Path):
         self.backend, self.threads = backend, threads
         self.err = open(log, "a")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "peers_worker.py"), json.dumps(backend.spec(threads))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
-                                     # Idle OpenMP threads (llama.cpp's, torch's) sleep rather than
-                                     # spin while the other backends take their turn.
-                                     env=dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE"))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "peers_worker.py"), json.dumps(backend.spec(threads))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            text=True,
+            # Idle OpenMP threads (llama.cpp's, torch's) sleep rather than
+            # spin while the other backends take their turn.
+            env=dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE"),
+        )
 
     def ask(self, req: dict | None) -> dict:
         try:
@@ -215,8 +238,13 @@ def tests(cfg) -> list[tuple[str, dict, int]]:
     V = cfg["llama"]["vocab"]
     out = [(f"pp{cfg['pp']}", {"op": "pp", "ids": rng.integers(0, V, cfg["pp"]).tolist()}, cfg["pp"])]
     for c in cfg["contexts"]:
-        out.append((f"tg@{c}", {"op": "tg", "prompt": rng.integers(0, V, c).tolist(), "n": cfg["gen_tokens"]},
-                    cfg["gen_tokens"]))
+        out.append(
+            (
+                f"tg@{c}",
+                {"op": "tg", "prompt": rng.integers(0, V, c).tolist(), "n": cfg["gen_tokens"]},
+                cfg["gen_tokens"],
+            )
+        )
     return out
 
 
@@ -260,17 +288,21 @@ def measure(backends: list[Backend], cfg: dict, work: Path) -> dict:
                         results[(i, t)]["times"][name].append(ans["s"] / n)
             rounds_done += 1
             per_round = (time.time() - t_start) / rounds_done
-            say(f"{t} thread(s): round {r + 1}/{cfg['rounds']} took {time.time() - t0:.0f} s; "
-                f"about {per_round * (total_rounds - rounds_done) / 60:.1f} min left")
+            say(
+                f"{t} thread(s): round {r + 1}/{cfg['rounds']} took {time.time() - t0:.0f} s; "
+                f"about {per_round * (total_rounds - rounds_done) / 60:.1f} min left"
+            )
         for i, w in workers.items():
             results[(i, t)]["peak_rss_mib"] = w.close()
         # What is measured so far survives a run stopped later.
-        (work / "results.partial.json").write_text(json.dumps(
-            {f"{backends[i].name} {backends[i].variant} {tt} threads": r for (i, tt), r in results.items()}))
+        (work / "results.partial.json").write_text(
+            json.dumps({f"{backends[i].name} {backends[i].variant} {tt} threads": r for (i, tt), r in results.items()})
+        )
     return results
 
 
 # -- command line ----------------------------------------------------------------------------------------
+
 
 def parse_ints(s: str, what: str) -> tuple[int, ...]:
     try:
@@ -295,8 +327,10 @@ def config(args) -> dict:
         raise SystemExit("error: --rounds and --gen-tokens must be positive")
     room = cfg["llama"]["context"]
     if max(cfg["contexts"]) + cfg["gen_tokens"] + 1 > room or cfg["pp"] > room:
-        raise SystemExit(f"error: a prompt of {max(cfg['contexts'])} plus {cfg['gen_tokens']} generated tokens "
-                         f"does not fit the Llama's context of {room}")
+        raise SystemExit(
+            f"error: a prompt of {max(cfg['contexts'])} plus {cfg['gen_tokens']} generated tokens "
+            f"does not fit the Llama's context of {room}"
+        )
     return cfg
 
 
@@ -309,15 +343,18 @@ def main(argv=None) -> int:
     p.add_argument("--gen-tokens", type=int, help="greedy tokens timed per generation test (default 32)")
     p.add_argument("--only", help="backends to run, comma-separated: ours, genai, llama.cpp, eager")
     p.add_argument("--work", type=Path, help="where models are built and kept (default runs/bench-peers[-smoke])")
-    p.add_argument("--benchmarks", type=Path, help="the Markdown file to write the table into "
-                   "(default BENCHMARKS.md; smoke: none)")
+    p.add_argument(
+        "--benchmarks", type=Path, help="the Markdown file to write the table into (default BENCHMARKS.md; smoke: none)"
+    )
     p.add_argument("--no-write", action="store_true", help="print the table only")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     cfg = config(args)
     only = set(args.only.split(",")) if args.only else None
     if only and only - {"ours", "genai", "llama.cpp", "eager"}:
-        raise SystemExit(f"error: unknown backend(s) in --only: {', '.join(sorted(only - {'ours', 'genai', 'llama.cpp', 'eager'}))}")
+        raise SystemExit(
+            f"error: unknown backend(s) in --only: {', '.join(sorted(only - {'ours', 'genai', 'llama.cpp', 'eager'}))}"
+        )
     work = args.work or ROOT / "runs" / ("bench-peers-smoke" if args.smoke else "bench-peers")
     t0 = time.time()
     backends = plan_and_build(cfg, work, args.seed, only)
@@ -325,14 +362,21 @@ def main(argv=None) -> int:
         if b.skipped:
             say(f"skipped {b.name} {b.variant}: {b.skipped}")
     n = sum(not b.skipped for b in backends)
-    say(f"measuring {n} backends at {', '.join(map(str, cfg['threads']))} thread(s), {cfg['rounds']} round(s) each "
-        f"(the time left is printed after every round)")
+    say(
+        f"measuring {n} backends at {', '.join(map(str, cfg['threads']))} thread(s), {cfg['rounds']} round(s) each "
+        f"(the time left is printed after every round)"
+    )
     results = measure(backends, cfg, work)
-    raw = [{"backend": b.name, "variant": b.variant, "threads": t, **results[(i, t)]}
-           for i, b in enumerate(backends) for t in cfg["threads"] if (i, t) in results]
+    raw = [
+        {"backend": b.name, "variant": b.variant, "threads": t, **results[(i, t)]}
+        for i, b in enumerate(backends)
+        for t in cfg["threads"]
+        if (i, t) in results
+    ]
     (work / "results.json").write_text(json.dumps({"config": cfg, "results": raw}, indent=1))
-    command = "python tools/bench_peers.py" + ("" if argv is None and len(sys.argv) == 1 else
-                                               " " + " ".join(sys.argv[1:] if argv is None else argv))
+    command = "python tools/bench_peers.py" + (
+        "" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:] if argv is None else argv)
+    )
     text = peers_report.report(backends, results, cfg, command, (time.time() - t0) / 60)
     print()
     print(text)

@@ -29,8 +29,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = {"transformer": "Transformer", "par": "PAR Transformer", "attn-qrnn": "Attn-QRNN",
-          "hybrid": "Hybrid Transformer"}
+LABELS = {
+    "transformer": "Transformer",
+    "par": "PAR Transformer",
+    "attn-qrnn": "Attn-QRNN",
+    "hybrid": "Hybrid Transformer",
+}
 
 
 def configs(model: str, scale: str, batch_size: int | None, seq_len: int | None):
@@ -60,9 +64,16 @@ def run_one(args) -> dict:
 
     device = trainer.pick_device(args.device)
     model_cfg, cfg = configs(args.one, args.scale, args.batch_size, args.seq_len)
-    far = 10 ** 9  # no evaluation or checkpoint inside the timed steps
-    cfg = dataclasses.replace(cfg, steps=args.steps, log_every=args.log_every, warmup_steps=0, eval_every=far,
-                              save_every=far, tensorboard=False)
+    far = 10**9  # no evaluation or checkpoint inside the timed steps
+    cfg = dataclasses.replace(
+        cfg,
+        steps=args.steps,
+        log_every=args.log_every,
+        warmup_steps=0,
+        eval_every=far,
+        save_every=far,
+        tensorboard=False,
+    )
     if args.corpus is None:
         corpus = load_text_corpus()
     else:  # a path (enwik8, its zip, any text) or a source name; bytes, as the enwik8 recipes are
@@ -81,40 +92,64 @@ def run_one(args) -> dict:
         raise SystemExit(f"no logging window after step {args.warmup}: raise --steps")
     tps = statistics.median(rates)
     if device.type == "cuda":
-        peak, where = torch.cuda.max_memory_allocated(device) / 2 ** 20, "GPU, max allocated"
+        peak, where = torch.cuda.max_memory_allocated(device) / 2**20, "GPU, max allocated"
         name = torch.cuda.get_device_name(device)
     else:
         peak, where = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "CPU, peak RSS"
         name = f"{_cpu_name()}, {torch.get_num_threads()} threads"
-    return {"model": args.one, "name": model_cfg.name, "pattern": model_cfg.pattern, "parameters": params,
-            "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "mem_len": model_cfg.mem_len,
-            "tokens_per_s": tps, "step_ms": 1e3 * cfg.batch_size * cfg.seq_len / tps, "peak_mib": peak,
-            "memory": where, "device": name, "windows": len(rates), "torch": torch.__version__}
+    return {
+        "model": args.one,
+        "name": model_cfg.name,
+        "pattern": model_cfg.pattern,
+        "parameters": params,
+        "batch_size": cfg.batch_size,
+        "seq_len": cfg.seq_len,
+        "mem_len": model_cfg.mem_len,
+        "tokens_per_s": tps,
+        "step_ms": 1e3 * cfg.batch_size * cfg.seq_len / tps,
+        "peak_mib": peak,
+        "memory": where,
+        "device": name,
+        "windows": len(rates),
+        "torch": torch.__version__,
+    }
 
 
 def table(rows: list[dict]) -> str:
     base = rows[0]
-    out = ["| model | pattern | parameters | batch x seq (mem) | tokens/s | step ms | peak MiB | vs " + LABELS[base["model"]] + " |",
-           "|---|---|---:|---|---:|---:|---:|---:|"]
+    out = [
+        "| model | pattern | parameters | batch x seq (mem) | tokens/s | step ms | peak MiB | vs "
+        + LABELS[base["model"]]
+        + " |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        out.append(f"| {LABELS[r['model']]} | {r['pattern']} | {r['parameters']:,} | "
-                   f"{r['batch_size']} x {r['seq_len']} ({r['mem_len']}) | {r['tokens_per_s']:,.0f} | "
-                   f"{r['step_ms']:.1f} | {r['peak_mib']:,.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.2f}x |")
+        out.append(
+            f"| {LABELS[r['model']]} | {r['pattern']} | {r['parameters']:,} | "
+            f"{r['batch_size']} x {r['seq_len']} ({r['mem_len']}) | {r['tokens_per_s']:,.0f} | "
+            f"{r['step_ms']:.1f} | {r['peak_mib']:,.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.2f}x |"
+        )
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="hybrid,transformer", help="comma-separated: " + ", ".join(LABELS))
-    p.add_argument("--scale", choices=("paper", "tiny"), default=None,
-                   help="paper: the enwik8 recipes; tiny: the tiny presets (default: paper on CUDA, else tiny)")
+    p.add_argument(
+        "--scale",
+        choices=("paper", "tiny"),
+        default=None,
+        help="paper: the enwik8 recipes; tiny: the tiny presets (default: paper on CUDA, else tiny)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=10, help="steps left out of the tokens/s median")
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=None)
-    p.add_argument("--corpus", default=None, help="a .txt file, an enwik8 file/zip, or a source name (default: built-in)")
+    p.add_argument(
+        "--corpus", default=None, help="a .txt file, an enwik8 file/zip, or a source name (default: built-in)"
+    )
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = p.parse_args(argv)
@@ -138,8 +173,10 @@ def main(argv=None) -> int:
             print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{m}: failed", file=sys.stderr)
             return 1
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"{rows[0]['device']} ({rows[0]['memory']}), torch {rows[0]['torch']}, {args.steps} steps, "
-          f"tokens/s = median over {rows[0]['windows']} windows after step {args.warmup}\n")
+    print(
+        f"{rows[0]['device']} ({rows[0]['memory']}), torch {rows[0]['torch']}, {args.steps} steps, "
+        f"tokens/s = median over {rows[0]['windows']} windows after step {args.warmup}\n"
+    )
     print(table(rows))
     if args.json:
         from hybrid.runtime.files import atomic_write_json

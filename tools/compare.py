@@ -35,8 +35,12 @@ from hybrid.runtime.files import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("transformer", "par", "attn-qrnn", "hybrid")
-LABELS = {"transformer": "Transformer", "par": "PAR Transformer", "attn-qrnn": "Attn-QRNN",
-          "hybrid": "Hybrid Transformer"}
+LABELS = {
+    "transformer": "Transformer",
+    "par": "PAR Transformer",
+    "attn-qrnn": "Attn-QRNN",
+    "hybrid": "Hybrid Transformer",
+}
 MARK_BEGIN, MARK_END = "<!-- comparison:begin -->", "<!-- comparison:end -->"
 
 
@@ -44,6 +48,7 @@ MARK_BEGIN, MARK_END = "<!-- comparison:begin -->", "<!-- comparison:end -->"
 
 
 # -- training and evaluation --------------------------------------------------------------------
+
 
 def curve_from_metrics(run_dir: Path, metric: str, tokens_per_step: int) -> tuple[list[dict], float]:
     """(step, training seconds, valid metric) at each periodic validation, from metrics.jsonl, and
@@ -119,18 +124,30 @@ def train_one(arch, cfg, train_cfg, corpus, run_dir: Path, log) -> dict:
     metric = result.metric
     curve.append({"step": result.step, "seconds": round(train_seconds, 2), metric: metric_value(v_nll, kind)})
     return {
-        "arch": arch, "label": LABELS[arch], "pattern": cfg.pattern, "d_model": cfg.d_model,
-        "d_inner": cfg.d_inner, "n_heads": cfg.n_heads, "mem_len": cfg.mem_len,
-        "steps": result.step, "tokens": result.step * tokens_per_step,
-        "train_seconds": round(train_seconds, 2), "wall_seconds": round(wall, 2),
+        "arch": arch,
+        "label": LABELS[arch],
+        "pattern": cfg.pattern,
+        "d_model": cfg.d_model,
+        "d_inner": cfg.d_inner,
+        "n_heads": cfg.n_heads,
+        "mem_len": cfg.mem_len,
+        "steps": result.step,
+        "tokens": result.step * tokens_per_step,
+        "train_seconds": round(train_seconds, 2),
+        "wall_seconds": round(wall, 2),
         "tokens_per_s": round(result.step * tokens_per_step / max(train_seconds, 1e-9), 1),
-        f"valid_{metric}": metric_value(v_nll, kind), f"test_{metric}": metric_value(t_nll, kind),
-        "valid_nll": v_nll, "test_nll": t_nll, "valid_tokens": v_n, "test_tokens": t_n,
+        f"valid_{metric}": metric_value(v_nll, kind),
+        f"test_{metric}": metric_value(t_nll, kind),
+        "valid_nll": v_nll,
+        "test_nll": t_nll,
+        "valid_tokens": v_n,
+        "test_tokens": t_n,
         "curve": curve,
     }
 
 
 # -- reports ------------------------------------------------------------------------------------
+
 
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n:,}"
@@ -153,13 +170,15 @@ def verdict(res: dict) -> str:
         outcome = "is **level with** the Transformer baseline (better on one split, worse on the other)"
     best = min(res["models"], key=lambda r: r[f"valid_{m}"])
     fmt = (lambda v: f"{v:.4f}") if m == "bpc" else (lambda v: f"{v:.2f}")
-    text = (f"At equal parameters ({_millions(h['params'])} vs {_millions(t['params'])}) and an equal budget of "
-            f"{h['tokens']:,} training tokens, the Hybrid Transformer {outcome} on {res['corpus_name']}: "
-            f"valid {m} {fmt(h[f'valid_{m}'])} vs {fmt(t[f'valid_{m}'])} ({dv:+.4f}), test {m} "
-            f"{fmt(h[f'test_{m}'])} vs {fmt(t[f'test_{m}'])} ({dt:+.4f}; {better} is better). "
-            f"Best of the four on valid: {best['label']} ({fmt(best[f'valid_{m}'])}). "
-            f"One seed per model; the seed-to-seed spread was not measured, so differences of a few "
-            f"hundredths should not be over-read.")
+    text = (
+        f"At equal parameters ({_millions(h['params'])} vs {_millions(t['params'])}) and an equal budget of "
+        f"{h['tokens']:,} training tokens, the Hybrid Transformer {outcome} on {res['corpus_name']}: "
+        f"valid {m} {fmt(h[f'valid_{m}'])} vs {fmt(t[f'valid_{m}'])} ({dv:+.4f}), test {m} "
+        f"{fmt(h[f'test_{m}'])} vs {fmt(t[f'test_{m}'])} ({dt:+.4f}; {better} is better). "
+        f"Best of the four on valid: {best['label']} ({fmt(best[f'valid_{m}'])}). "
+        f"One seed per model; the seed-to-seed spread was not measured, so differences of a few "
+        f"hundredths should not be over-read."
+    )
     return text
 
 
@@ -184,18 +203,22 @@ def markdown(res: dict, doc_dir: Path | None = None) -> str:
     fmt = (lambda v: f"{v:.4f}") if m == "bpc" else (lambda v: f"{v:.2f}")
     for r in res["models"]:
         sp = f"{speed[r['arch']]:.0f}" if r["arch"] in speed else "-"
-        lines.append(f"| {r['label']} | `{r['pattern']}` | {r['d_model']} | {r['d_inner']} | {r['params']:,} | "
-                     f"{r['train_seconds']:.0f} | {r['tokens_per_s']:,.0f} | {sp} | {fmt(r[f'valid_{m}'])} | "
-                     f"{fmt(r[f'test_{m}'])} |")
+        lines.append(
+            f"| {r['label']} | `{r['pattern']}` | {r['d_model']} | {r['d_inner']} | {r['params']:,} | "
+            f"{r['train_seconds']:.0f} | {r['tokens_per_s']:,.0f} | {sp} | {fmt(r[f'valid_{m}'])} | "
+            f"{fmt(r[f'test_{m}'])} |"
+        )
     lines += ["", f"![valid {m} against parameters and against training time]({rel})", ""]
     v = verdict(res)
     if v:
         lines += [v, ""]
-    lines.append(f"Measured {res['date']} on {res['machine']['cpu_count']} CPU cores "
-                 f"({res['machine']['platform']}, torch {res['machine']['torch']}, {res['machine']['threads']} "
-                 f"thread{'s' if res['machine']['threads'] != 1 else ''}); "
-                 f"the machine may have been shared, so train times are as measured, and the side-by-side "
-                 f"column (training steps of the four models interleaved round-robin) is the fairer speed comparison.")
+    lines.append(
+        f"Measured {res['date']} on {res['machine']['cpu_count']} CPU cores "
+        f"({res['machine']['platform']}, torch {res['machine']['torch']}, {res['machine']['threads']} "
+        f"thread{'s' if res['machine']['threads'] != 1 else ''}); "
+        f"the machine may have been shared, so train times are as measured, and the side-by-side "
+        f"column (training steps of the four models interleaved round-robin) is the fairer speed comparison."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -216,8 +239,13 @@ def plot(res: dict, path: Path) -> None:
         c = colors.get(arch)
         ax1.plot([r["params"] / 1e6 for r in rows], [r[f"valid_{m}"] for r in rows], "o-", color=c, label=LABELS[arch])
         for r in rows:
-            ax2.plot([p["seconds"] for p in r["curve"]], [p[m] for p in r["curve"]], "-", color=c,
-                     label=f"{LABELS[arch]} ({r['params'] / 1e6:.2f}M)")
+            ax2.plot(
+                [p["seconds"] for p in r["curve"]],
+                [p[m] for p in r["curve"]],
+                "-",
+                color=c,
+                label=f"{LABELS[arch]} ({r['params'] / 1e6:.2f}M)",
+            )
             ax2.plot([r["curve"][-1]["seconds"]], [r["curve"][-1][m]], "o", color=c)
     ax1.set_xlabel("parameters (millions)")
     ax1.set_ylabel(f"valid {m}")
@@ -249,7 +277,7 @@ def update_docs(res: dict, docs: list[Path], log) -> list[str]:
         if a < 0 or b < a:
             continue
         block = MARK_BEGIN + "\n" + markdown(res, doc.parent.resolve()) + MARK_END
-        new = text[:a] + block + text[b + len(MARK_END):]
+        new = text[:a] + block + text[b + len(MARK_END) :]
         if new != text:
             atomic_write_text(doc, new)
         done.append(str(doc))
@@ -259,9 +287,14 @@ def update_docs(res: dict, docs: list[Path], log) -> list[str]:
 
 # -- main ---------------------------------------------------------------------------------------
 
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", type=Path, default=None, help="text file or corpus name (default: the built-in Tiny Shakespeare)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--corpus", type=Path, default=None, help="text file or corpus name (default: the built-in Tiny Shakespeare)"
+    )
     p.add_argument("--tokenizer", default="byte", choices=["byte", "word"])
     p.add_argument("--params", type=float, default=1.5e6, help="target parameter count of every model")
     p.add_argument("--steps", type=int, default=500, help="training steps of every model (equal token budget)")
@@ -274,14 +307,27 @@ def parse_args(argv=None):
     p.add_argument("--speed-rounds", type=int, default=2, help="rounds of the side-by-side speed test (0 = skip)")
     p.add_argument("--speed-steps", type=int, default=5, help="steps per model per round of the speed test")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: on a shared machine, more threads than free cores slow every step down many-fold)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on a shared machine, more threads than free cores slow every step down many-fold)",
+    )
     p.add_argument("--archs", default=",".join(ARCHS))
-    p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default: results/; with --smoke a temporary folder, so that toy "
-                        "numbers never replace the committed results)")
-    p.add_argument("--docs", type=Path, nargs="*", default=None,
-                   help="markdown files whose comparison markers get the table (default: README.md and docs/comparison.md)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default: results/; with --smoke a temporary folder, so that toy "
+        "numbers never replace the committed results)",
+    )
+    p.add_argument(
+        "--docs",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="markdown files whose comparison markers get the table (default: README.md and docs/comparison.md)",
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="token cache folder")
     p.add_argument("--keep-runs", type=Path, default=None, help="keep the run directories here")
     p.add_argument("--smoke", action="store_true", help="toy sizes and budget: the pipeline in seconds")
@@ -316,11 +362,18 @@ def main(argv=None) -> dict:
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     corpus_path = args.corpus or BUILTIN
-    corpus = load_source(str(corpus_path), None, args.tokenizer, seq_len=args.seq_len, cache_dir=args.cache_dir,
-                         progress=False, log=log)
+    corpus = load_source(
+        str(corpus_path), None, args.tokenizer, seq_len=args.seq_len, cache_dir=args.cache_dir, progress=False, log=log
+    )
     if args.smoke:  # the pipeline, not the numbers: a slice keeps every evaluation to a moment
-        corpus = Corpus(corpus.name, corpus.tokenizer, corpus.train[:50_000], corpus.valid[:2_048],
-                        corpus.test[:2_048], meta=corpus.meta)
+        corpus = Corpus(
+            corpus.name,
+            corpus.tokenizer,
+            corpus.train[:50_000],
+            corpus.valid[:2_048],
+            corpus.test[:2_048],
+            meta=corpus.meta,
+        )
     metric = metric_name(corpus.tokenizer.kind)
     named = corpus.name in ("enwik8", "wikitext-103", "wikitext-2")
     corpus_label = corpus.name if named else f"{Path(corpus_path).parent.name}/{Path(corpus_path).name}"
@@ -332,11 +385,23 @@ def main(argv=None) -> dict:
     cfgs, counts = {}, {}
     for arch in archs:
         cfgs[arch], counts[arch] = sized_config(arch, target, corpus.tokenizer.vocab_size)
-        log(f"{arch:<12} {cfgs[arch].pattern:<10} d_model {cfgs[arch].d_model:>4} d_inner {cfgs[arch].d_inner:>5}: "
-            f"{counts[arch]:,} parameters")
-    train_cfg = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps, lr=args.lr,
-                            warmup_steps=args.warmup, eval_every=args.eval_every, eval_tokens=args.eval_tokens,
-                            save_every=args.steps + 1, log_every=args.eval_every, keep_last=1, seed=args.seed)
+        log(
+            f"{arch:<12} {cfgs[arch].pattern:<10} d_model {cfgs[arch].d_model:>4} d_inner {cfgs[arch].d_inner:>5}: "
+            f"{counts[arch]:,} parameters"
+        )
+    train_cfg = TrainConfig(
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        eval_every=args.eval_every,
+        eval_tokens=args.eval_tokens,
+        save_every=args.steps + 1,
+        log_every=args.eval_every,
+        keep_last=1,
+        seed=args.seed,
+    )
     log(f"side-by-side speed test ({args.speed_rounds} rounds x {args.speed_steps} steps per model) ...")
     speed = interleaved_speed(cfgs, args.batch_size, args.seq_len, args.speed_rounds, args.speed_steps, args.seed)
     runs_root = Path(tempfile.mkdtemp(prefix="hybrid-compare-")) if args.keep_runs is None else args.keep_runs
@@ -349,27 +414,47 @@ def main(argv=None) -> dict:
             row = train_one(arch, cfgs[arch], train_cfg, corpus, run_dir, log)
             row["params"] = counts[arch]
             models.append(row)
-            log(f"  {LABELS[arch]}: valid {metric} {row[f'valid_{metric}']:.4f}, test {metric} "
-                f"{row[f'test_{metric}']:.4f}, {row['train_seconds']:.0f} s training")
+            log(
+                f"  {LABELS[arch]}: valid {metric} {row[f'valid_{metric}']:.4f}, test {metric} "
+                f"{row[f'test_{metric}']:.4f}, {row['train_seconds']:.0f} s training"
+            )
     finally:
         if args.keep_runs is None:
             shutil.rmtree(runs_root, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    files = {"md": str(args.out / "comparison.md"), "json": str(args.out / "comparison.json"),
-             "png": str(args.out / "comparison.png")}
+    files = {
+        "md": str(args.out / "comparison.md"),
+        "json": str(args.out / "comparison.json"),
+        "png": str(args.out / "comparison.png"),
+    }
     argv_shown = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     res = {
-        "format": "hybrid-comparison", "version": 1,
+        "format": "hybrid-comparison",
+        "version": 1,
         "command": f"python tools/compare.py {argv_shown}".strip(),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "corpus": str(corpus_path), "corpus_name": corpus_label, "tokenizer": corpus.tokenizer.kind,
-        "metric": metric, "target_params": target,
+        "corpus": str(corpus_path),
+        "corpus_name": corpus_label,
+        "tokenizer": corpus.tokenizer.kind,
+        "metric": metric,
+        "target_params": target,
         "split_tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
-        "budget": {"steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
-                   "tokens": args.steps * args.batch_size * args.seq_len, "lr": args.lr, "warmup": args.warmup,
-                   "seed": args.seed},
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+        "budget": {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+            "tokens": args.steps * args.batch_size * args.seq_len,
+            "lr": args.lr,
+            "warmup": args.warmup,
+            "seed": args.seed,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "speed_ms_per_step": speed,
         "models": models,
         "files": files,

@@ -44,8 +44,15 @@ WORD_FILE = ROOT / "tools" / "corpora" / "wikitext-2-valid" / "wiki.valid.tokens
 # How each corpus is trained: streams x segment, evaluation interval, ceiling in epochs.
 CORPORA = {
     "tinyshakespeare": dict(tokenizer="byte", batch_size=16, seq_len=128, eval_every=250, epochs=12),
-    "wikitext-2": dict(tokenizer="word", batch_size=16, seq_len=64, eval_every=100, epochs=30,
-                       adaptive_cutoffs=[2000, 6000], adaptive_div=4),
+    "wikitext-2": dict(
+        tokenizer="word",
+        batch_size=16,
+        seq_len=64,
+        eval_every=100,
+        epochs=30,
+        adaptive_cutoffs=[2000, 6000],
+        adaptive_div=4,
+    ),
 }
 PARAM_TOLERANCE = 0.01  # equal parameters: every model within 1% of the target
 
@@ -68,6 +75,7 @@ class Job:
 
 # -- the plan ---------------------------------------------------------------------------------
 
+
 def corpus_spec(key: str, args) -> dict:
     """The recipe's data section: where the corpus lies and how it is tokenized."""
     if key == "tinyshakespeare":
@@ -85,8 +93,9 @@ def corpus_spec(key: str, args) -> dict:
 def load_corpus(spec: dict, seq_len: int, cache_dir):
     from hybrid.train.sources import load_source
 
-    return load_source(spec["source"], spec.get("path"), spec["tokenizer"], seq_len=seq_len,
-                       cache_dir=cache_dir, progress=False)
+    return load_source(
+        spec["source"], spec.get("path"), spec["tokenizer"], seq_len=seq_len, cache_dir=cache_dir, progress=False
+    )
 
 
 def plan_jobs(args, log) -> tuple[list[Job], dict]:
@@ -102,10 +111,18 @@ def plan_jobs(args, log) -> tuple[list[Job], dict]:
         corpus = load_corpus(spec, c["seq_len"], args.cache_dir)
         tokens_per_step = c["batch_size"] * c["seq_len"]
         ceiling = max(c["eval_every"], round(c["epochs"] * len(corpus.train) / tokens_per_step))
-        corpora[key] = {"name": corpus.name, "tokenizer": corpus.tokenizer.kind, "vocab": corpus.tokenizer.vocab_size,
-                        "split_tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
-                        "ceiling_steps": ceiling, "tokens_per_step": tokens_per_step, "epochs": c["epochs"],
-                        "eval_every": c["eval_every"], "patience": args.patience, "source": spec}
+        corpora[key] = {
+            "name": corpus.name,
+            "tokenizer": corpus.tokenizer.kind,
+            "vocab": corpus.tokenizer.vocab_size,
+            "split_tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
+            "ceiling_steps": ceiling,
+            "tokens_per_step": tokens_per_step,
+            "epochs": c["epochs"],
+            "eval_every": c["eval_every"],
+            "patience": args.patience,
+            "source": spec,
+        }
         log(corpus.describe() + f"; ceiling {ceiling:,} steps ({c['epochs']} epochs)")
         extra = {k: c[k] for k in ("adaptive_cutoffs", "adaptive_div") if k in c}
         if "adaptive_cutoffs" in extra:  # clusters only inside this vocabulary
@@ -115,22 +132,56 @@ def plan_jobs(args, log) -> tuple[list[Job], dict]:
             for arch in args.archs:
                 cfg, n = sized_config(arch, target, corpus.tokenizer.vocab_size, dropout=args.dropout, **extra)
                 if abs(n - target) > args.tolerance * target:
-                    raise SystemExit(f"{arch} at {size}: {n:,} parameters, more than {args.tolerance:.0%} from {target:,}")
+                    raise SystemExit(
+                        f"{arch} at {size}: {n:,} parameters, more than {args.tolerance:.0%} from {target:,}"
+                    )
                 for seed in args.seeds:
-                    train = TrainConfig(batch_size=c["batch_size"], seq_len=c["seq_len"], steps=ceiling, lr=args.lr,
-                                        warmup_steps=min(100, ceiling // 10), min_lr_ratio=0.1,
-                                        eval_every=c["eval_every"], eval_tokens=0, save_every=c["eval_every"],
-                                        keep_last=1, keep_best=True, seed=seed, log_every=50, tensorboard=False)
+                    train = TrainConfig(
+                        batch_size=c["batch_size"],
+                        seq_len=c["seq_len"],
+                        steps=ceiling,
+                        lr=args.lr,
+                        warmup_steps=min(100, ceiling // 10),
+                        min_lr_ratio=0.1,
+                        eval_every=c["eval_every"],
+                        eval_tokens=0,
+                        save_every=c["eval_every"],
+                        keep_last=1,
+                        keep_best=True,
+                        seed=seed,
+                        log_every=50,
+                        tensorboard=False,
+                    )
                     name = f"{arch}-seed{seed}"
-                    plan = {"model": dataclasses.asdict(cfg), "train": train.to_dict(), "params": n,
-                            "corpus_fingerprint": corpus_fingerprint(corpus), "patience": args.patience}
-                    jobs.append(Job(key, size, arch, seed, args.runs / key / size / name,
-                                    args.runs / key / size / "recipes" / f"{name}.json",
-                                    args.out / "runs" / key / size / f"{name}.json", plan))
+                    plan = {
+                        "model": dataclasses.asdict(cfg),
+                        "train": train.to_dict(),
+                        "params": n,
+                        "corpus_fingerprint": corpus_fingerprint(corpus),
+                        "patience": args.patience,
+                    }
+                    jobs.append(
+                        Job(
+                            key,
+                            size,
+                            arch,
+                            seed,
+                            args.runs / key / size / name,
+                            args.runs / key / size / "recipes" / f"{name}.json",
+                            args.out / "runs" / key / size / f"{name}.json",
+                            plan,
+                        )
+                    )
     # Corpus by corpus (the first named first), seed by seed: a plan run in pieces completes
     # whole tables, each filled one seed of all four models at a time.
-    jobs.sort(key=lambda j: (args.corpora.index(j.corpus), args.sizes.index(j.size), args.seeds.index(j.seed),
-                             args.archs.index(j.arch)))
+    jobs.sort(
+        key=lambda j: (
+            args.corpora.index(j.corpus),
+            args.sizes.index(j.size),
+            args.seeds.index(j.seed),
+            args.archs.index(j.arch),
+        )
+    )
     return jobs, corpora
 
 
@@ -138,11 +189,19 @@ def write_recipe(job: Job, data_spec: dict) -> None:
     from hybrid.runtime.files import atomic_write_json
 
     job.recipe.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(job.recipe, {"recipe": f"tools/converge.py {job.name}", "model": job.plan["model"],
-                                   "train": job.plan["train"], "data": data_spec})
+    atomic_write_json(
+        job.recipe,
+        {
+            "recipe": f"tools/converge.py {job.name}",
+            "model": job.plan["model"],
+            "train": job.plan["train"],
+            "data": data_spec,
+        },
+    )
 
 
 # -- convergence --------------------------------------------------------------------------------
+
 
 def valid_history(run_dir: Path) -> list[tuple[int, float]]:
     """(step, valid loss) of every evaluation of a run, periodic and final, in step order."""
@@ -173,8 +232,21 @@ def done_training(job: Job) -> str | None:
 
 def start(job: Job, args, data_spec: dict, device: str) -> subprocess.Popen:
     write_recipe(job, data_spec)
-    cmd = [sys.executable, "-m", "hybrid", "train", "--recipe", str(job.recipe), "--out", str(job.run_dir),
-           "--steps", str(job.plan["train"]["steps"]), "--no-progress", "--device", device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hybrid",
+        "train",
+        "--recipe",
+        str(job.recipe),
+        "--out",
+        str(job.run_dir),
+        "--steps",
+        str(job.plan["train"]["steps"]),
+        "--no-progress",
+        "--device",
+        device,
+    ]
     if (job.run_dir / "config.json").exists():
         cmd.append("--resume")
     elif job.run_dir.exists():  # killed before the trainer wrote its config: nothing to keep
@@ -227,14 +299,32 @@ def finish(job: Job, corpus_info: dict, stop: str, args) -> dict:
             last = r["step"]
     last_step = max(r["step"] for r in records)
     rec = {
-        "format": "hybrid-convergence-run", "version": 1, "corpus": job.corpus, "size": job.size, "arch": job.arch,
-        "seed": job.seed, "pattern": cfg.pattern, "d_model": cfg.d_model, "d_inner": cfg.d_inner,
-        "params": job.plan["params"], "metric": metric, "stop": stop, "steps": last_step,
-        "tokens": last_step * per_step, "best_step": best_step, "best_tokens": best_step * per_step,
-        f"valid_{metric}": metric_value(v_nll, kind), f"test_{metric}": metric_value(t_nll, kind),
-        "valid_nll": v_nll, "test_nll": t_nll, "valid_tokens": v_n, "test_tokens": t_n,
+        "format": "hybrid-convergence-run",
+        "version": 1,
+        "corpus": job.corpus,
+        "size": job.size,
+        "arch": job.arch,
+        "seed": job.seed,
+        "pattern": cfg.pattern,
+        "d_model": cfg.d_model,
+        "d_inner": cfg.d_inner,
+        "params": job.plan["params"],
+        "metric": metric,
+        "stop": stop,
+        "steps": last_step,
+        "tokens": last_step * per_step,
+        "best_step": best_step,
+        "best_tokens": best_step * per_step,
+        f"valid_{metric}": metric_value(v_nll, kind),
+        f"test_{metric}": metric_value(t_nll, kind),
+        "valid_nll": v_nll,
+        "test_nll": t_nll,
+        "valid_tokens": v_n,
+        "test_tokens": t_n,
         "curve": [{"step": s, "tokens": s * per_step, metric: metric_value(v, kind)} for s, v in history],
-        "train_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d %H:%M"), "plan": job.plan,
+        "train_seconds": round(seconds, 1),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "plan": job.plan,
     }
     job.record.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(job.record, rec)
@@ -243,6 +333,7 @@ def finish(job: Job, corpus_info: dict, stop: str, args) -> dict:
 
 # -- the scheduler ------------------------------------------------------------------------------
 
+
 def existing_record(job: Job, redo: bool) -> dict | None:
     if not job.record.exists() or redo:
         return None
@@ -250,8 +341,10 @@ def existing_record(job: Job, redo: bool) -> dict | None:
 
     rec = read_json(job.record, "run record")
     if rec.get("plan") != job.plan:
-        raise SystemExit(f"{job.record}: made with other settings than this plan; pass --redo to train it again "
-                         f"(the run directory {job.run_dir} is then continued or replaced)")
+        raise SystemExit(
+            f"{job.record}: made with other settings than this plan; pass --redo to train it again "
+            f"(the run directory {job.run_dir} is then continued or replaced)"
+        )
     return rec
 
 
@@ -294,8 +387,10 @@ def run_plan(jobs: list[Job], corpora: dict, args, log) -> int:
                     continue
                 rec = finish(job, corpora[job.corpus], stop, args)
                 m = rec["metric"]
-                log(f"done {job.name}: stopped by {stop} at step {rec['steps']:,} (best {rec['best_step']:,}); "
-                    f"valid {m} {rec[f'valid_{m}']:.4f}, test {m} {rec[f'test_{m}']:.4f}")
+                log(
+                    f"done {job.name}: stopped by {stop} at step {rec['steps']:,} (best {rec['best_step']:,}); "
+                    f"valid {m} {rec[f'valid_{m}']:.4f}, test {m} {rec[f'test_{m}']:.4f}"
+                )
     except KeyboardInterrupt:
         log("interrupted: stopping every run (each saves its checkpoint); run the same command to continue")
         for job, proc, _ in running.values():
@@ -309,13 +404,24 @@ def run_plan(jobs: list[Job], corpora: dict, args, log) -> int:
 
 # -- command line -------------------------------------------------------------------------------
 
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--corpora", default=",".join(CORPORA), help="which corpora (tinyshakespeare, wikitext-2)")
-    p.add_argument("--byte-corpus", type=Path, default=None, help="text file for the byte-level corpus "
-                   "(default: the built-in Tiny Shakespeare)")
-    p.add_argument("--word-corpus", default=None, help="word-level corpus: a text file (default: the WikiText-2 "
-                   "validation split in tools/corpora, split 90/5/5 by lines), or `wikitext-2` for the real files")
+    p.add_argument(
+        "--byte-corpus",
+        type=Path,
+        default=None,
+        help="text file for the byte-level corpus (default: the built-in Tiny Shakespeare)",
+    )
+    p.add_argument(
+        "--word-corpus",
+        default=None,
+        help="word-level corpus: a text file (default: the WikiText-2 "
+        "validation split in tools/corpora, split 90/5/5 by lines), or `wikitext-2` for the real files",
+    )
     p.add_argument("--word-path", default=None, help="with --word-corpus wikitext-2: the folder of its files")
     p.add_argument("--sizes", default="1.5M", help=f"model sizes ({', '.join(SIZES)}, or a number)")
     p.add_argument("--seeds", default="1,2,3")
@@ -325,12 +431,20 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--device", default="cpu", help="device of every run, or a comma-separated list "
-                   "(cuda:0,cuda:1,...): each run goes to the least busy one")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="device of every run, or a comma-separated list (cuda:0,cuda:1,...): each run goes to the least busy one",
+    )
     p.add_argument("--runs", type=Path, default=None, help="run directories (default runs/converge)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default results/convergence)")
-    p.add_argument("--docs", type=Path, nargs="*", default=None, help="markdown files whose convergence markers "
-                   "get the table (default README.md and docs/comparison.md)")
+    p.add_argument(
+        "--docs",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="markdown files whose convergence markers get the table (default README.md and docs/comparison.md)",
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="token cache folder")
     p.add_argument("--redo", action="store_true", help="train runs again whose record was made under other settings")
     p.add_argument("--dry-run", action="store_true", help="print the plan (sizes, ceilings, runs) and stop")
@@ -377,8 +491,10 @@ def main(argv=None) -> int:
         if args.dry_run:
             for j in jobs:
                 m = j.plan["model"]
-                log(f"{j.name}: {j.plan['params']:,} parameters (d_model {m['d_model']}, d_inner {m['d_inner']}), "
-                    f"{j.plan['train']['steps']:,} steps at most, record {'done' if j.record.exists() else 'to do'}")
+                log(
+                    f"{j.name}: {j.plan['params']:,} parameters (d_model {m['d_model']}, d_inner {m['d_inner']}), "
+                    f"{j.plan['train']['steps']:,} steps at most, record {'done' if j.record.exists() else 'to do'}"
+                )
             return 0
         report.write_plan(args.out, corpora, args, sys.argv[1:] if argv is None else argv)
         rc = run_plan(jobs, corpora, args, log)

@@ -14,13 +14,16 @@ from pathlib import Path
 
 from hybrid.runtime.files import atomic_write_json, atomic_write_text, read_json
 
-LABELS = {"transformer": "Transformer", "par": "PAR Transformer", "attn-qrnn": "Attn-QRNN",
-          "hybrid": "Hybrid Transformer"}
+LABELS = {
+    "transformer": "Transformer",
+    "par": "PAR Transformer",
+    "attn-qrnn": "Attn-QRNN",
+    "hybrid": "Hybrid Transformer",
+}
 ORDER = list(LABELS)
 COLORS = {"transformer": "tab:blue", "par": "tab:orange", "attn-qrnn": "tab:green", "hybrid": "tab:red"}
 MARK_BEGIN, MARK_END = "<!-- convergence:begin -->", "<!-- convergence:end -->"
-CORPUS_LABELS = {"tinyshakespeare": "Tiny Shakespeare (bytes, bpc)",
-                 "wikitext-2": "WikiText-2 (words, perplexity)"}
+CORPUS_LABELS = {"tinyshakespeare": "Tiny Shakespeare (bytes, bpc)", "wikitext-2": "WikiText-2 (words, perplexity)"}
 
 
 def read_records(out: Path) -> list[dict]:
@@ -33,8 +36,14 @@ def read_records(out: Path) -> list[dict]:
 
 
 def summarize(values: list[float]) -> dict:
-    return {"n": len(values), "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "values": values}
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
 
 
 def groups(recs: list[dict]) -> dict:
@@ -48,11 +57,18 @@ def groups(recs: list[dict]) -> dict:
         for arch, g in table.items():
             runs = sorted(g["runs"], key=lambda r: r["seed"])
             m = runs[0]["metric"]
-            g.update(metric=m, params=runs[0]["params"], pattern=runs[0]["pattern"], d_model=runs[0]["d_model"],
-                     d_inner=runs[0]["d_inner"], seeds=[r["seed"] for r in runs],
-                     valid=summarize([r[f"valid_{m}"] for r in runs]), test=summarize([r[f"test_{m}"] for r in runs]),
-                     best_tokens=summarize([r["best_tokens"] for r in runs]),
-                     stops=sorted({r["stop"] for r in runs}))
+            g.update(
+                metric=m,
+                params=runs[0]["params"],
+                pattern=runs[0]["pattern"],
+                d_model=runs[0]["d_model"],
+                d_inner=runs[0]["d_inner"],
+                seeds=[r["seed"] for r in runs],
+                valid=summarize([r[f"valid_{m}"] for r in runs]),
+                test=summarize([r[f"test_{m}"] for r in runs]),
+                best_tokens=summarize([r["best_tokens"] for r in runs]),
+                stops=sorted({r["stop"] for r in runs}),
+            )
     return out
 
 
@@ -69,16 +85,21 @@ def verdict(table: dict, planned_seeds: int) -> str:
     n = min(h["test"]["n"], t["test"]["n"])
     d = h["test"]["mean"] - t["test"]["mean"]
     fmt = "{:.4f}" if m == "bpc" else "{:.2f}"
-    gap = "larger than the seed-to-seed spread (the seeds' ranges do not overlap)" if separated(h["test"], t["test"]) \
+    gap = (
+        "larger than the seed-to-seed spread (the seeds' ranges do not overlap)"
+        if separated(h["test"], t["test"])
         else "within the seed-to-seed spread (the seeds' ranges overlap)"
+    )
     if n < 2:
         gap = "spread not yet measured (one seed)"
     word = "beats" if d < 0 else "does not beat"
     best = min(table.values(), key=lambda g: g["test"]["mean"])
-    text = (f"Trained to convergence, the Hybrid Transformer **{word}** the Transformer baseline: test {m} "
-            f"{fmt.format(h['test']['mean'])} vs {fmt.format(t['test']['mean'])} (mean of {n} seed"
-            f"{'s' if n != 1 else ''}, {d:+.4f}), {gap}. Best of the four on test: "
-            f"{LABELS[best['runs'][0]['arch']]} ({fmt.format(best['test']['mean'])}).")
+    text = (
+        f"Trained to convergence, the Hybrid Transformer **{word}** the Transformer baseline: test {m} "
+        f"{fmt.format(h['test']['mean'])} vs {fmt.format(t['test']['mean'])} (mean of {n} seed"
+        f"{'s' if n != 1 else ''}, {d:+.4f}), {gap}. Best of the four on test: "
+        f"{LABELS[best['runs'][0]['arch']]} ({fmt.format(best['test']['mean'])})."
+    )
     if n < planned_seeds:
         text += f" Incomplete: {n} of {planned_seeds} planned seeds so far."
     return text
@@ -96,29 +117,40 @@ def markdown(res: dict, doc_dir: Path | None) -> str:
         head = f"**{CORPUS_LABELS.get(corpus, corpus)}, about {size} parameters.**"
         if info:
             st = info["split_tokens"]
-            head += (f" {info['name']}: train {st['train']:,} / valid {st['valid']:,} / test {st['test']:,} tokens; "
-                     f"validation on the whole valid split every {info['eval_every']} steps of "
-                     f"{info['tokens_per_step']:,} tokens, stop after {info['patience']} without improvement or at "
-                     f"{info['epochs']} epochs ({info['ceiling_steps'] * info['tokens_per_step']:,} tokens); "
-                     f"scores of the best checkpoint.")
-        lines += [head, "", f"| model | pattern | parameters | seeds | tokens to best (mean) | stopped by | "
-                            f"valid {m} (mean ± sd) | test {m} (mean ± sd) | test range |",
-                  "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+            head += (
+                f" {info['name']}: train {st['train']:,} / valid {st['valid']:,} / test {st['test']:,} tokens; "
+                f"validation on the whole valid split every {info['eval_every']} steps of "
+                f"{info['tokens_per_step']:,} tokens, stop after {info['patience']} without improvement or at "
+                f"{info['epochs']} epochs ({info['ceiling_steps'] * info['tokens_per_step']:,} tokens); "
+                f"scores of the best checkpoint."
+            )
+        lines += [
+            head,
+            "",
+            f"| model | pattern | parameters | seeds | tokens to best (mean) | stopped by | "
+            f"valid {m} (mean ± sd) | test {m} (mean ± sd) | test range |",
+            "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        ]
         for arch in ORDER:
             if arch not in table:
                 continue
             g = table[arch]
-            lines.append(f"| {LABELS[arch]} | `{g['pattern']}` | {g['params']:,} | {g['valid']['n']} | "
-                         f"{g['best_tokens']['mean']:,.0f} | {', '.join(g['stops'])} | "
-                         f"{fmt(g['valid']['mean'])} ± {fmt(g['valid']['std'])} | "
-                         f"{fmt(g['test']['mean'])} ± {fmt(g['test']['std'])} | "
-                         f"{fmt(g['test']['min'])}-{fmt(g['test']['max'])} |")
+            lines.append(
+                f"| {LABELS[arch]} | `{g['pattern']}` | {g['params']:,} | {g['valid']['n']} | "
+                f"{g['best_tokens']['mean']:,.0f} | {', '.join(g['stops'])} | "
+                f"{fmt(g['valid']['mean'])} ± {fmt(g['valid']['std'])} | "
+                f"{fmt(g['test']['mean'])} ± {fmt(g['test']['std'])} | "
+                f"{fmt(g['test']['min'])}-{fmt(g['test']['max'])} |"
+            )
         lines += ["", res["verdicts"][key], ""]
     png = Path(res["files"]["png"])
     rel = os.path.relpath(png, doc_dir) if doc_dir is not None else png.name
-    lines += [f"![validation curves of every run]({rel})", "",
-              f"Regenerate with `{plan.get('command', 'python tools/converge.py')}` (resumable; "
-              f"`--report` rebuilds this block from the records in results/convergence/runs/)."]
+    lines += [
+        f"![validation curves of every run]({rel})",
+        "",
+        f"Regenerate with `{plan.get('command', 'python tools/converge.py')}` (resumable; "
+        f"`--report` rebuilds this block from the records in results/convergence/runs/).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -165,7 +197,7 @@ def update_docs(text_of, docs: list[Path], log) -> list[str]:
         a, b = text.find(MARK_BEGIN), text.find(MARK_END)
         if a < 0 or b < a:
             continue
-        new = text[:a] + MARK_BEGIN + "\n" + text_of(doc.parent.resolve()) + MARK_END + text[b + len(MARK_END):]
+        new = text[:a] + MARK_BEGIN + "\n" + text_of(doc.parent.resolve()) + MARK_END + text[b + len(MARK_END) :]
         if new != text:
             atomic_write_text(doc, new)
         done.append(str(doc))
@@ -208,8 +240,12 @@ def write_plan(out: Path, corpora: dict, args, argv: list[str]) -> None:
     plan = read_json(path, "plan") if path.exists() else {}
     shown = {k: dict(c, source=dict(c["source"], source=_in_repo(c["source"]["source"]))) for k, c in corpora.items()}
     plan.setdefault("corpora", {}).update(shown)
-    plan.update(seeds=args.seeds, sizes=args.sizes, archs=args.archs,
-                command=" ".join(["python tools/converge.py", *_public(argv)]))
+    plan.update(
+        seeds=args.seeds,
+        sizes=args.sizes,
+        archs=args.archs,
+        command=" ".join(["python tools/converge.py", *_public(argv)]),
+    )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, plan)
 
@@ -223,17 +259,31 @@ def build(out: Path, docs: list[Path], log) -> dict | None:
     plan = read_json(plan_path, "plan") if plan_path.exists() else {}
     planned = len(plan.get("seeds", [])) or 3
     tabs = groups(recs)
-    files = {"md": str(out / "convergence.md"), "json": str(out / "convergence.json"),
-             "png": str(out / "convergence.png")}
-    res = {"format": "hybrid-convergence", "version": 1, "plan": plan, "files": files,
-           "tables": {f"{c}|{s}": t for (c, s), t in sorted(tabs.items())},
-           "verdicts": {f"{c}|{s}": verdict(t, planned) for (c, s), t in sorted(tabs.items())}}
+    files = {
+        "md": str(out / "convergence.md"),
+        "json": str(out / "convergence.json"),
+        "png": str(out / "convergence.png"),
+    }
+    res = {
+        "format": "hybrid-convergence",
+        "version": 1,
+        "plan": plan,
+        "files": files,
+        "tables": {f"{c}|{s}": t for (c, s), t in sorted(tabs.items())},
+        "verdicts": {f"{c}|{s}": verdict(t, planned) for (c, s), t in sorted(tabs.items())},
+    }
     plot(recs, Path(files["png"]))
     res["markdown"] = markdown(res, out.resolve())
     atomic_write_text(files["md"], res["markdown"])
-    summary = {k: {a: {x: g[x] for x in ("params", "pattern", "seeds", "valid", "test", "best_tokens", "stops")}
-                   for a, g in t.items()} for k, t in res["tables"].items()}
-    atomic_write_text(files["json"], json.dumps({"plan": plan, "tables": summary, "verdicts": res["verdicts"]},
-                                                indent=2) + "\n")
+    summary = {
+        k: {
+            a: {x: g[x] for x in ("params", "pattern", "seeds", "valid", "test", "best_tokens", "stops")}
+            for a, g in t.items()
+        }
+        for k, t in res["tables"].items()
+    }
+    atomic_write_text(
+        files["json"], json.dumps({"plan": plan, "tables": summary, "verdicts": res["verdicts"]}, indent=2) + "\n"
+    )
     res["docs_updated"] = update_docs(lambda d: markdown(res, d), docs, log)
     return res

@@ -69,6 +69,7 @@ def _run(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
 
 # -- the equal-size Llama ------------------------------------------------------------------------
 
+
 def byte_tokenizer_json() -> dict:
     """A Hugging Face byte-level tokenizer with exactly 256 tokens, id = byte value (GPT-2's
     byte-to-character table, no merges)."""
@@ -80,13 +81,28 @@ def byte_tokenizer_json() -> dict:
             cs.append(256 + n)
             n += 1
     vocab = {chr(c): b for b, c in zip(bs, cs)}
-    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
-            "post_processor": None,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
-            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                      "ignore_merges": False, "vocab": vocab, "merges": []}}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": [],
+        },
+    }
 
 
 def build_llama(out: Path, sizes: dict, seed: int) -> tuple[Path, int]:
@@ -100,17 +116,26 @@ def build_llama(out: Path, sizes: dict, seed: int) -> tuple[Path, int]:
 
     transformers.utils.logging.disable_progress_bar()
     cfg = transformers.LlamaConfig(
-        vocab_size=sizes["vocab"], hidden_size=sizes["hidden"], intermediate_size=sizes["intermediate"],
-        num_hidden_layers=sizes["layers"], num_attention_heads=sizes["heads"], num_key_value_heads=sizes["heads"],
-        max_position_embeddings=sizes["context"], tie_word_embeddings=False, bos_token_id=0, eos_token_id=1)
+        vocab_size=sizes["vocab"],
+        hidden_size=sizes["hidden"],
+        intermediate_size=sizes["intermediate"],
+        num_hidden_layers=sizes["layers"],
+        num_attention_heads=sizes["heads"],
+        num_key_value_heads=sizes["heads"],
+        max_position_embeddings=sizes["context"],
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
     tmp = _tmp(out)
     model.save_pretrained(tmp)
     (tmp / "tokenizer.json").write_text(json.dumps(byte_tokenizer_json()))
-    (tmp / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
-                                                           "model_max_length": sizes["context"]}))
+    (tmp / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": sizes["context"]})
+    )
     (tmp / "params.json").write_text(json.dumps({"params": params}))
     return _install(tmp, out, stamp), params
 
@@ -121,33 +146,64 @@ def llama_params(hf_dir: Path) -> int:
 
 # -- onnxruntime-genai ----------------------------------------------------------------------------
 
+
 def build_genai(hf_dir: Path, out: Path, precision: str, log: Path) -> Path:
     stamp = {"from": str(hf_dir), "hf": json.loads((hf_dir / "built.json").read_text()), "precision": precision}
     if _fresh(out, stamp):
         return out
     announce(f"building onnxruntime-genai {precision} (genai's model builder)")
     tmp = _tmp(out)
-    _run([PY, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(tmp), "-p", precision,
-          "-e", "cpu", "-c", str(out.parent / "genai-cache"), "--extra_options", "hf_token=false"],
-         log, f"onnxruntime-genai's model builder ({precision})")
+    _run(
+        [
+            PY,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(hf_dir),
+            "-o",
+            str(tmp),
+            "-p",
+            precision,
+            "-e",
+            "cpu",
+            "-c",
+            str(out.parent / "genai-cache"),
+            "--extra_options",
+            "hf_token=false",
+        ],
+        log,
+        f"onnxruntime-genai's model builder ({precision})",
+    )
     return _install(tmp, out, stamp)
 
 
 # -- GGUF for llama.cpp ----------------------------------------------------------------------------
+
 
 def _permute_rope(w, n_head: int):
     """Hugging Face's rotary halves -> llama.cpp's interleaved pairs (as convert_hf_to_gguf.py)."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-GGUF_NAMES = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-              "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+GGUF_NAMES = {
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
 
 
 def _gguf_name(hf: str) -> str:
-    fixed = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
+    fixed = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
     if hf in fixed:
         return fixed[hf]
     _, _, i, rest = hf.split(".", 3)  # model.layers.<i>.<module>.weight
@@ -195,8 +251,11 @@ def build_gguf(hf_dir: Path, out: Path, log: Path) -> dict[str, Path]:
     tmp = _tmp(out)
     write_gguf_f32(hf_dir, tmp / "llama.f32.gguf")
     for q in GGUF_TYPES:
-        _run([PY, __file__, "quantize", str(tmp / "llama.f32.gguf"), str(tmp / f"llama.{q}.gguf"), q], log,
-             f"llama.cpp quantize ({q})")
+        _run(
+            [PY, __file__, "quantize", str(tmp / "llama.f32.gguf"), str(tmp / f"llama.{q}.gguf"), q],
+            log,
+            f"llama.cpp quantize ({q})",
+        )
     (tmp / "llama.f32.gguf").unlink()
     _install(tmp, out, stamp)
     return files
@@ -214,6 +273,7 @@ def quantize(src: str, dst: str, qtype: str) -> None:
 
 
 # -- ours --------------------------------------------------------------------------------------------
+
 
 def write_corpus(path: Path, n_words: int = 12000, seed: int = 0) -> None:
     """A small text to train one step on: its validation split (scored after the step) stays tiny."""
@@ -236,14 +296,40 @@ def build_ours(preset: str, out: Path, work: Path, log: Path) -> Path:
     if run.exists():
         shutil.rmtree(run)
     env = dict(os.environ, HYBRID_CACHE=str(work / "hybrid-cache"))
-    _run(hybrid + ["train", "--preset", preset, "--corpus", str(corpus), "--steps", "1", "--batch-size", "1",
-                   "--seq-len", "64", "--device", "cpu", "--out", str(run), "--no-progress", "--no-tensorboard"],
-         log, f"hybrid train --preset {preset}", env)
+    _run(
+        hybrid
+        + [
+            "train",
+            "--preset",
+            preset,
+            "--corpus",
+            str(corpus),
+            "--steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--seq-len",
+            "64",
+            "--device",
+            "cpu",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--no-tensorboard",
+        ],
+        log,
+        f"hybrid train --preset {preset}",
+        env,
+    )
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    _run(hybrid + ["export", str(run), "--out", str(tmp), "--quantize", "int8,int4", "--no-check", "--no-progress"],
-         log, f"hybrid export ({preset})", env)
+    _run(
+        hybrid + ["export", str(run), "--out", str(tmp), "--quantize", "int8,int4", "--no-check", "--no-progress"],
+        log,
+        f"hybrid export ({preset})",
+        env,
+    )
     (tmp / "params.json").write_text(json.dumps({"params": _safetensors_params(run / "model.safetensors")}))
     shutil.rmtree(run)
     return _install(tmp, out, stamp)

@@ -16,11 +16,15 @@ BEGIN, END = "<!-- bench_peers:begin -->", "<!-- bench_peers:end -->"
 MiB = 1 << 20
 
 
-
 def versions() -> dict:
     out = {"python": platform.python_version()}
-    for dist, mod in (("onnxruntime", "onnxruntime"), ("onnxruntime-genai", "onnxruntime_genai"),
-                      ("llama-cpp-python", "llama_cpp"), ("torch", "torch"), ("transformers", "transformers")):
+    for dist, mod in (
+        ("onnxruntime", "onnxruntime"),
+        ("onnxruntime-genai", "onnxruntime_genai"),
+        ("llama-cpp-python", "llama_cpp"),
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+    ):
         if importlib.util.find_spec(mod) is not None:
             from importlib.metadata import PackageNotFoundError, version
 
@@ -48,14 +52,32 @@ def medians(res: dict) -> dict:
 
 def table(backends, results, cfg) -> list[str]:
     ctx = [f"ms/token @{c:,}" for c in cfg["contexts"]]
-    head = ["backend", "variant", "params", "file MiB", "threads", "peak RSS MiB", *ctx, f"pp{cfg['pp']} tokens/s", "note"]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 3) + ["---"]) + " |"]
+    head = [
+        "backend",
+        "variant",
+        "params",
+        "file MiB",
+        "threads",
+        "peak RSS MiB",
+        *ctx,
+        f"pp{cfg['pp']} tokens/s",
+        "note",
+    ]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 3) + ["---"]) + " |",
+    ]
     for i, b in enumerate(backends):
         size = f"{b.file_bytes / MiB:.1f}" if b.file_bytes else "-"
         params = f"{b.params / 1e6:.1f}M" if b.params else "-"
         if b.skipped:
-            lines.append("| " + " | ".join([b.name, b.variant, params, size, "-", "-", *["-"] * len(ctx), "-",
-                                            f"skipped: {b.skipped}"]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [b.name, b.variant, params, size, "-", "-", *["-"] * len(ctx), "-", f"skipped: {b.skipped}"]
+                )
+                + " |"
+            )
             continue
         for t in cfg["threads"]:
             r = results[(i, t)]
@@ -64,8 +86,13 @@ def table(backends, results, cfg) -> list[str]:
             pp = m[f"pp{cfg['pp']}"]
             rss = f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "-"
             note = f"failed: {r['error']}" if r["error"] else b.note
-            lines.append("| " + " | ".join([b.name, b.variant, params, size, str(t), rss, *cells,
-                                            f"{1 / pp:,.0f}" if pp else "-", note]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [b.name, b.variant, params, size, str(t), rss, *cells, f"{1 / pp:,.0f}" if pp else "-", note]
+                )
+                + " |"
+            )
     return lines
 
 
@@ -89,7 +116,12 @@ def ratios(backends, results, cfg) -> list[str]:
     for c in cfg["contexts"]:
         ratio(f"{hyb} int8 vs llama.cpp Q8_0 generation @{c}", (hyb, "int8"), ("llama.cpp", "Q8_0"), f"tg@{c}")
         ratio(f"{hyb} int4 vs llama.cpp Q4_0 generation @{c}", (hyb, "int4"), ("llama.cpp", "Q4_0"), f"tg@{c}")
-    ratio(f"{tra} int8 vs onnxruntime-genai int8 generation @{lo}", (tra, "int8"), ("onnxruntime-genai", "int8"), f"tg@{lo}")
+    ratio(
+        f"{tra} int8 vs onnxruntime-genai int8 generation @{lo}",
+        (tra, "int8"),
+        ("onnxruntime-genai", "int8"),
+        f"tg@{lo}",
+    )
     for v in ("int8", "int4"):
         for t in cfg["threads"]:
             m = get.get((hyb, v, t))
@@ -105,20 +137,29 @@ def report(backends, results, cfg, command: str, minutes: float) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     libs = ", ".join(f"{k} {x}" for k, x in v.items())
     L = cfg["llama"]
-    lines = [f"### Peers at equal size, {'smoke sizes' if cfg['smoke'] else 'full size'} (`tools/bench_peers.py`)", "",
-             f"{when} on {cpu_name()} ({os.cpu_count()} cores); {libs}.", "",
-             f"Command: `{command}` ({minutes:.1f} min end to end). Medians of {cfg['rounds']} interleaved round(s) after one "
-             f"untimed warm-up; the same token ids for every backend; each backend in a process of its own (peak RSS: "
-             f"that whole process, interpreter and libraries included; idle OpenMP threads sleep, "
-             f"OMP_WAIT_POLICY=PASSIVE, so a waiting backend takes no CPU from the running one). Generation: {cfg['gen_tokens']} greedy tokens after prompts of "
-             f"{', '.join(f'{c:,}' for c in cfg['contexts'])} tokens. The Llama: hidden {L['hidden']}, {L['layers']} "
-             f"layers, {L['heads']} heads, intermediate {L['intermediate']}, vocabulary {L['vocab']}, random weights "
-             f"(seed {cfg['seed']}): speed only.", ""]
+    lines = [
+        f"### Peers at equal size, {'smoke sizes' if cfg['smoke'] else 'full size'} (`tools/bench_peers.py`)",
+        "",
+        f"{when} on {cpu_name()} ({os.cpu_count()} cores); {libs}.",
+        "",
+        f"Command: `{command}` ({minutes:.1f} min end to end). Medians of {cfg['rounds']} interleaved round(s) after one "
+        f"untimed warm-up; the same token ids for every backend; each backend in a process of its own (peak RSS: "
+        f"that whole process, interpreter and libraries included; idle OpenMP threads sleep, "
+        f"OMP_WAIT_POLICY=PASSIVE, so a waiting backend takes no CPU from the running one). Generation: {cfg['gen_tokens']} greedy tokens after prompts of "
+        f"{', '.join(f'{c:,}' for c in cfg['contexts'])} tokens. The Llama: hidden {L['hidden']}, {L['layers']} "
+        f"layers, {L['heads']} heads, intermediate {L['intermediate']}, vocabulary {L['vocab']}, random weights "
+        f"(seed {cfg['seed']}): speed only.",
+        "",
+    ]
     lines += table(backends, results, cfg)
     r = ratios(backends, results, cfg)
     if r:
-        lines += ["", "Ratios from this run (\"vs\": the peer's time over ours, above 1 = ours faster; "
-                  "\"/\": our time per token at the longest prompt over the shortest, 1.00 = flat):", ""] + r
+        lines += [
+            "",
+            'Ratios from this run ("vs": the peer\'s time over ours, above 1 = ours faster; '
+            '"/": our time per token at the longest prompt over the shortest, 1.00 = flat):',
+            "",
+        ] + r
     return "\n".join(lines) + "\n"
 
 

@@ -68,10 +68,21 @@ class Genai:
         self.og = og
         cfg = og.Config(spec["path"])
         cfg.clear_providers()  # the CPU
-        cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {
-            "intra_op_num_threads": spec["threads"], "inter_op_num_threads": 1}}}}))
+        cfg.overlay(
+            json.dumps(
+                {
+                    "model": {
+                        "decoder": {
+                            "session_options": {"intra_op_num_threads": spec["threads"], "inter_op_num_threads": 1}
+                        }
+                    }
+                }
+            )
+        )
         self.model = og.Model(cfg)
-        self.max_length = json.loads(open(os.path.join(spec["path"], "genai_config.json")).read())["model"]["context_length"]
+        self.max_length = json.loads(open(os.path.join(spec["path"], "genai_config.json")).read())["model"][
+            "context_length"
+        ]
 
     def _generator(self):
         params = self.og.GeneratorParams(self.model)
@@ -114,10 +125,17 @@ class LlamaCpp:
                 p = default()
                 p.use_extra_bufts = False
                 return p
+
             lib.llama_model_default_params = plain
-        self.llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["context"], n_batch=spec["batch"],
-                                   n_ubatch=spec["batch"], n_threads=spec["threads"],
-                                   n_threads_batch=spec["threads"], verbose=bool(spec.get("verbose")))
+        self.llm = llama_cpp.Llama(
+            model_path=spec["path"],
+            n_ctx=spec["context"],
+            n_batch=spec["batch"],
+            n_ubatch=spec["batch"],
+            n_threads=spec["threads"],
+            n_threads_batch=spec["threads"],
+            verbose=bool(spec.get("verbose")),
+        )
         self.llama_cpp, self.n_vocab = llama_cpp, self.llm.n_vocab()
 
     def pp(self, ids: list[int]) -> float:

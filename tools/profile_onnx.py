@@ -28,8 +28,9 @@ from hybrid.runtime.attention_mask import split_past_mask
 from hybrid.runtime.model import Model
 
 
-def profile(model_dir, variant: str = "int8", batch: int = 16, seq: int = 128, threads: int = 1,
-            runs: int = 5, warmup: int = 2) -> dict:
+def profile(
+    model_dir, variant: str = "int8", batch: int = 16, seq: int = 128, threads: int = 1, runs: int = 5, warmup: int = 2
+) -> dict:
     model = Model(model_dir, variant=variant, threads=threads)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -70,8 +71,15 @@ def _profile(model, opts, folder, variant, batch, seq, threads, runs, warmup) ->
             count[e["args"]["op_name"]] += 1
     calls = runs + warmup  # the profiler records every run
     ops = [{"op": op, "ms": us / calls / 1e3, "nodes": count[op] / calls} for op, us in total.most_common()]
-    return {"model": str(model.path), "variant": variant, "batch": batch, "seq": seq, "threads": threads,
-            "ms_per_call": wall * 1e3, "ops": ops}
+    return {
+        "model": str(model.path),
+        "variant": variant,
+        "batch": batch,
+        "seq": seq,
+        "threads": threads,
+        "ms_per_call": wall * 1e3,
+        "ops": ops,
+    }
 
 
 def main(argv=None) -> dict:
@@ -85,11 +93,13 @@ def main(argv=None) -> dict:
     p.add_argument("--top", type=int, default=20)
     a = p.parse_args(argv)
     res = profile(a.model_dir, a.variant, a.batch, a.seq, a.threads, a.runs)
-    print(f"{res['model']} ({a.variant}), {a.batch} x {a.seq} tokens, {a.threads} thread(s): "
-          f"{res['ms_per_call']:.2f} ms per call (profiler on)")
+    print(
+        f"{res['model']} ({a.variant}), {a.batch} x {a.seq} tokens, {a.threads} thread(s): "
+        f"{res['ms_per_call']:.2f} ms per call (profiler on)"
+    )
     print("| op | ms per call | nodes per call |")
     print("|---|---:|---:|")
-    for o in res["ops"][:a.top]:
+    for o in res["ops"][: a.top]:
         print(f"| {o['op']} | {o['ms']:.2f} | {o['nodes']:.0f} |")
     return res
 

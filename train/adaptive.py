@@ -36,7 +36,7 @@ def cluster_bounds(vocab_size: int, cutoffs) -> list[tuple[int, int]]:
 
 
 def cluster_dims(d_model: int, n_clusters: int, div: int) -> list[int]:
-    return [max(1, d_model // div ** i) for i in range(n_clusters)]
+    return [max(1, d_model // div**i) for i in range(n_clusters)]
 
 
 class AdaptiveInput(nn.Module):
@@ -132,10 +132,10 @@ class AdaptiveLogSoftmax(nn.Module):
         head = self._head_logprob(hidden)
         if len(self.bounds) == 1:
             return head
-        parts = [head[..., :self.shortlist]]
+        parts = [head[..., : self.shortlist]]
         for i in range(1, len(self.bounds)):
             k = self.shortlist + i - 1
-            parts.append(self._tail_logprob(hidden, i) + head[..., k:k + 1])
+            parts.append(self._tail_logprob(hidden, i) + head[..., k : k + 1])
         return torch.cat(parts, dim=-1)
 
     forward = log_prob

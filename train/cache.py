@@ -106,11 +106,15 @@ def _read_entry(path: Path) -> Entry:
     if dtype is None or dtype.kind not in "ui":
         raise _Invalid(f"bad dtype {meta.get('dtype')!r} in meta.json")
     raw = meta.get("splits")
+
     def is_int(x) -> bool:
         return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
-    if (not isinstance(raw, dict) or set(raw) != set(SPLITS)
-            or not all(isinstance(v, list) and len(v) == 2 and all(map(is_int, v)) for v in raw.values())):
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != set(SPLITS)
+        or not all(isinstance(v, list) and len(v) == 2 and all(map(is_int, v)) for v in raw.values())
+    ):
         raise _Invalid("bad 'splits' in meta.json")
     total = sum(n for _, n in raw.values())
     if any(a + n > total for a, n in raw.values()):
@@ -134,7 +138,7 @@ def _read_entry(path: Path) -> Entry:
         data = np.memmap(bin_path, dtype=dtype, mode="c", shape=(total,)) if total else np.zeros(0, dtype)
     except (OSError, ValueError) as e:
         raise _Invalid(f"tokens.bin unreadable ({e})") from None
-    splits = {s: data[a:a + n] for s, (a, n) in ((s, raw[s]) for s in SPLITS)}
+    splits = {s: data[a : a + n] for s, (a, n) in ((s, raw[s]) for s in SPLITS)}
     return Entry(path, meta, tokenizer, splits)
 
 
@@ -201,8 +205,11 @@ class TokenCache:
         path, problem = self.root / key, []
         entry = _open(path, problem)
         if entry is None and os.path.lexists(path):
-            warnings.warn(f"token cache entry {path} is not valid ({problem[0] if problem else 'unreadable'}); "
-                          "it will be rebuilt", stacklevel=2)
+            warnings.warn(
+                f"token cache entry {path} is not valid ({problem[0] if problem else 'unreadable'}); "
+                "it will be rebuilt",
+                stacklevel=2,
+            )
         return entry
 
     def build(self, key: str, dtype, encode, meta: dict) -> Entry:
@@ -228,9 +235,17 @@ class TokenCache:
             finally:
                 writer.close()
             save_tokenizer(tokenizer, tmp / "tokenizer.json")
-            full = {"format": FORMAT, "version": VERSION, "key": key, "dtype": writer.dtype.name,
-                    "splits": {s: writer.splits.get(s, [writer.offset, 0]) for s in SPLITS},
-                    "vocab_size": tokenizer.vocab_size, "tokenizer": tokenizer.kind, **meta, **writer.meta}
+            full = {
+                "format": FORMAT,
+                "version": VERSION,
+                "key": key,
+                "dtype": writer.dtype.name,
+                "splits": {s: writer.splits.get(s, [writer.offset, 0]) for s in SPLITS},
+                "vocab_size": tokenizer.vocab_size,
+                "tokenizer": tokenizer.kind,
+                **meta,
+                **writer.meta,
+            }
             atomic_write_json(tmp / "meta.json", full)
             problem: list[str] = []
             entry = _open(tmp, problem)  # its memory maps stay valid across the rename below
@@ -240,8 +255,9 @@ class TokenCache:
             return self._install(tmp, final, entry)
         except OSError as e:  # a full disk while encoding, most likely
             shutil.rmtree(tmp, ignore_errors=True)
-            raise HybridError(f"{self.root}: could not write the token cache entry ({describe_os_error(e)}); "
-                              f"nothing was left behind") from None
+            raise HybridError(
+                f"{self.root}: could not write the token cache entry ({describe_os_error(e)}); nothing was left behind"
+            ) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -268,9 +284,13 @@ class TokenCache:
             except FileNotFoundError:
                 continue  # another process moved it aside first
             except OSError as e:
-                raise HybridError(f"{final}: cannot replace the invalid token cache entry ({e.strerror or e})") from None
+                raise HybridError(
+                    f"{final}: cannot replace the invalid token cache entry ({e.strerror or e})"
+                ) from None
             _remove(aside)
-        raise HybridError(f"{final}: cannot install the token cache entry ({err.strerror if err and err.strerror else err})")
+        raise HybridError(
+            f"{final}: cannot install the token cache entry ({err.strerror if err and err.strerror else err})"
+        )
 
     def entries(self) -> list[Entry]:
         if not self.root.is_dir():

@@ -92,13 +92,16 @@ def load_weights_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise HybridError(f"{source}: tensors do not match the model config "
-                          f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                          f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''})")
+        raise HybridError(
+            f"{source}: tensors do not match the model config "
+            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''})"
+        )
     for name, t in tensors.items():
         if tuple(t.shape) != tuple(expected[name].shape):
-            raise HybridError(f"{source}: tensor {name!r} has shape {tuple(t.shape)}, "
-                              f"the config needs {tuple(expected[name].shape)}")
+            raise HybridError(
+                f"{source}: tensor {name!r} has shape {tuple(t.shape)}, the config needs {tuple(expected[name].shape)}"
+            )
     model.load_state_dict(tensors, strict=False)
 
 
@@ -107,6 +110,7 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 # -- training checkpoints ---------------------------------------------------------------------
+
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -177,9 +181,18 @@ def rng_tensors(device: torch.device | None = None) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str, torch.Tensor],
-                    info: dict, keep_last: int = 2, keep_best: bool = True,
-                    rng: dict[str, torch.Tensor] | None = None, log=None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    model,
+    optimizer,
+    step: int,
+    carry: dict[str, torch.Tensor],
+    info: dict,
+    keep_last: int = 2,
+    keep_best: bool = True,
+    rng: dict[str, torch.Tensor] | None = None,
+    log=None,
+) -> Path:
     """Write checkpoints/step-N atomically, update model.safetensors, prune old checkpoints.
 
     `carry` is the carried state of all B streams; `rng` maps names like "0.cpu" (rank 0's CPU
@@ -212,9 +225,15 @@ def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str,
     for k, v in carry.items():
         trainer[f"carry.{k}"] = v.detach().to("cpu").contiguous()
     trainer_bytes = st_save(trainer)
-    state = dict(info, step=step, param_groups=groups,
-                 files={"model.safetensors": [len(weights), _sha256(weights)],
-                        "trainer.safetensors": [len(trainer_bytes), _sha256(trainer_bytes)]})
+    state = dict(
+        info,
+        step=step,
+        param_groups=groups,
+        files={
+            "model.safetensors": [len(weights), _sha256(weights)],
+            "trainer.safetensors": [len(trainer_bytes), _sha256(trainer_bytes)],
+        },
+    )
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -230,8 +249,9 @@ def save_checkpoint(run_dir: Path, model, optimizer, step: int, carry: dict[str,
         _fsync_dir(ckpt_root)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise HybridError(f"{final}: could not save checkpoint ({describe_os_error(e)}); "
-                          f"earlier checkpoints are intact") from None
+        raise HybridError(
+            f"{final}: could not save checkpoint ({describe_os_error(e)}); earlier checkpoints are intact"
+        ) from None
     atomic_write_bytes(run_dir / "model.safetensors", weights)  # the run's current weights, for export
     prune_checkpoints(run_dir, keep_last, keep_best, keep=final)
     return final
@@ -257,7 +277,7 @@ def prune_checkpoints(run_dir: Path, keep_last: int, keep_best: bool = True, kee
 
 def checkpoint_step(path: Path) -> int | None:
     """N of a checkpoints/step-N folder, None for a name that holds no step number."""
-    digits = path.name[len(CKPT_PREFIX):]
+    digits = path.name[len(CKPT_PREFIX) :]
     return int(digits) if path.name.startswith(CKPT_PREFIX) and digits.isdigit() else None
 
 
@@ -335,8 +355,12 @@ def _verified(path: Path, keep: bool) -> tuple[dict, dict[str, bytes]]:
     HybridError names what is wrong."""
     try:
         state = decode_state(read_bytes(path / "state.json", 16 << 20, "state.json"), str(path / "state.json"))
-        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or \
-                not isinstance(state.get("param_groups"), list) or not isinstance(state.get("files"), dict):
+        if (
+            not isinstance(state, dict)
+            or not isinstance(state.get("step"), int)
+            or not isinstance(state.get("param_groups"), list)
+            or not isinstance(state.get("files"), dict)
+        ):
             raise HybridError(f"{path / 'state.json'}: not a checkpoint state (step, param_groups, files)")
         if set(state["files"]) != {"model.safetensors", "trainer.safetensors"}:
             raise HybridError(f"{path / 'state.json'}: lists files {sorted(state['files'])}")

@@ -11,8 +11,10 @@ import typer
 from hybrid.runtime.errors import HybridError
 
 
-def info(preset: Optional[str] = typer.Argument(None, help="Preset name; all presets when omitted."),
-         config: Optional[Path] = typer.Option(None, help="A model config JSON (or a run's config.json).")):
+def info(
+    preset: Optional[str] = typer.Argument(None, help="Preset name; all presets when omitted."),
+    config: Optional[Path] = typer.Option(None, help="A model config JSON (or a run's config.json)."),
+):
     """Parameters per block type and in total, for one preset / config or all presets."""
     from hybrid.train.config import PRESETS, load_model_config, preset as get_preset
     from hybrid.train.model import HybridLM, count_parameters
@@ -50,8 +52,13 @@ def _resume_changeable() -> tuple[str, ...]:
     return TrainConfig.resume_fields("changeable")
 
 
-RESUME_TRAIN_OPTIONS = {"batch_size": ("--batch-size", "batch_size"), "seq_len": ("--seq-len", "seq_len"),
-                        "lr": ("--lr", "lr"), "warmup": ("--warmup", "warmup_steps"), "seed": ("--seed", "seed")}
+RESUME_TRAIN_OPTIONS = {
+    "batch_size": ("--batch-size", "batch_size"),
+    "seq_len": ("--seq-len", "seq_len"),
+    "lr": ("--lr", "lr"),
+    "warmup": ("--warmup", "warmup_steps"),
+    "seed": ("--seed", "seed"),
+}
 
 
 def _explicit(ctx: typer.Context, name: str) -> bool:
@@ -100,8 +107,17 @@ def _load_corpus(spec: dict, tokenizer: Optional[str], seq_len: int, progress: b
     return corpus_from_spec(spec, tokenizer, seq_len, progress, typer.echo, given)
 
 
-def _check_resume_options(ctx: typer.Context, out: Path, saved_model, saved_train, saved_corpus: dict,
-                          cli_model, recipe_cfgs, corpus_spec: Optional[dict], values: dict) -> None:
+def _check_resume_options(
+    ctx: typer.Context,
+    out: Path,
+    saved_model,
+    saved_train,
+    saved_corpus: dict,
+    cli_model,
+    recipe_cfgs,
+    corpus_spec: Optional[dict],
+    values: dict,
+) -> None:
     """Refuse, in one line naming the option and both values, an option passed with --resume that
     differs from the run's config.json (--steps, the settings TrainConfig marks changeable and --device, --progress, --path aside)."""
     from hybrid.train.resume import RESUME_FIXED, model_differences
@@ -122,34 +138,48 @@ def _check_resume_options(ctx: typer.Context, out: Path, saved_model, saved_trai
         if name == "recipe":
             for k in RESUME_FIXED:
                 if getattr(recipe_cfgs[1], k) != getattr(saved_train, k):
-                    raise HybridError(f"{option}: its {k} is {getattr(recipe_cfgs[1], k)!r}, {where} has "
-                                      f"{getattr(saved_train, k)!r}; {hint}")
+                    raise HybridError(
+                        f"{option}: its {k} is {getattr(recipe_cfgs[1], k)!r}, {where} has "
+                        f"{getattr(saved_train, k)!r}; {hint}"
+                    )
     if _explicit(ctx, "tokenizer") and values["tokenizer"] != saved_corpus["tokenizer"]:
-        raise HybridError(f"--tokenizer {values['tokenizer']}: {where} trains on {saved_corpus['tokenizer']} "
-                          f"tokens; {hint}")
+        raise HybridError(
+            f"--tokenizer {values['tokenizer']}: {where} trains on {saved_corpus['tokenizer']} tokens; {hint}"
+        )
     saved_spec = saved_corpus.get("spec")
     if corpus_spec is not None and isinstance(saved_spec, dict):
         option = f"--corpus {values['corpus']}" if _explicit(ctx, "corpus") else f"--recipe {values['recipe']}"
-        same = corpus_spec["source"] == saved_spec.get("source") and \
-            corpus_spec.get("options", {}) == saved_spec.get("options", {})
+        same = corpus_spec["source"] == saved_spec.get("source") and corpus_spec.get("options", {}) == saved_spec.get(
+            "options", {}
+        )
         if not same:  # (the same source at another path is checked by its fingerprint once loaded)
-            raise HybridError(f"{option}: {where} was trained on {_describe_spec(saved_spec)} "
-                              f"({saved_corpus['name']}); {hint}")
+            raise HybridError(
+                f"{option}: {where} was trained on {_describe_spec(saved_spec)} ({saved_corpus['name']}); {hint}"
+            )
 
 
 def train(
     ctx: typer.Context,
     preset: str = typer.Option("hybrid-tiny", help="Model preset (see `hybrid info`)."),
     config: Optional[Path] = typer.Option(None, help="Model config JSON; overrides --preset."),
-    corpus: Optional[str] = typer.Option(None, help="enwik8, wikitext-103, wikitext-2, or a path to your own text "
-                                                    "file or folder (default: the built-in Tiny Shakespeare)."),
-    data_path: Optional[Path] = typer.Option(None, "--path", help="Where the named corpus lies locally (else $HYBRID_DATA, ./data, the hub)."),
+    corpus: Optional[str] = typer.Option(
+        None,
+        help="enwik8, wikitext-103, wikitext-2, or a path to your own text "
+        "file or folder (default: the built-in Tiny Shakespeare).",
+    ),
+    data_path: Optional[Path] = typer.Option(
+        None, "--path", help="Where the named corpus lies locally (else $HYBRID_DATA, ./data, the hub)."
+    ),
     tokenizer: Optional[str] = typer.Option(None, help="byte or word (default: word for WikiText, byte otherwise)."),
-    recipe: Optional[Path] = typer.Option(None, help="A recipe JSON (recipes/*/*.json): model, training and data "
-                                                     "settings together; --steps, --out and --path still apply."),
+    recipe: Optional[Path] = typer.Option(
+        None,
+        help="A recipe JSON (recipes/*/*.json): model, training and data "
+        "settings together; --steps, --out and --path still apply.",
+    ),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<preset>, numbered if taken)."),
-    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default 1200, or the recipe's; "
-                                                   "with --resume the run's, and more extend it)."),
+    steps: Optional[int] = typer.Option(
+        None, help="Optimizer steps (default 1200, or the recipe's; with --resume the run's, and more extend it)."
+    ),
     batch_size: int = typer.Option(16, help="Parallel contiguous streams per step."),
     seq_len: int = typer.Option(128, help="Segment length T."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
@@ -158,19 +188,29 @@ def train(
     save_every: int = typer.Option(200, help="Checkpoint every N steps."),
     seed: int = typer.Option(1234),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    resume: bool = typer.Option(False, help="Continue from the last valid checkpoint in --out, with the run's own "
-                                            "model, training settings and corpus (its config.json). Other options "
-                                            "given must match them, except --steps, --grad-accum, --eval-every, "
-                                            "--save-every, --keep-last, --keep-best, --max-bad-steps, --log-every, "
-                                            "--tensorboard, --progress, --device and --path, which may change."),
+    resume: bool = typer.Option(
+        False,
+        help="Continue from the last valid checkpoint in --out, with the run's own "
+        "model, training settings and corpus (its config.json). Other options "
+        "given must match them, except --steps, --grad-accum, --eval-every, "
+        "--save-every, --keep-last, --keep-best, --max-bad-steps, --log-every, "
+        "--tensorboard, --progress, --device and --path, which may change.",
+    ),
     overwrite: bool = typer.Option(False, help="Start afresh in an existing --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per step and process: splits the batch to save memory; "
-                                           "the global batch stays --batch-size."),
+    grad_accum: int = typer.Option(
+        1,
+        help="Micro-batches per step and process: splits the batch to save memory; "
+        "the global batch stays --batch-size.",
+    ),
     keep_last: int = typer.Option(2, help="Newest checkpoints to keep (0 = all)."),
     keep_best: bool = typer.Option(True, help="Also keep the checkpoint with the best validation loss."),
-    max_bad_steps: int = typer.Option(5, help="Stop after this many steps in a row with a non-finite loss or gradient."),
-    tensorboard: bool = typer.Option(True, help="Also log to RUN_DIR/tensorboard if the tensorboard package is installed."),
+    max_bad_steps: int = typer.Option(
+        5, help="Stop after this many steps in a row with a non-finite loss or gradient."
+    ),
+    tensorboard: bool = typer.Option(
+        True, help="Also log to RUN_DIR/tensorboard if the tensorboard package is installed."
+    ),
     log_every: int = typer.Option(10, help="Write a metrics.jsonl record every N steps."),
 ):
     """Train a model. With no arguments: the tiny Hybrid Transformer on Tiny Shakespeare, on the CPU.
@@ -200,13 +240,22 @@ def train(
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
     elif overwrite and out.exists() and any(out.iterdir()) and not _is_run_dir(out):
-        raise HybridError(f"{out}: is not a training run directory; --overwrite replaces only those (choose another --out)")
+        raise HybridError(
+            f"{out}: is not a training run directory; --overwrite replaces only those (choose another --out)"
+        )
     saved = read_run_config(out) if resume and (out / "config.json").is_file() else None
     if steps is None:
         steps = saved[1].steps if saved else recipe_cfgs[1].steps if recipe_cfgs else 1200
-    for opt, v in (("--steps", steps), ("--batch-size", batch_size), ("--seq-len", seq_len),
-                   ("--eval-every", eval_every), ("--save-every", save_every), ("--grad-accum", grad_accum),
-                   ("--max-bad-steps", max_bad_steps), ("--log-every", log_every)):
+    for opt, v in (
+        ("--steps", steps),
+        ("--batch-size", batch_size),
+        ("--seq-len", seq_len),
+        ("--eval-every", eval_every),
+        ("--save-every", save_every),
+        ("--grad-accum", grad_accum),
+        ("--max-bad-steps", max_bad_steps),
+        ("--log-every", log_every),
+    ):
         if v <= 0:
             raise HybridError(f"{opt} must be positive, got {v}")
     if lr <= 0:
@@ -228,11 +277,15 @@ def train(
     if saved is not None:
         saved_model, saved_train, obj = saved
         saved_corpus = obj["corpus"]
-        _check_resume_options(ctx, out, saved_model, saved_train, saved_corpus, cli_model, recipe_cfgs,
-                              corpus_spec, values)
+        _check_resume_options(
+            ctx, out, saved_model, saved_train, saved_corpus, cli_model, recipe_cfgs, corpus_spec, values
+        )
         model_cfg = saved_model
-        train_cfg = dataclasses.replace(saved_train, steps=steps,
-                                        **{k: values[k] for k in _resume_changeable() if k in values and _explicit(ctx, k)})
+        train_cfg = dataclasses.replace(
+            saved_train,
+            steps=steps,
+            **{k: values[k] for k in _resume_changeable() if k in values and _explicit(ctx, k)},
+        )
         saved_spec = saved_corpus.get("spec")
         if corpus_spec is None:
             if isinstance(saved_spec, dict):
@@ -245,11 +298,18 @@ def train(
         data = _load_corpus(corpus_spec, corpus_tokenizer, train_cfg.seq_len, progress, given)
         old_fp = saved_corpus.get("fingerprint")
         if isinstance(old_fp, str) and corpus_fingerprint(data) != old_fp:
-            chosen = f"--corpus {corpus}" if corpus is not None else f"--recipe {recipe}" if recipe is not None \
+            chosen = (
+                f"--corpus {corpus}"
+                if corpus is not None
+                else f"--recipe {recipe}"
+                if recipe is not None
                 else _describe_spec(corpus_spec) + ("" if isinstance(saved_spec, dict) else " (name it with --corpus)")
-            raise HybridError(f"{chosen}: not the corpus the run in {out} was trained on ({saved_corpus['name']}, "
-                              f"fingerprint {old_fp}; this is {data.name}, fingerprint {corpus_fingerprint(data)}); "
-                              f"--resume continues a run only on the same data")
+            )
+            raise HybridError(
+                f"{chosen}: not the corpus the run in {out} was trained on ({saved_corpus['name']}, "
+                f"fingerprint {old_fp}; this is {data.name}, fingerprint {corpus_fingerprint(data)}); "
+                f"--resume continues a run only on the same data"
+            )
     else:
         data = _load_corpus(corpus_spec, corpus_tokenizer, seq_len, progress, given)
         model_cfg = dataclasses.replace(cli_model)
@@ -258,32 +318,50 @@ def train(
         if recipe_cfgs is not None:
             train_cfg = dataclasses.replace(recipe_cfgs[1], steps=steps)
         else:
-            train_cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, steps=steps, lr=lr, warmup_steps=warmup,
-                                    eval_every=eval_every, save_every=save_every, seed=seed, grad_accum=grad_accum,
-                                    keep_last=keep_last, keep_best=keep_best, max_bad_steps=max_bad_steps,
-                                    tensorboard=tensorboard, log_every=log_every)
+            train_cfg = TrainConfig(
+                batch_size=batch_size,
+                seq_len=seq_len,
+                steps=steps,
+                lr=lr,
+                warmup_steps=warmup,
+                eval_every=eval_every,
+                save_every=save_every,
+                seed=seed,
+                grad_accum=grad_accum,
+                keep_last=keep_last,
+                keep_best=keep_best,
+                max_bad_steps=max_bad_steps,
+                tensorboard=tensorboard,
+                log_every=log_every,
+            )
     prepare_run_dir(out, overwrite, model_cfg, train_cfg, data, dev)  # every check first; --overwrite deletes last
     echo = typer.echo if rank == 0 else (lambda *a, **k: None)
     if saved is not None:
         echo(f"resuming {out} with its own model, settings and corpus ({out / 'config.json'})")
     echo(data.describe())
     name = model_cfg.name if model_cfg.name != "custom" else preset
-    echo(f"model {name}: pattern {model_cfg.pattern}, "
-         f"{parameter_count(model_cfg):,} parameters; "
-         f"device {dev}; run dir {out}")
+    echo(
+        f"model {name}: pattern {model_cfg.pattern}, "
+        f"{parameter_count(model_cfg):,} parameters; "
+        f"device {dev}; run dir {out}"
+    )
     result = run_training(out, model_cfg, train_cfg, data, resume=resume, device=dev, progress=progress, log=typer.echo)
     if result.interrupted:
         raise typer.Exit(130)
-    echo(f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f} "
-         f"(final, the whole valid split: {result.valid_tokens:,} tokens)  ({result.run_dir})")
+    echo(
+        f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f} "
+        f"(final, the whole valid split: {result.valid_tokens:,} tokens)  ({result.run_dir})"
+    )
 
 
 def _eager(name: str):
     """train/eager.py's function `name`, imported when called (the CLI starts without numpy)."""
+
     def call(*args, **kwargs):
         from hybrid.train import eager
 
         return getattr(eager, name)(*args, **kwargs)
+
     return call
 
 

@@ -55,18 +55,24 @@ class ModelConfig:
         need(not bad, f"pattern {self.pattern!r} has unknown block letters {bad} (use A, F, Q)")
         for key in ("vocab_size", "d_model", "n_heads", "d_inner"):
             need(getattr(self, key) > 0, f"{key} must be a positive integer, got {getattr(self, key)!r}")
-        need(self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        need(
+            self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+        )
         need(self.qrnn_window in (1, 2), f"qrnn_window must be 1 or 2, got {self.qrnn_window!r}")
         need(self.mem_len >= 0, f"mem_len must be >= 0, got {self.mem_len!r}")
         for key in ("dropout", "attn_dropout", "zoneout"):
             need(0.0 <= getattr(self, key) < 1.0, f"{key} must be in [0, 1), got {getattr(self, key)!r}")
         cuts = self.adaptive_cutoffs
-        need(all(a < b for a, b in zip([0, *cuts], [*cuts, self.vocab_size])),
-             f"adaptive_cutoffs {list(cuts)} must increase strictly between 0 and vocab_size ({self.vocab_size})")
+        need(
+            all(a < b for a, b in zip([0, *cuts], [*cuts, self.vocab_size])),
+            f"adaptive_cutoffs {list(cuts)} must increase strictly between 0 and vocab_size ({self.vocab_size})",
+        )
         div = self.adaptive_div
         need(div >= 1, f"adaptive_div must be an integer >= 1, got {div!r}")
-        need(self.d_model // div ** len(cuts) >= 1,
-             f"adaptive_div {div} leaves the last of {len(cuts) + 1} clusters no dimensions at d_model {self.d_model}")
+        need(
+            self.d_model // div ** len(cuts) >= 1,
+            f"adaptive_div {div} leaves the last of {len(cuts) + 1} clusters no dimensions at d_model {self.d_model}",
+        )
 
     @property
     def d_head(self) -> int:
@@ -134,8 +140,16 @@ class TrainConfig:
             if not ok:
                 raise HybridError(f"train config: {msg}")
 
-        for key in ("batch_size", "seq_len", "steps", "eval_every", "save_every", "log_every",
-                    "grad_accum", "max_bad_steps"):
+        for key in (
+            "batch_size",
+            "seq_len",
+            "steps",
+            "eval_every",
+            "save_every",
+            "log_every",
+            "grad_accum",
+            "max_bad_steps",
+        ):
             need(getattr(self, key) > 0, f"{key} must be positive, got {getattr(self, key)!r}")
         for key in ("warmup_steps", "eval_tokens", "keep_last", "weight_decay"):
             need(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)!r}")
@@ -145,8 +159,10 @@ class TrainConfig:
         for key in ("beta1", "beta2"):
             need(0.0 <= getattr(self, key) < 1.0, f"{key} must be in [0, 1), got {getattr(self, key)!r}")
         need(0 <= self.seed < SEED_LIMIT, f"seed must be an integer from 0 to 2**62 - 1, got {self.seed!r}")
-        need(self.batch_size % self.grad_accum == 0,
-             f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        need(
+            self.batch_size % self.grad_accum == 0,
+            f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})",
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -196,10 +212,28 @@ TINY_PATTERNS = {
     "hybrid": "QFAFQFQF",
 }
 
-_PAPER = dict(vocab_size=256, d_model=512, n_heads=8, d_inner=2304, dropout=0.1, attn_dropout=0.0,
-              zoneout=0.1, mem_len=512, qrnn_window=2)
-_TINY = dict(vocab_size=256, d_model=128, n_heads=4, d_inner=512, dropout=0.1, attn_dropout=0.0,
-             zoneout=0.0, mem_len=128, qrnn_window=2)
+_PAPER = dict(
+    vocab_size=256,
+    d_model=512,
+    n_heads=8,
+    d_inner=2304,
+    dropout=0.1,
+    attn_dropout=0.0,
+    zoneout=0.1,
+    mem_len=512,
+    qrnn_window=2,
+)
+_TINY = dict(
+    vocab_size=256,
+    d_model=128,
+    n_heads=4,
+    d_inner=512,
+    dropout=0.1,
+    attn_dropout=0.0,
+    zoneout=0.0,
+    mem_len=128,
+    qrnn_window=2,
+)
 
 
 def _presets() -> dict[str, dict]:

@@ -35,8 +35,10 @@ class Corpus:
     meta: dict = field(default_factory=dict)
 
     def describe(self) -> str:
-        return (f"{self.name}: {self.tokenizer.kind} tokens, vocab {self.tokenizer.vocab_size}, "
-                f"train {len(self.train):,} / valid {len(self.valid):,} / test {len(self.test):,}")
+        return (
+            f"{self.name}: {self.tokenizer.kind} tokens, vocab {self.tokenizer.vocab_size}, "
+            f"train {len(self.train):,} / valid {len(self.valid):,} / test {len(self.test):,}"
+        )
 
 
 def split_points(n: int) -> tuple[int, int]:
@@ -62,8 +64,9 @@ def read_text_file(path: Path) -> str:
         raise HybridError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
 
 
-def load_text_corpus(path: str | Path | None = None, tokenizer: str = "byte",
-                     min_count: int = 1, max_vocab: int | None = None) -> Corpus:
+def load_text_corpus(
+    path: str | Path | None = None, tokenizer: str = "byte", min_count: int = 1, max_vocab: int | None = None
+) -> Corpus:
     """One text file, split 90/5/5. Byte level, or word level with a vocabulary from the train part."""
     path = Path(path) if path is not None else BUILTIN
     text = read_text_file(path)
@@ -85,8 +88,10 @@ def check_stream_length(n: int, batch_size: int, seq_len: int, what: str = "trai
     """The length of each of B streams cut from n tokens; refused when shorter than one segment."""
     stream_len = (n - 1) // batch_size
     if stream_len < seq_len + 1:
-        raise HybridError(f"{what} has {n:,} tokens: too short for {batch_size} streams "
-                          f"of one {seq_len}-token segment; use a smaller --batch-size or --seq-len")
+        raise HybridError(
+            f"{what} has {n:,} tokens: too short for {batch_size} streams "
+            f"of one {seq_len}-token segment; use a smaller --batch-size or --seq-len"
+        )
     return stream_len
 
 
@@ -98,7 +103,7 @@ class StreamBatcher:
         self.stream_len = check_stream_length(len(tokens), batch_size, seq_len, what)
         n = self.stream_len * batch_size
         self.inputs = np.ascontiguousarray(tokens[:n].reshape(batch_size, self.stream_len))
-        self.targets = np.ascontiguousarray(tokens[1:n + 1].reshape(batch_size, self.stream_len))
+        self.targets = np.ascontiguousarray(tokens[1 : n + 1].reshape(batch_size, self.stream_len))
         self.segments_per_epoch = self.stream_len // seq_len
 
     def starts_epoch(self, step: int) -> bool:
@@ -107,4 +112,4 @@ class StreamBatcher:
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         p = (step % self.segments_per_epoch) * self.T
-        return self.inputs[:, p:p + self.T], self.targets[:, p:p + self.T]
+        return self.inputs[:, p : p + self.T], self.targets[:, p : p + self.T]

@@ -13,8 +13,11 @@ import typer
 
 from hybrid.runtime.errors import HybridError
 
-data_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                       help="Corpora: enwik8, WikiText-103/-2 or your own text, encoded once into the token cache.")
+data_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Corpora: enwik8, WikiText-103/-2 or your own text, encoded once into the token cache.",
+)
 
 SOURCE_HELP = "enwik8, wikitext-103, wikitext-2, text, or a path to your own text file or folder."
 
@@ -30,22 +33,40 @@ def _load(source, path, tokenizer, raw, min_count, max_vocab, seq_len, cache_dir
         raw = data.get("raw") if raw is None else raw
     if source is None:
         raise HybridError("name a corpus (enwik8, wikitext-103, wikitext-2, text or a path) or pass --recipe")
-    return load_source(source, path, tokenizer, raw=raw, min_count=min_count, max_vocab=max_vocab,
-                       seq_len=seq_len, cache_dir=cache_dir, hub=hub, progress=progress,
-                       log=lambda msg: typer.echo(msg, err=True))
+    return load_source(
+        source,
+        path,
+        tokenizer,
+        raw=raw,
+        min_count=min_count,
+        max_vocab=max_vocab,
+        seq_len=seq_len,
+        cache_dir=cache_dir,
+        hub=hub,
+        progress=progress,
+        log=lambda msg: typer.echo(msg, err=True),
+    )
 
 
 def prepare(
     source: Optional[str] = typer.Argument(None, help=SOURCE_HELP),
-    path: Optional[Path] = typer.Option(None, help="Local file or folder (enwik8 / enwik8.zip, a WikiText folder, your text)."),
-    tokenizer: Optional[str] = typer.Option(None, help="byte or word (default: byte for enwik8 and text, word for WikiText)."),
+    path: Optional[Path] = typer.Option(
+        None, help="Local file or folder (enwik8 / enwik8.zip, a WikiText folder, your text)."
+    ),
+    tokenizer: Optional[str] = typer.Option(
+        None, help="byte or word (default: byte for enwik8 and text, word for WikiText)."
+    ),
     raw: Optional[bool] = typer.Option(None, "--raw/--tokens", help="WikiText: the .raw files instead of .tokens."),
     min_count: int = typer.Option(1, help="Word vocabulary: keep words seen at least this often in train."),
     max_vocab: Optional[int] = typer.Option(None, help="Word vocabulary: at most this many types (with <unk>, <eos>)."),
-    seq_len: Optional[int] = typer.Option(None, help="Refuse a corpus whose splits cannot hold one segment of this length."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Token cache folder (default $HYBRID_CACHE/tokens, else ~/.cache/hybrid/tokens)."),
+    seq_len: Optional[int] = typer.Option(
+        None, help="Refuse a corpus whose splits cannot hold one segment of this length."
+    ),
+    cache_dir: Optional[Path] = typer.Option(
+        None, help="Token cache folder (default $HYBRID_CACHE/tokens, else ~/.cache/hybrid/tokens)."
+    ),
     hub: bool = typer.Option(True, help="Load from the Hugging Face hub via `datasets` when no local copy is found."),
-    recipe: Optional[Path] = typer.Option(None, help="Take the corpus from a recipe's \"data\" section."),
+    recipe: Optional[Path] = typer.Option(None, help='Take the corpus from a recipe\'s "data" section.'),
     progress: bool = typer.Option(True, help="Show progress while encoding."),
 ):
     """Encode a corpus into the token cache (a second load is instant)."""
@@ -67,7 +88,7 @@ def info(
     max_vocab: Optional[int] = typer.Option(None, help="Word vocabulary: maximum size."),
     cache_dir: Optional[Path] = typer.Option(None, help="Token cache folder."),
     hub: bool = typer.Option(True, help="Allow the hub when no local copy is found."),
-    recipe: Optional[Path] = typer.Option(None, help="Take the corpus from a recipe's \"data\" section."),
+    recipe: Optional[Path] = typer.Option(None, help='Take the corpus from a recipe\'s "data" section.'),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Splits, vocabulary and cache entry of a corpus (encoding it first if needed); or list the cache."""
@@ -82,8 +103,10 @@ def info(
         typer.echo(f"token cache {cache.root}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
         for e in entries:
             n = {s: e.meta["splits"][s][1] for s in ("train", "valid", "test")}
-            typer.echo(f"  {e.path.name}  {e.meta.get('name', '?'):<14} {e.meta['tokenizer']:<5} vocab {e.meta['vocab_size']:>8,}  "
-                       f"train {n['train']:>12,}  valid {n['valid']:>10,}  test {n['test']:>10,}  {e.meta.get('describe', '')}")
+            typer.echo(
+                f"  {e.path.name}  {e.meta.get('name', '?'):<14} {e.meta['tokenizer']:<5} vocab {e.meta['vocab_size']:>8,}  "
+                f"train {n['train']:>12,}  valid {n['valid']:>10,}  test {n['test']:>10,}  {e.meta.get('describe', '')}"
+            )
         return
     corpus = _load(source, path, tokenizer, raw, min_count, max_vocab, None, cache_dir, hub, True, recipe)
     meta = corpus.meta
@@ -98,9 +121,16 @@ def info(
             row["unk"] = extra["unk"]
             row["unk_rate"] = extra["unk"] / max(n, 1)
         splits[s] = row
-    out = {"name": corpus.name, "tokenizer": corpus.tokenizer.kind, "vocab_size": corpus.tokenizer.vocab_size,
-           "splits": splits, "source": meta.get("describe"), "fingerprint": meta.get("source"),
-           "cache_path": meta.get("cache_path"), "encode_seconds": meta.get("encode_seconds")}
+    out = {
+        "name": corpus.name,
+        "tokenizer": corpus.tokenizer.kind,
+        "vocab_size": corpus.tokenizer.vocab_size,
+        "splits": splits,
+        "source": meta.get("describe"),
+        "fingerprint": meta.get("source"),
+        "cache_path": meta.get("cache_path"),
+        "encode_seconds": meta.get("encode_seconds"),
+    }
     if json_out:
         typer.echo(json.dumps(out, indent=2))
         return

@@ -20,6 +20,7 @@ from hybrid.runtime.errors import HybridError
 
 def launch_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) for a plain launch."""
+
     def get(name: str, default: int) -> int:
         v = os.environ.get(name)
         if v is None or v == "":
@@ -134,5 +135,7 @@ def setup(device: torch.device) -> Dist:
         dist.init_process_group(backend=backend)
     except Exception as e:  # rendezvous failures come as several exception types
         first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
-        raise HybridError(f"could not join the process group ({backend}, rank {rank} of {world}): {first[:200]}") from None
+        raise HybridError(
+            f"could not join the process group ({backend}, rank {rank} of {world}): {first[:200]}"
+        ) from None
     return Dist(dist.get_rank(), dist.get_world_size(), device, owns_group=True)

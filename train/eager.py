@@ -41,14 +41,24 @@ def eval_run(run_dir: Path, file: Path, streams: int, segment: int, max_tokens: 
     nll, n = torch_evaluate(model, tokens, streams, segment)
     seconds = time.perf_counter() - start
     metric = metric_for(tok.kind)
-    res = {"metric": metric, metric: metric_value(nll, metric), "nll": nll,
-           "tokens": n, "tokens_per_s": n / max(seconds, 1e-9), "streams": streams, "segment": segment,
-           "variant": "pytorch", "file": str(file)}
+    res = {
+        "metric": metric,
+        metric: metric_value(nll, metric),
+        "nll": nll,
+        "tokens": n,
+        "tokens_per_s": n / max(seconds, 1e-9),
+        "streams": streams,
+        "segment": segment,
+        "variant": "pytorch",
+        "file": str(file),
+    }
     if json_out:
         typer.echo(json.dumps(res, indent=2))
     else:
-        typer.echo(f"{file}: {metric} {res[metric]:.4f}  ({n:,} tokens scored; {streams} streams x {segment}-token "
-                   f"segments; PyTorch checkpoint; {res['tokens_per_s']:,.0f} tokens/s)")
+        typer.echo(
+            f"{file}: {metric} {res[metric]:.4f}  ({n:,} tokens scored; {streams} streams x {segment}-token "
+            f"segments; PyTorch checkpoint; {res['tokens_per_s']:,.0f} tokens/s)"
+        )
 
 
 class TorchBackend:
@@ -77,6 +87,7 @@ class TorchBackend:
                 torch.set_num_threads(threads)  # global in torch: set before every timed run
                 with torch.inference_mode():
                     fn()
+
             return go
 
         if kind in ("pp", "ev"):
@@ -91,6 +102,7 @@ class TorchBackend:
             for _ in range(T):
                 logits, state = m(tok, state)
                 tok = logits[:, -1].argmax(-1, keepdim=True)
+
         return run(gen)
 
 
@@ -111,13 +123,17 @@ def check_run_dir(run_dir: Path, md) -> None:
     except (HybridError, KeyError):
         raise HybridError(f"{run_dir}: not a training run (no readable config.json with a model)") from None
     if load_tokenizer(run_dir / "tokenizer.json").to_json() != load_tokenizer(md.tokenizer_path).to_json():
-        raise HybridError(f"{run_dir}: its tokenizer differs from {md.path}'s; pass the run this model was exported from")
+        raise HybridError(
+            f"{run_dir}: its tokenizer differs from {md.path}'s; pass the run this model was exported from"
+        )
     keys = ("vocab_size", "d_model", "n_heads", "d_inner", "pattern", "mem_len")
     differ = [k for k in keys if run_model.get(k) != md.model.get(k)]
     if differ:
         k = differ[0]
-        raise HybridError(f"{run_dir}: {k} is {run_model.get(k)!r} in the run but {md.model.get(k)!r} in {md.path}; "
-                          f"pass the run this model was exported from")
+        raise HybridError(
+            f"{run_dir}: {k} is {run_model.get(k)!r} in the run but {md.model.get(k)!r} in {md.path}; "
+            f"pass the run this model was exported from"
+        )
 
 
 def run_bench(model_dir, run_dir=None, **options) -> dict:

@@ -29,8 +29,16 @@ def autocast_for(device: torch.device):
 
 
 @torch.no_grad()
-def _eval_sums(model: HybridLM, tokens: np.ndarray, batch_size: int, seq_len: int, max_tokens: int = 0,
-               device=None, progress: bool = False, shard: tuple[int, int] = (0, 1)) -> tuple[float, int]:
+def _eval_sums(
+    model: HybridLM,
+    tokens: np.ndarray,
+    batch_size: int,
+    seq_len: int,
+    max_tokens: int = 0,
+    device=None,
+    progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[float, int]:
     """(summed NLL in nats, token count) over `tokens` in B parallel streams with carried state;
     with shard=(rank, world) only that process's share of the streams."""
     device = device or next(model.parameters()).device
@@ -51,26 +59,43 @@ def _eval_sums(model: HybridLM, tokens: np.ndarray, batch_size: int, seq_len: in
     model.eval()
     bar = tqdm(total=len(shard_rows(B, shard)) * L, desc="eval", unit="tok", leave=False, disable=not progress)
     try:
-        score_streams(step, lambda b: model.initial_state(b, device=device), ArraySource(tokens), n,
-                      batch_size, seq_len, shard=shard, bar=bar)
+        score_streams(
+            step,
+            lambda b: model.initial_state(b, device=device),
+            ArraySource(tokens),
+            n,
+            batch_size,
+            seq_len,
+            shard=shard,
+            bar=bar,
+        )
     finally:
         bar.close()
         model.train(was_training)
     return sums[0], sums[1]
 
 
-def evaluate(model: HybridLM, tokens: np.ndarray, batch_size: int, seq_len: int,
-             max_tokens: int = 0, device=None, progress: bool = False) -> tuple[float, int]:
+def evaluate(
+    model: HybridLM,
+    tokens: np.ndarray,
+    batch_size: int,
+    seq_len: int,
+    max_tokens: int = 0,
+    device=None,
+    progress: bool = False,
+) -> tuple[float, int]:
     """Mean NLL (nats/token) over `tokens`, streamed in B parallel streams with carried state."""
     total, count = _eval_sums(model, tokens, batch_size, seq_len, max_tokens, device, progress)
     return total / max(count, 1), count
 
 
-def evaluate_shared(model, tokens, cfg: TrainConfig, max_tokens: int, dd: distributed.Dist,
-                    progress: bool = False) -> tuple[float, int]:
+def evaluate_shared(
+    model, tokens, cfg: TrainConfig, max_tokens: int, dd: distributed.Dist, progress: bool = False
+) -> tuple[float, int]:
     """evaluate() with the streams split over the processes and the sums added up."""
-    total, count = _eval_sums(model, tokens, cfg.batch_size, cfg.seq_len, max_tokens, dd.device, progress,
-                              shard=(dd.rank, dd.world))
+    total, count = _eval_sums(
+        model, tokens, cfg.batch_size, cfg.seq_len, max_tokens, dd.device, progress, shard=(dd.rank, dd.world)
+    )
     if dd.on:
         sums = dd.all_sum(torch.tensor([total, float(count)], dtype=torch.float64, device=dd.device)).tolist()
         total, count = sums[0], int(sums[1])

@@ -59,8 +59,11 @@ class MetricsLog:
     def __init__(self, run_dir: Path, start_step: int, tensorboard: bool = True):
         self.path = Path(run_dir) / METRICS_FILE
         # A final evaluation is made again at the end of the resumed run.
-        keep = [r for r in read_metrics(run_dir) if r["step"] <= start_step and not r.get("final")] \
-            if self.path.exists() else []
+        keep = (
+            [r for r in read_metrics(run_dir) if r["step"] <= start_step and not r.get("final")]
+            if self.path.exists()
+            else []
+        )
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in keep).encode())
         try:
             self.fh = open(self.path, "a", encoding="utf-8")
@@ -90,7 +93,7 @@ class MetricsLog:
 
 
 def _tb_tag(key: str) -> str:
-    return f"valid/{key[len('valid_'):]}" if key.startswith("valid_") else f"train/{key}"
+    return f"valid/{key[len('valid_') :]}" if key.startswith("valid_") else f"train/{key}"
 
 
 def _tensorboard_writer(log_dir: Path, start_step: int):

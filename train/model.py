@@ -78,10 +78,11 @@ class Attention(nn.Module):
             new_state[self.value_name] = v[:, :, -M:]
         if torch.compiler.is_exporting():
             # Written out for the ONNX graph: SDPA's export decomposition adds a dozen shape ops.
-            y = ((q * self.d_head ** -0.5) @ k.transpose(-1, -2) + attn_bias).softmax(dim=-1) @ v
+            y = ((q * self.d_head**-0.5) @ k.transpose(-1, -2) + attn_bias).softmax(dim=-1) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype),
-                                               dropout_p=self.attn_dropout if self.training else 0.0)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_bias.to(q.dtype), dropout_p=self.attn_dropout if self.training else 0.0
+            )
         y = y.transpose(1, 2).reshape(B, T, D)
         return x + self.dropout(self.proj(y))
 
@@ -114,16 +115,23 @@ class QRNN(nn.Module):
         u = self.norm(x)
         if self.window > 1:
             seq = torch.cat([state[self.conv_name].to(u.dtype), u], dim=1)  # [B, k-1+T, D]
-            new_state[self.conv_name] = seq[:, -(self.window - 1):]
+            new_state[self.conv_name] = seq[:, -(self.window - 1) :]
             T = u.shape[1]
             # The window's last input is u itself (one Slice fewer per block in the ONNX graph).
-            u = torch.cat([seq[:, j:j + T] for j in range(self.window - 1)] + [u], dim=-1)
+            u = torch.cat([seq[:, j : j + T] for j in range(self.window - 1)] + [u], dim=-1)
         z, f, o = self.gates(u).chunk(3, dim=-1)
         # Z = tanh, F = sigmoid, O = sigmoid and zoneout are applied inside the op (fused into the
         # kernel on the GPU). Zoneout: a channel keeps its previous cell state (forget gate 1) with
         # probability p; at evaluation the expected gate is used.
-        h, c = fo_pool_preact(z, f, o, initial_state=state[self.cell_name], output_final_state=True,
-                              zoneout=self.zoneout, training=self.training)
+        h, c = fo_pool_preact(
+            z,
+            f,
+            o,
+            initial_state=state[self.cell_name],
+            output_final_state=True,
+            zoneout=self.zoneout,
+            training=self.training,
+        )
         new_state[self.cell_name] = c
         return x + self.dropout(h)
 
@@ -148,8 +156,13 @@ class HybridLM(nn.Module):
         self.register_buffer("slopes", alibi_slopes(cfg.n_heads), persistent=False)
         self.norm = nn.LayerNorm(cfg.d_model)
         if cfg.adaptive_cutoffs:
-            self.head = AdaptiveLogSoftmax(cfg.vocab_size, cfg.d_model, cfg.adaptive_cutoffs, cfg.adaptive_div,
-                                           tie=self.embed if cfg.tie_embeddings else None)
+            self.head = AdaptiveLogSoftmax(
+                cfg.vocab_size,
+                cfg.d_model,
+                cfg.adaptive_cutoffs,
+                cfg.adaptive_div,
+                tie=self.embed if cfg.tie_embeddings else None,
+            )
         else:
             self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
             if cfg.tie_embeddings:
@@ -193,8 +206,9 @@ class HybridLM(nn.Module):
         device = device or self.norm.weight.device
         return {k: torch.zeros(s, device=device, dtype=dtype) for k, s in self.state_shapes(batch_size).items()}
 
-    def forward(self, input_ids: torch.Tensor, state: State | None = None,
-                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+    def forward(
+        self, input_ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         """logits [B, T, vocab] and the state after this segment (same keys as `state`); for an
         adaptive-softmax model the logits are normalised log-probabilities.
 
@@ -217,7 +231,9 @@ class HybridLM(nn.Module):
             if isinstance(self.head, AdaptiveLogSoftmax):
                 return self.head.nll(h, targets), new_state
             logits = self.head(h)
-            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view(B, T), new_state
+            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view(
+                B, T
+            ), new_state
         return self.head(h), new_state
 
 
@@ -229,8 +245,13 @@ def detach_state(state: State) -> State:
 def count_parameters(model: HybridLM) -> dict[str, int]:
     """Parameters per block type and in total (tied weights counted once)."""
     embed = {id(p) for p in model.embed.parameters()}
-    counts = {"embedding": sum(p.numel() for p in model.embed.parameters()),
-              "attention": 0, "feed-forward": 0, "qrnn": 0, "other": 0}
+    counts = {
+        "embedding": sum(p.numel() for p in model.embed.parameters()),
+        "attention": 0,
+        "feed-forward": 0,
+        "qrnn": 0,
+        "other": 0,
+    }
     names = {"A": "attention", "F": "feed-forward", "Q": "qrnn"}
     for kind, block in zip(model.cfg.pattern, model.blocks):
         counts[names[kind]] += sum(p.numel() for p in block.parameters())

@@ -31,8 +31,11 @@ def _metric_of(run_dir: Path, records: list[dict]) -> str:
 
 
 def _series(records: list[dict], key: str, where=lambda r: True) -> tuple[list[int], list[float]]:
-    pts = [(r["step"], r[key]) for r in records
-           if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and where(r)]
+    pts = [
+        (r["step"], r[key])
+        for r in records
+        if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and where(r)
+    ]
     return [p[0] for p in pts], [float(p[1]) for p in pts]
 
 

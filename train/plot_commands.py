@@ -8,8 +8,10 @@ from typing import Optional
 import typer
 
 
-def plot(run_dir: Path = typer.Argument(..., help="A training run directory (holds metrics.jsonl)."),
-         out: Optional[Path] = typer.Option(None, help="PNG file to write (default: RUN_DIR/curves.png).")):
+def plot(
+    run_dir: Path = typer.Argument(..., help="A training run directory (holds metrics.jsonl)."),
+    out: Optional[Path] = typer.Option(None, help="PNG file to write (default: RUN_DIR/curves.png)."),
+):
     """Plot a run's loss, bits per character / perplexity, learning rate and tokens/s to a PNG."""
     from hybrid.train.plot import plot_run
 

@@ -33,8 +33,9 @@ def parameter_count(cfg: ModelConfig) -> int:
 def check_model_fits(cfg: ModelConfig, what: str = "the model config") -> int:
     """Refuse a model whose fp32 weights alone exceed the free memory; returns its parameter count."""
     n = parameter_count(cfg)
-    check_fits(4 * n, f"{what} (d_model {cfg.d_model}, d_inner {cfg.d_inner}, vocab {cfg.vocab_size}: "
-                      f"{n:,} parameters)")
+    check_fits(
+        4 * n, f"{what} (d_model {cfg.d_model}, d_inner {cfg.d_inner}, vocab {cfg.vocab_size}: {n:,} parameters)"
+    )
     return n
 
 
@@ -48,17 +49,21 @@ def step_bytes(cfg: ModelConfig, batch: int, seq_len: int) -> int:
     return 4 * batch * seq_len * per_token
 
 
-def check_training(model_cfg: ModelConfig, cfg: TrainConfig, corpus, world: int = 1,
-                   device: torch.device | None = None) -> None:
+def check_training(
+    model_cfg: ModelConfig, cfg: TrainConfig, corpus, world: int = 1, device: torch.device | None = None
+) -> None:
     """Everything about a run that can be known before it starts; one line for the first problem."""
     B, T, A = cfg.batch_size, cfg.seq_len, cfg.grad_accum
     if B % (world * A):
-        raise HybridError(f"batch size {B} must be divisible by the number of processes ({world}) times "
-                          f"--grad-accum ({A}): each process trains on B / processes streams in "
-                          f"--grad-accum micro-batches")
+        raise HybridError(
+            f"batch size {B} must be divisible by the number of processes ({world}) times "
+            f"--grad-accum ({A}): each process trains on B / processes streams in "
+            f"--grad-accum micro-batches"
+        )
     if model_cfg.vocab_size != corpus.tokenizer.vocab_size:
-        raise HybridError(f"model vocab_size {model_cfg.vocab_size} differs from the corpus tokenizer's "
-                          f"{corpus.tokenizer.vocab_size}")
+        raise HybridError(
+            f"model vocab_size {model_cfg.vocab_size} differs from the corpus tokenizer's {corpus.tokenizer.vocab_size}"
+        )
     check_stream_length(len(corpus.train), B, T)
     if len(corpus.valid) < 3:
         raise HybridError(f"{corpus.name}: the valid split has {len(corpus.valid)} tokens; validation needs at least 3")
@@ -68,7 +73,9 @@ def check_training(model_cfg: ModelConfig, cfg: TrainConfig, corpus, world: int 
     if device is not None and device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if need > free:
-            raise HybridError(f"{what} needs about {need / 2**30:,.1f} GiB of GPU memory, more than the "
-                              f"{free / 2**30:,.1f} GiB free on {device}; use a smaller value or --grad-accum")
+            raise HybridError(
+                f"{what} needs about {need / 2**30:,.1f} GiB of GPU memory, more than the "
+                f"{free / 2**30:,.1f} GiB free on {device}; use a smaller value or --grad-accum"
+            )
     else:
         check_fits(need, what)

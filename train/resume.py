@@ -34,29 +34,38 @@ def check_resume_config(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig,
         return None
     old_model, old, obj = read_run_config(run_dir)
     if (old.batch_size, old.seq_len) != (cfg.batch_size, cfg.seq_len):
-        raise HybridError(f"{run_dir}: the run trains on batch size {old.batch_size} and segment length "
-                          f"{old.seq_len}; resume it with --batch-size {old.batch_size} --seq-len {old.seq_len} "
-                          f"(the world size and --grad-accum may change)")
+        raise HybridError(
+            f"{run_dir}: the run trains on batch size {old.batch_size} and segment length "
+            f"{old.seq_len}; resume it with --batch-size {old.batch_size} --seq-len {old.seq_len} "
+            f"(the world size and --grad-accum may change)"
+        )
     diffs = model_differences(old_model, model_cfg)
     if diffs:
         k, was, now = diffs[0]
-        raise HybridError(f"{run_dir}: the run's model has {k} {was!r}, not {now!r}; resume it with its own model "
-                          f"(its config.json)")
+        raise HybridError(
+            f"{run_dir}: the run's model has {k} {was!r}, not {now!r}; resume it with its own model (its config.json)"
+        )
     for k in RESUME_FIXED:
         if getattr(old, k) != getattr(cfg, k):
-            raise HybridError(f"{run_dir}: the run trains with {k} {getattr(old, k)!r}, not {getattr(cfg, k)!r}; "
-                              f"a resume keeps the run's settings (its config.json)")
+            raise HybridError(
+                f"{run_dir}: the run trains with {k} {getattr(old, k)!r}, not {getattr(cfg, k)!r}; "
+                f"a resume keeps the run's settings (its config.json)"
+            )
     saved = obj["corpus"]
     if saved["tokenizer"] != corpus.tokenizer.kind:
         raise HybridError(f"{run_dir}: the run trains on {saved['tokenizer']} tokens, not {corpus.tokenizer.kind}")
     if isinstance(saved.get("fingerprint"), str):
         if saved["fingerprint"] != corpus_fingerprint(corpus):
-            raise HybridError(f"{run_dir}: the corpus differs from the one the run was trained on "
-                              f"({saved['name']}, fingerprint {saved['fingerprint']}; now {corpus.name}, "
-                              f"fingerprint {corpus_fingerprint(corpus)})")
+            raise HybridError(
+                f"{run_dir}: the corpus differs from the one the run was trained on "
+                f"({saved['name']}, fingerprint {saved['fingerprint']}; now {corpus.name}, "
+                f"fingerprint {corpus_fingerprint(corpus)})"
+            )
     elif saved["name"] != corpus.name:  # a run written before corpora had a fingerprint
-        raise HybridError(f"{run_dir}: the run was trained on the corpus {saved['name']}, not {corpus.name}; "
-                          f"resume it on the same corpus")
+        raise HybridError(
+            f"{run_dir}: the run was trained on the corpus {saved['name']}, not {corpus.name}; "
+            f"resume it on the same corpus"
+        )
     return saved
 
 
@@ -76,8 +85,17 @@ def restore_rng(trainer: dict[str, torch.Tensor], dd: distributed.Dist, seed: in
             torch.cuda.manual_seed(seed + 7919 * dd.rank + step)
 
 
-def resume(run_dir: Path, model, optimizer, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus,
-           dd: distributed.Dist, state: dict, say) -> tuple[dict, int, dict | None]:
+def resume(
+    run_dir: Path,
+    model,
+    optimizer,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    corpus: Corpus,
+    dd: distributed.Dist,
+    state: dict,
+    say,
+) -> tuple[dict, int, dict | None]:
     """Load the run's newest valid checkpoint into `model` and `optimizer`: (this process's carried
     state, the step, the saved corpus section or None). Damaged checkpoints are moved aside, never
     deleted; with none at all the run starts from step 0."""
@@ -87,9 +105,11 @@ def resume(run_dir: Path, model, optimizer, model_cfg: ModelConfig, cfg: TrainCo
     damaged: list[Path] = []
     found = ck.latest_valid_checkpoint(run_dir, warn=say, skipped=damaged)
     if found is None and damaged:
-        raise HybridError(f"{run_dir / 'checkpoints'}: none of its {len(damaged)} checkpoints verifies "
-                          f"(see the warnings above); nothing was changed. Move them aside to start "
-                          f"the run again from step 0, or restore a good copy")
+        raise HybridError(
+            f"{run_dir / 'checkpoints'}: none of its {len(damaged)} checkpoints verifies "
+            f"(see the warnings above); nothing was changed. Move them aside to start "
+            f"the run again from step 0, or restore a good copy"
+        )
     dd.any(False)  # every rank has read its checkpoint before rank 0 moves anything
     error = ""
     if dd.main:
@@ -108,12 +128,15 @@ def resume(run_dir: Path, model, optimizer, model_cfg: ModelConfig, cfg: TrainCo
     path, info, weights, trainer = found
     ck.load_weights_into(model, weights, str(path / "model.safetensors"))
     optimizer.load_state_dict(ck.optimizer_from_tensors(trainer, info["param_groups"]))
-    carry = {k[len("carry."):]: v for k, v in trainer.items() if k.startswith("carry.")}
+    carry = {k[len("carry.") :]: v for k, v in trainer.items() if k.startswith("carry.")}
     if set(carry) != set(state) or any(v.shape[0] != B for v in carry.values()):
         raise HybridError(f"{path}: its carried state does not fit batch size {B} and this model")
-    state = {k: v[lo:lo + share].to(dd.device) for k, v in carry.items()}
+    state = {k: v[lo : lo + share].to(dd.device) for k, v in carry.items()}
     step = info["step"]
     restore_rng(trainer, dd, cfg.seed, step)
     was = info.get("world_size", 1)
-    say(f"resumed from {path} (step {step})" + (f"; saved by {was} process(es), now {dd.world}" if was != dd.world else ""))
+    say(
+        f"resumed from {path} (step {step})"
+        + (f"; saved by {was} process(es), now {dd.world}" if was != dd.world else "")
+    )
     return state, step, saved

@@ -46,13 +46,14 @@ def corpus_fingerprint(corpus: Corpus) -> str:
         tokens = getattr(corpus, split)
         h.update(f"\0{split}:{len(tokens)}\0".encode())
         for i in range(0, len(tokens), 1 << 24):
-            h.update(np.ascontiguousarray(tokens[i:i + (1 << 24)], dtype=dtype).data)
+            h.update(np.ascontiguousarray(tokens[i : i + (1 << 24)], dtype=dtype).data)
     corpus.meta["token_fingerprint"] = h.hexdigest()
     return corpus.meta["token_fingerprint"]
 
 
-def write_run_files(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus,
-                    spec: dict | None = None) -> None:
+def write_run_files(
+    run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus, spec: dict | None = None
+) -> None:
     """config.json and tokenizer.json. The corpus section names the corpus, its fingerprint (see
     corpus_fingerprint) and, from the command line, `spec`: how to load it again on --resume."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -60,10 +61,16 @@ def write_run_files(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfi
     spec = spec if spec is not None else corpus.meta.get("spec")
     if spec is not None:
         section["spec"] = spec
-    ck.atomic_write_json(run_dir / "config.json", {
-        "format": RUN_FORMAT, "version": RUN_VERSION,
-        "model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "corpus": section,
-    })
+    ck.atomic_write_json(
+        run_dir / "config.json",
+        {
+            "format": RUN_FORMAT,
+            "version": RUN_VERSION,
+            "model": model_cfg.to_dict(),
+            "train": train_cfg.to_dict(),
+            "corpus": section,
+        },
+    )
     save_tokenizer(corpus.tokenizer, run_dir / "tokenizer.json")
 
 
@@ -75,10 +82,11 @@ def read_run_config(run_dir: Path) -> tuple[ModelConfig, TrainConfig, dict]:
     if obj.get("format") != RUN_FORMAT:
         raise HybridError(f"{path}: not a hybrid run config (format {obj.get('format')!r})")
     if obj.get("version") != RUN_VERSION:
-        raise HybridError(f"{path}: run format version {obj.get('version')!r} is not supported (this hybrid reads {RUN_VERSION})")
+        raise HybridError(
+            f"{path}: run format version {obj.get('version')!r} is not supported (this hybrid reads {RUN_VERSION})"
+        )
     check_run_config(obj, str(path))
-    return (ModelConfig.from_dict(obj["model"], str(path)),
-            TrainConfig.from_dict(obj["train"], str(path)), obj)
+    return (ModelConfig.from_dict(obj["model"], str(path)), TrainConfig.from_dict(obj["train"], str(path)), obj)
 
 
 def load_run_model(run_dir: Path, device="cpu") -> tuple[HybridLM, object]:
@@ -89,8 +97,9 @@ def load_run_model(run_dir: Path, device="cpu") -> tuple[HybridLM, object]:
     return model.to(device).eval(), load_tokenizer(Path(run_dir) / "tokenizer.json")
 
 
-def corpus_from_spec(spec: dict, tokenizer: str | None, seq_len: int | None, progress: bool, log,
-                     given=None, hub: bool = True) -> Corpus:
+def corpus_from_spec(
+    spec: dict, tokenizer: str | None, seq_len: int | None, progress: bool, log, given=None, hub: bool = True
+) -> Corpus:
     """The corpus a run's corpus spec (config.json corpus.spec, see train/commands.py) names;
     `given` (source, path) as the user wrote them, for messages that name the path as given."""
     from hybrid.train.data import load_text_corpus
@@ -100,8 +109,9 @@ def corpus_from_spec(spec: dict, tokenizer: str | None, seq_len: int | None, pro
         corpus = load_text_corpus(None, tokenizer or "byte")
     else:
         source, path = given or (spec["source"], spec["path"])
-        corpus = load_source(source, path, tokenizer, seq_len=seq_len, progress=progress, log=log, hub=hub,
-                             **spec.get("options", {}))
+        corpus = load_source(
+            source, path, tokenizer, seq_len=seq_len, progress=progress, log=log, hub=hub, **spec.get("options", {})
+        )
     corpus.meta["spec"] = spec
     return corpus
 

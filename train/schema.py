@@ -19,8 +19,13 @@ _CHECKS = {
     "str": lambda v: isinstance(v, str),
     "list[int]": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
 }
-_NAMES = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a string",
-          "list[int]": "a list of integers"}
+_NAMES = {
+    "int": "an integer",
+    "float": "a finite number",
+    "bool": "true or false",
+    "str": "a string",
+    "list[int]": "a list of integers",
+}
 
 
 def check_fields(obj, what: str) -> None:
@@ -48,14 +53,19 @@ def check_run_config(obj: dict, source: str) -> None:
             raise HybridError(f"{source}: run config has no {key!r}")
         v = obj[key]
         if not isinstance(v, kind) or isinstance(v, bool):
-            raise HybridError(f"{source}: {key!r} must be a JSON {kind.__name__.replace('dict', 'object')}, "
-                              f"got {type(v).__name__}")
+            raise HybridError(
+                f"{source}: {key!r} must be a JSON {kind.__name__.replace('dict', 'object')}, got {type(v).__name__}"
+            )
     corpus = obj["corpus"]
     if not isinstance(corpus.get("name"), str) or corpus.get("tokenizer") not in ("byte", "word"):
         raise HybridError(f"{source}: 'corpus' must hold a name and a tokenizer ('byte' or 'word')")
     spec = corpus.get("spec")  # how --resume loads the corpus again
-    if spec is not None and not (isinstance(spec, dict) and isinstance(spec.get("source"), str)
-                                 and (spec.get("path") is None or isinstance(spec.get("path"), str))
-                                 and isinstance(spec.get("options", {}), dict)):
-        raise HybridError(f"{source}: 'corpus.spec' must hold a source (a string), a path (a string or null) "
-                          f"and options (an object)")
+    if spec is not None and not (
+        isinstance(spec, dict)
+        and isinstance(spec.get("source"), str)
+        and (spec.get("path") is None or isinstance(spec.get("path"), str))
+        and isinstance(spec.get("options", {}), dict)
+    ):
+        raise HybridError(
+            f"{source}: 'corpus.spec' must hold a source (a string), a path (a string or null) and options (an object)"
+        )

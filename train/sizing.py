@@ -20,8 +20,9 @@ def count_params(cfg: ModelConfig) -> int:
         return count_parameters(HybridLM(cfg))["total"]
 
 
-def sized_config(arch: str, target: int, vocab_size: int, n_heads: int = 4, step: int = 4,
-                 **base) -> tuple[ModelConfig, int]:
+def sized_config(
+    arch: str, target: int, vocab_size: int, n_heads: int = 4, step: int = 4, **base
+) -> tuple[ModelConfig, int]:
     """(config, parameters) of the architecture's tiny pattern at the width closest to `target`.
 
     d_model runs over multiples of `step` (d_inner = 4 d_model); then, for patterns with

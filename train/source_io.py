@@ -30,7 +30,6 @@ READ_CHUNK = 1 << 20
 FLUSH_TOKENS = 1 << 20
 
 
-
 class _Plan:
     """What a source is (its content fingerprint) and how to encode it into a cache writer."""
 
@@ -39,6 +38,7 @@ class _Plan:
 
 
 # -- fingerprints -------------------------------------------------------------------------------
+
 
 def _fingerprint(paths: list[Path], cache: TokenCache, progress: bool) -> str:
     """Content hash of files, remembered by (path, size, mtime, inode, ctime) so a second load does not
@@ -89,6 +89,7 @@ def _bar(total: int, desc: str, enabled: bool):
 
 # -- reading and encoding ------------------------------------------------------------------------
 
+
 def _search_dirs() -> list[Path]:
     dirs = [Path(os.environ["HYBRID_DATA"])] if os.environ.get("HYBRID_DATA") else []
     return dirs + [Path("data")]
@@ -120,8 +121,10 @@ def hub_unreachable(timeout: float = 3.0) -> str | None:
     """Why the hub cannot be reached, found in a few seconds (datasets itself retries for half a
     minute before it gives up offline), or None. Offline mode (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)
     and a proxy are left to datasets: it reads its own cache then, or goes through the proxy."""
-    if any(os.environ.get(v) for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy",
-                                       "ALL_PROXY", "all_proxy")):
+    if any(
+        os.environ.get(v)
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+    ):
         return None
     import socket
     from urllib.parse import urlsplit
@@ -140,19 +143,24 @@ def _hub(name: str, split: str, log):
     try:
         import datasets
     except ImportError:
-        raise HybridError(f"{name}: no local copy, and the `datasets` package for the hub is not installed "
-                          "(pip install datasets)") from None
+        raise HybridError(
+            f"{name}: no local copy, and the `datasets` package for the hub is not installed (pip install datasets)"
+        ) from None
     unreachable = hub_unreachable()
     if unreachable:
-        raise HybridError(f"{name}: no local copy, and {unreachable}; download the files and pass --path "
-                          f"(or, for a copy in the datasets cache, set HF_HUB_OFFLINE=1)")
+        raise HybridError(
+            f"{name}: no local copy, and {unreachable}; download the files and pass --path "
+            f"(or, for a copy in the datasets cache, set HF_HUB_OFFLINE=1)"
+        )
     log(f"loading {repo} ({config}, {split}) from the hub via datasets ...")
     try:
         return datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # offline, renamed, gated: one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise HybridError(f"{name}: no local copy, and loading {repo} ({config}) from the hub failed: {first}; "
-                          "download the files and pass --path") from None
+        raise HybridError(
+            f"{name}: no local copy, and loading {repo} ({config}) from the hub failed: {first}; "
+            "download the files and pass --path"
+        ) from None
 
 
 def _dataset_fingerprint(ds, texts: Callable[[], Iterable[str]]) -> str:
@@ -170,7 +178,7 @@ def _dataset_fingerprint(ds, texts: Callable[[], Iterable[str]]) -> str:
 
 def _rows(ds, batch: int = 10000) -> Iterator[str]:
     for i in range(0, len(ds), batch):
-        yield from ds[i:i + batch]["text"]
+        yield from ds[i : i + batch]["text"]
 
 
 def _file_lines(path: Path, bar) -> Iterator[str]:
@@ -181,8 +189,9 @@ def _file_lines(path: Path, bar) -> Iterator[str]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise HybridError(f"{path}: not UTF-8 text (bad byte at offset {offset + e.start}); "
-                                  "a word model needs UTF-8 text") from None
+                raise HybridError(
+                    f"{path}: not UTF-8 text (bad byte at offset {offset + e.start}); a word model needs UTF-8 text"
+                ) from None
             if "\0" in line:
                 raise HybridError(f"{path}: not a text file (NUL byte at offset {offset + line.index(chr(0))})")
             offset += len(raw)
@@ -223,7 +232,7 @@ def _count_unk(writer, tok: WordTokenizer, stats: dict) -> None:
     writer.fh.flush()
     data = np.fromfile(writer.folder / "tokens.bin", dtype=np.int32)
     for split, (a, n) in writer.splits.items():
-        stats.setdefault(split, {})["unk"] = int(np.count_nonzero(data[a:a + n] == tok.unk_id))
+        stats.setdefault(split, {})["unk"] = int(np.count_nonzero(data[a : a + n] == tok.unk_id))
 
 
 class _NoBar:

@@ -19,15 +19,32 @@ from hybrid.runtime.files import file_kind
 from hybrid.runtime.tokenizer import ByteTokenizer
 from hybrid.train.cache import SPLITS, TokenCache
 from hybrid.train.data import split_points
-from hybrid.train.source_io import (HUB, HUB_SPLITS, READ_CHUNK, _bar, _count_unk, _count_words, _dataset_fingerprint,
-                                    _encode_lines, _file_lines, _fingerprint, _hub, _NoBar, _Plan, _rows,
-                                    _search_dirs, _vocabulary, _write_bytes_split)
+from hybrid.train.source_io import (
+    HUB,
+    HUB_SPLITS,
+    READ_CHUNK,
+    _bar,
+    _count_unk,
+    _count_words,
+    _dataset_fingerprint,
+    _encode_lines,
+    _file_lines,
+    _fingerprint,
+    _hub,
+    _NoBar,
+    _Plan,
+    _rows,
+    _search_dirs,
+    _vocabulary,
+    _write_bytes_split,
+)
 
-ENWIK8_BYTES = 10 ** 8
-ENWIK8_HOLDOUT = 5 * 10 ** 6  # valid and test bytes of the standard split
+ENWIK8_BYTES = 10**8
+ENWIK8_HOLDOUT = 5 * 10**6  # valid and test bytes of the standard split
 
 
 # -- enwik8 -------------------------------------------------------------------------------------
+
 
 def _find_enwik8(path) -> Path | None:
     if path is not None:
@@ -63,8 +80,10 @@ def _enwik8_plan(path, cache: TokenCache, hub: bool, progress: bool, log) -> _Pl
     found = _find_enwik8(path)
     if found is None:
         if not hub:
-            raise HybridError("enwik8: no local enwik8 or enwik8.zip (looked in $HYBRID_DATA and ./data); "
-                              "pass --path, or allow the hub")
+            raise HybridError(
+                "enwik8: no local enwik8 or enwik8.zip (looked in $HYBRID_DATA and ./data); "
+                "pass --path, or allow the hub"
+            )
         return _enwik8_hub_plan(progress, log)
     if found.suffix == ".zip":
         try:
@@ -115,7 +134,7 @@ def _enwik8_hub_plan(progress: bool, log) -> _Plan:
         data = "".join(_rows(ds)).encode("utf-8")
         if len(data) != ENWIK8_BYTES:
             log(f"note: the hub copy of enwik8 has {len(data):,} bytes, not 10^8")
-        _write_bytes_split(writer, (data[i:i + READ_CHUNK] for i in range(0, len(data), READ_CHUNK)), len(data))
+        _write_bytes_split(writer, (data[i : i + READ_CHUNK] for i in range(0, len(data), READ_CHUNK)), len(data))
         return ByteTokenizer()
 
     return _Plan("enwik8", ident, f"hub {HUB['enwik8'][0]} ({HUB['enwik8'][1]}), 90/5/5 byte split", encode)
@@ -123,18 +142,27 @@ def _enwik8_hub_plan(progress: bool, log) -> _Plan:
 
 # -- WikiText -----------------------------------------------------------------------------------
 
+
 def _wikitext_files(name: str, path, raw: bool | None) -> dict[str, Path] | None:
-    dirs = [Path(path)] if path is not None else [d / n for d in _search_dirs() for n in (name, f"{name}-raw", f"{name}-v1")]
+    dirs = (
+        [Path(path)]
+        if path is not None
+        else [d / n for d in _search_dirs() for n in (name, f"{name}-raw", f"{name}-v1")]
+    )
     for d in dirs:
         if path is not None and not d.is_dir():
-            raise HybridError(f"{d}: not a folder (expected one holding wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens)")
-        for ext in ((".raw",) if raw else (".tokens",) if raw is False else (".tokens", ".raw")):
+            raise HybridError(
+                f"{d}: not a folder (expected one holding wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens)"
+            )
+        for ext in (".raw",) if raw else (".tokens",) if raw is False else (".tokens", ".raw"):
             files = {s: d / f"wiki.{s}{ext}" for s in SPLITS}
             if all(f.is_file() for f in files.values()):
                 return files
         if path is not None:
             want = "wiki.{train,valid,test}" + (".raw" if raw else ".tokens")
-            missing = [f.name for s in SPLITS for f in [d / f"wiki.{s}{'.raw' if raw else '.tokens'}"] if not f.is_file()]
+            missing = [
+                f.name for s in SPLITS for f in [d / f"wiki.{s}{'.raw' if raw else '.tokens'}"] if not f.is_file()
+            ]
             raise HybridError(f"{d}: missing {', '.join(missing)} (a WikiText folder holds {want})")
     return None
 
@@ -143,12 +171,13 @@ def _wikitext_plan(name: str, path, raw, kind, cache: TokenCache, hub: bool, pro
     files = _wikitext_files(name, path, raw)
     if files is None:
         if not hub:
-            raise HybridError(f"{name}: no local wiki.{{train,valid,test}}.tokens (looked in $HYBRID_DATA/{name} "
-                              f"and ./data/{name}); pass --path, or allow the hub")
+            raise HybridError(
+                f"{name}: no local wiki.{{train,valid,test}}.tokens (looked in $HYBRID_DATA/{name} "
+                f"and ./data/{name}); pass --path, or allow the hub"
+            )
         return _wikitext_hub_plan(name, bool(raw), kind, log)
     paths = [files[s] for s in SPLITS]
-    ident = {"kind": name, "content": _fingerprint(paths, cache, progress),
-             "files": [p.name for p in paths]}
+    ident = {"kind": name, "content": _fingerprint(paths, cache, progress), "files": [p.name for p in paths]}
     sizes = {s: files[s].stat().st_size for s in SPLITS}
 
     def encode(writer, kind, min_count, max_vocab):
@@ -183,8 +212,11 @@ def _wikitext_plan(name: str, path, raw, kind, cache: TokenCache, hub: bool, pro
 def _wikitext_hub_plan(name: str, raw: bool, kind: str, log) -> _Plan:
     hub_name = f"{name}-raw" if raw else name
     sets = {s: _hub(hub_name, HUB_SPLITS[s], log) for s in SPLITS}
-    ident = {"kind": name, "hub": HUB[hub_name],
-             "fingerprint": [_dataset_fingerprint(sets[s], lambda s=s: _rows(sets[s])) for s in SPLITS]}
+    ident = {
+        "kind": name,
+        "hub": HUB[hub_name],
+        "fingerprint": [_dataset_fingerprint(sets[s], lambda s=s: _rows(sets[s])) for s in SPLITS],
+    }
 
     def lines(s):  # one row per line of the original file, "" for an empty line
         for text in _rows(sets[s]):
@@ -211,6 +243,7 @@ def _wikitext_hub_plan(name: str, raw: bool, kind: str, log) -> _Plan:
 
 # -- your own text ------------------------------------------------------------------------------
 
+
 def _text_files(path: Path) -> list[Path]:
     if not path.exists():
         raise HybridError(f"{path}: corpus file not found")
@@ -220,8 +253,11 @@ def _text_files(path: Path) -> list[Path]:
     elif not stat.S_ISDIR(mode):  # /dev/null, a FIFO (reading it would wait for a writer), a device
         raise HybridError(f"{path}: is {file_kind(mode)}, not a regular file or a folder of text files")
     else:
-        files = sorted(p for p in path.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise HybridError(f"{path}: the folder holds no files")
     if all(_blank(f) for f in files):
@@ -253,7 +289,9 @@ def _check_utf8_bytes(path: Path) -> None:
             try:
                 dec.decode(chunk, final=not chunk)
             except UnicodeDecodeError as e:
-                raise HybridError(f"{path}: not UTF-8 text (bad byte at offset {max(0, offset - held + e.start)})") from None
+                raise HybridError(
+                    f"{path}: not UTF-8 text (bad byte at offset {max(0, offset - held + e.start)})"
+                ) from None
             if not chunk:
                 return
             offset += len(chunk)

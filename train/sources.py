@@ -39,10 +39,21 @@ SOURCES = ("enwik8", "wikitext-103", "wikitext-2", "text")
 
 # -- public interface ---------------------------------------------------------------------------
 
-def load_source(source: str, path: str | os.PathLike | None = None, tokenizer: str | None = None, *,
-                raw: bool | None = None, min_count: int = 1, max_vocab: int | None = None,
-                seq_len: int | None = None, cache_dir: str | os.PathLike | None = None,
-                hub: bool = True, progress: bool = True, log: Callable[[str], None] | None = None) -> Corpus:
+
+def load_source(
+    source: str,
+    path: str | os.PathLike | None = None,
+    tokenizer: str | None = None,
+    *,
+    raw: bool | None = None,
+    min_count: int = 1,
+    max_vocab: int | None = None,
+    seq_len: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    hub: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Corpus:
     """A corpus by name ("enwik8", "wikitext-103", "wikitext-2", "text") or as a path to your text.
 
     path       the local file/folder (default: looked for under $HYBRID_DATA and ./data; then the hub)
@@ -95,7 +106,9 @@ def _check_options(source, path, tokenizer, min_count, max_vocab, seq_len) -> tu
         if path is None and (Path(source).exists() or any(c in source for c in "/\\.")):
             source, path = "text", source  # a path: your own text
         else:
-            raise HybridError(f"unknown corpus {source!r}: use one of {', '.join(SOURCES)}, or a path to a text file or folder")
+            raise HybridError(
+                f"unknown corpus {source!r}: use one of {', '.join(SOURCES)}, or a path to a text file or folder"
+            )
     if source == "text" and path is None:
         raise HybridError("corpus 'text' needs a path to a file or folder of text")
     kind = tokenizer or ("word" if source.startswith("wikitext") else "byte")
@@ -115,8 +128,10 @@ def _check_options(source, path, tokenizer, min_count, max_vocab, seq_len) -> tu
 def _check_length(name: str, split: str, n: int, need: int, seq_len: int | None) -> None:
     if n < need:
         what = f"one {seq_len}-token segment" if seq_len else "evaluation"
-        raise HybridError(f"{name}: the {split} split has {n:,} tokens, too short for {what} "
-                          f"(needs at least {need:,}); use more text or a smaller --seq-len")
+        raise HybridError(
+            f"{name}: the {split} split has {n:,} tokens, too short for {what} "
+            f"(needs at least {need:,}); use more text or a smaller --seq-len"
+        )
 
 
 # -- recipes ------------------------------------------------------------------------------------
@@ -124,10 +139,14 @@ def _check_length(name: str, split: str, n: int, need: int, seq_len: int | None)
 RECIPE_DATA_KEYS = {"source", "path", "tokenizer", "raw", "min_count", "max_vocab"}
 _str = lambda v: isinstance(v, str) and v != ""  # noqa: E731
 _int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
-RECIPE_DATA_TYPES = [("source", _str, "a corpus name or path"), ("path", lambda v: v is None or _str(v), "a path"),
-                     ("tokenizer", lambda v: v is None or v in ("byte", "word"), "'byte' or 'word'"),
-                     ("raw", lambda v: v is None or isinstance(v, bool), "true or false"),
-                     ("min_count", _int, "an integer"), ("max_vocab", lambda v: v is None or _int(v), "an integer")]
+RECIPE_DATA_TYPES = [
+    ("source", _str, "a corpus name or path"),
+    ("path", lambda v: v is None or _str(v), "a path"),
+    ("tokenizer", lambda v: v is None or v in ("byte", "word"), "'byte' or 'word'"),
+    ("raw", lambda v: v is None or isinstance(v, bool), "true or false"),
+    ("min_count", _int, "an integer"),
+    ("max_vocab", lambda v: v is None or _int(v), "an integer"),
+]
 
 
 def read_recipe(path: str | os.PathLike):
@@ -155,5 +174,6 @@ def load_recipe_corpus(path: str | os.PathLike, data_path: str | os.PathLike | N
     """The corpus a recipe trains on (its data section; `data_path` overrides its path)."""
     _, train_cfg, data = read_recipe(path)
     opts = {k: data[k] for k in ("raw", "min_count", "max_vocab") if k in data}
-    return load_source(data["source"], data_path or data.get("path"), data.get("tokenizer"),
-                       seq_len=train_cfg.seq_len, **opts, **kw)
+    return load_source(
+        data["source"], data_path or data.get("path"), data.get("tokenizer"), seq_len=train_cfg.seq_len, **opts, **kw
+    )

@@ -37,9 +37,17 @@ from hybrid.train.metrics import MetricsLog
 from hybrid.train.model import HybridLM, detach_state
 from hybrid.train.preflight import check_training
 from hybrid.train.resume import resume as resume_run
+
 # The run directory's files, under their old names here too (export, tools and tests read them so).
-from hybrid.train.rundir import (RUN_FORMAT, RUN_VERSION, corpus_fingerprint, load_run_model,  # noqa: F401
-                                 read_run_config, write_run_files)
+from hybrid.train.rundir import (  # noqa: F401
+    RUN_FORMAT,
+    RUN_VERSION,
+    corpus_fingerprint,
+    load_run_model,
+    read_run_config,
+    write_run_files,
+)
+
 
 def pick_device(name: str | None = None) -> torch.device:
     if name in (None, "auto"):
@@ -119,9 +127,16 @@ class TrainResult:
     interrupted: bool = False
 
 
-def train(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus: Corpus,
-          resume: bool = False, device: torch.device | None = None, progress: bool = True,
-          log=print) -> TrainResult:
+def train(
+    run_dir: Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    corpus: Corpus,
+    resume: bool = False,
+    device: torch.device | None = None,
+    progress: bool = True,
+    log=print,
+) -> TrainResult:
     """Train (or with resume, continue) the run in `run_dir`. Under torchrun every process calls
     this; all return the same result, rank 0 alone writes and logs."""
     dd = distributed.setup(device or pick_device())
@@ -134,8 +149,16 @@ def train(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, corpus:
     return result
 
 
-def _train(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus, resume: bool,
-           dd: distributed.Dist, progress: bool, log) -> TrainResult:
+def _train(
+    run_dir: Path,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    corpus: Corpus,
+    resume: bool,
+    dd: distributed.Dist,
+    progress: bool,
+    log,
+) -> TrainResult:
     check_training(model_cfg, cfg, corpus, dd.world, dd.device)  # batch split, vocab, splits, memory
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     run = _Run(run_dir, HybridLM(model_cfg).to(dd.device), cfg, corpus, dd, log)
@@ -144,8 +167,9 @@ def _train(run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corp
     run.optimizer = make_optimizer(run.model, cfg)
     spec = corpus.meta.get("spec")
     if resume:
-        run.state, run.step, saved = resume_run(run_dir, run.model, run.optimizer, model_cfg, cfg, corpus, dd,
-                                                run.state, run.say)
+        run.state, run.step, saved = resume_run(
+            run_dir, run.model, run.optimizer, model_cfg, cfg, corpus, dd, run.state, run.say
+        )
         if spec is None and saved is not None:
             spec = saved.get("spec")  # same corpus (checked): keep how the command line loads it
     run.wrap()
@@ -196,9 +220,18 @@ class _Run:
         path, error = None, ""
         if dd.main:
             try:
-                path = ck.save_checkpoint(self.run_dir, self.model, self.optimizer, self.step, carry, info,
-                                          keep_last=self.cfg.keep_last, keep_best=self.cfg.keep_best, rng=rng,
-                                          log=self.say)
+                path = ck.save_checkpoint(
+                    self.run_dir,
+                    self.model,
+                    self.optimizer,
+                    self.step,
+                    carry,
+                    info,
+                    keep_last=self.cfg.keep_last,
+                    keep_best=self.cfg.keep_best,
+                    rng=rng,
+                    log=self.say,
+                )
             except HybridError as e:
                 error = str(e)
         if dd.any(bool(error)):
@@ -210,8 +243,9 @@ class _Run:
         self.model.train()
         interrupted = False
         t_last, tokens_since = time.perf_counter(), 0
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not (progress and dd.main),
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, desc="train", disable=not (progress and dd.main), dynamic_ncols=True
+        )
         try:
             with _StopFlag(escalate=not dd.on) as stop:
                 while self.step < cfg.steps:
@@ -246,8 +280,8 @@ class _Run:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         xs, ys = self.batcher.batch(self.step)
-        x = torch.from_numpy(xs[self.lo:self.lo + self.share]).long().to(device, non_blocking=True)
-        y = torch.from_numpy(ys[self.lo:self.lo + self.share]).long().to(device, non_blocking=True)
+        x = torch.from_numpy(xs[self.lo : self.lo + self.share]).long().to(device, non_blocking=True)
+        y = torch.from_numpy(ys[self.lo : self.lo + self.share]).long().to(device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=device)
         parts = []
@@ -284,15 +318,18 @@ class _Run:
         # Keep the streams' new state only if it is finite (it is local to each rank).
         if all(torch.isfinite(v).all() for v in new_state.values()):
             self.state = new_state
-        self.say(f"warning: step {self.step}: non-finite {what}; update skipped "
-                 f"({self.bad_in_row} in a row, stopping at {self.cfg.max_bad_steps})")
+        self.say(
+            f"warning: step {self.step}: non-finite {what}; update skipped "
+            f"({self.bad_in_row} in a row, stopping at {self.cfg.max_bad_steps})"
+        )
         self.record({"step": self.step, "skipped": f"non-finite {what}", "lr": lr})
         if self.bad_in_row >= self.cfg.max_bad_steps:
             last = ck.list_checkpoints(self.run_dir)
             raise HybridError(
                 f"training stopped at step {self.step}: {self.bad_in_row} steps in a row had a non-finite "
                 f"{what}; the last checkpoint ({last[-1] if last else 'none yet'}) is intact. "
-                f"Lower --lr or check the data, then continue with --resume")
+                f"Lower --lr or check the data, then continue with --resume"
+            )
 
     def periodic(self, bar) -> None:
         """Validation on the first eval_tokens of the valid split, and a checkpoint, when due."""
@@ -311,8 +348,11 @@ class _Run:
         if interrupted:
             self.say(f"interrupted: saved {path}; continue with --resume")
             return TrainResult(self.run_dir, self.step, float("nan"), float("nan"), self.metric, interrupted=True)
-        nll, n = evaluate_shared(self.model, self.corpus.valid, self.cfg, 0, self.dd, progress=progress and self.dd.main)
+        nll, n = evaluate_shared(
+            self.model, self.corpus.valid, self.cfg, 0, self.dd, progress=progress and self.dd.main
+        )
         value = metric_value(nll, self.kind)
-        self.record({"step": self.step, "valid_loss": nll, f"valid_{self.metric}": value, "valid_tokens": n,
-                     "final": True})
+        self.record(
+            {"step": self.step, "valid_loss": nll, f"valid_{self.metric}": value, "valid_tokens": n, "final": True}
+        )
         return TrainResult(self.run_dir, self.step, nll, value, self.metric, n)

@@ -124,7 +124,7 @@ def scan_backward(z, f, c, c0, gh, gc, dz, df, o=None, do=None):
     u = gc.to(z.dtype).clone()
     if C:
         z4, f4, gh4, dz4, df4 = (x[:, R:].view(B, C, L, D) for x in (z, f, gh, dz, df))
-        cp4 = c[:, R - 1:T - 1].view(B, C, L, D)  # c_{t-1}; R >= 1, so t = 0 is in the head
+        cp4 = c[:, R - 1 : T - 1].view(B, C, L, D)  # c_{t-1}; R >= 1, so t = 0 is in the head
         g = z.new_empty(B, C, D)
         # 1) each chunk from u = 0 at its end: the u leaving its start, and its product of f
         s = torch.mul(gh4[:, :, L - 1], f4[:, :, L - 1])
@@ -219,5 +219,9 @@ def fo_pool_bwd_cpu(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c
         df.mul_(s).mul_(s.neg_().add_(1))  # sigmoid' = s (1 - s)
         if do is not None:
             do.mul_(oo).mul_(oo.neg_().add_(1))
-    return (dz.to(z.dtype), df.to(f.dtype), None if do is None else do.to(o.dtype),
-            dc0.to(c0.dtype if c0 is not None else z.dtype))
+    return (
+        dz.to(z.dtype),
+        df.to(f.dtype),
+        None if do is None else do.to(o.dtype),
+        dc0.to(c0.dtype if c0 is not None else z.dtype),
+    )

@@ -90,8 +90,9 @@ def _check_dir_chain(path: Path) -> None:
             raise RuntimeError(f"{d} is owned by uid {st.st_uid}, not by you or root; set HYBRID_CACHE elsewhere")
         if st.st_mode & 0o022 and not (i > 0 and st.st_mode & stat.S_ISVTX):
             who = "others" if st.st_mode & 0o002 else "its group"
-            raise RuntimeError(f"{d} is writable by {who}, who could replace the kernel; "
-                               f"chmod go-w it or set HYBRID_CACHE elsewhere")
+            raise RuntimeError(
+                f"{d} is writable by {who}, who could replace the kernel; chmod go-w it or set HYBRID_CACHE elsewhere"
+            )
 
 
 def _make_dirs(path: Path) -> None:

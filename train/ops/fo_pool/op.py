@@ -27,9 +27,16 @@ def _kernels(device: torch.device):
 
 
 @torch.library.custom_op("hybrid::fo_pool_fwd", mutates_args=())
-def fo_pool_fwd(z: torch.Tensor, f: torch.Tensor, o: Optional[torch.Tensor], c0: Optional[torch.Tensor],
-                keep: Optional[torch.Tensor], keep_scale: float, preact: bool,
-                save_cells: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fo_pool_fwd(
+    z: torch.Tensor,
+    f: torch.Tensor,
+    o: Optional[torch.Tensor],
+    c0: Optional[torch.Tensor],
+    keep: Optional[torch.Tensor],
+    keep_scale: float,
+    preact: bool,
+    save_cells: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     h, c, cells = _kernels(z.device)[0](z, f, o, c0, keep, keep_scale, preact, save_cells)
     return h.contiguous(), c.contiguous(), cells.contiguous()
 
@@ -42,9 +49,18 @@ def _(z, f, o, c0, keep, keep_scale, preact, save_cells):
 
 
 @torch.library.custom_op("hybrid::fo_pool_bwd", mutates_args=())
-def fo_pool_bwd(z: torch.Tensor, f: torch.Tensor, o: Optional[torch.Tensor], c0: Optional[torch.Tensor],
-                keep: Optional[torch.Tensor], keep_scale: float, preact: bool, cells: torch.Tensor,
-                grad_h: torch.Tensor, grad_c: torch.Tensor) -> list[torch.Tensor]:
+def fo_pool_bwd(
+    z: torch.Tensor,
+    f: torch.Tensor,
+    o: Optional[torch.Tensor],
+    c0: Optional[torch.Tensor],
+    keep: Optional[torch.Tensor],
+    keep_scale: float,
+    preact: bool,
+    cells: torch.Tensor,
+    grad_h: torch.Tensor,
+    grad_c: torch.Tensor,
+) -> list[torch.Tensor]:
     dz, df, do, dc0 = _kernels(z.device)[1](z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c)
     out = [dz.contiguous(), df.contiguous(), dc0.contiguous()]
     if do is not None:
@@ -77,8 +93,18 @@ def _backward(ctx, grad_h, grad_c, _grad_cells):
         grad_h = torch.zeros_like(z)
     if grad_c is None:
         grad_c = z.new_zeros(z.shape[0], z.shape[2])
-    grads = fo_pool_bwd(z, f, o if ctx.has_o else None, c0 if ctx.has_c0 else None, keep, ctx.keep_scale,
-                        ctx.preact, cells, grad_h, grad_c)
+    grads = fo_pool_bwd(
+        z,
+        f,
+        o if ctx.has_o else None,
+        c0 if ctx.has_c0 else None,
+        keep,
+        ctx.keep_scale,
+        ctx.preact,
+        cells,
+        grad_h,
+        grad_c,
+    )
     dz, df, dc0 = grads[0], grads[1], grads[2]
     do = grads[3] if ctx.has_o else None
     return dz, df, do, (dc0 if ctx.has_c0 else None), None, None, None, None

@@ -58,8 +58,11 @@ def _tanh(x):
     e = tl.exp(-2.0 * ax)
     big = (1.0 - e) / (1.0 + e)
     x2 = x * x
-    small = ax * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.13333333333333333 + x2 * (
-        -0.05396825396825397 + x2 * 0.021869488536155203))))
+    small = ax * (
+        1.0
+        + x2
+        * (-0.3333333333333333 + x2 * (0.13333333333333333 + x2 * (-0.05396825396825397 + x2 * 0.021869488536155203)))
+    )
     t = tl.where(ax < 0.3, small, big)
     return tl.where(x < 0, -t, t)
 
@@ -100,10 +103,36 @@ def _forget(F, KEEP, offs, koffs, mask, keep_scale, ZONEOUT: tl.constexpr, PREAC
 
 
 @triton.jit
-def _fwd_kernel(Z, F, O, KEEP, C0, H, CELLS, CLAST, CARRY, SUM_A, SUM_B,
-                T, D, CHUNK, NC, s_b, s_t, k_b, k_t, keep_scale,
-                HAS_O: tl.constexpr, HAS_C0: tl.constexpr, ZONEOUT: tl.constexpr, PREACT: tl.constexpr,
-                SAVE_CELLS: tl.constexpr, MODE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _fwd_kernel(
+    Z,
+    F,
+    O,
+    KEEP,
+    C0,
+    H,
+    CELLS,
+    CLAST,
+    CARRY,
+    SUM_A,
+    SUM_B,
+    T,
+    D,
+    CHUNK,
+    NC,
+    s_b,
+    s_t,
+    k_b,
+    k_t,
+    keep_scale,
+    HAS_O: tl.constexpr,
+    HAS_C0: tl.constexpr,
+    ZONEOUT: tl.constexpr,
+    PREACT: tl.constexpr,
+    SAVE_CELLS: tl.constexpr,
+    MODE: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     # MODE 0: the whole sequence in one program per (channel block, batch row).
     # MODE 1: summary of chunk k: decay product and end state from a zero start -> SUM_A, SUM_B.
     # MODE 2: chunk k from the state CARRY[b, k] (written by _carry_kernel).
@@ -156,8 +185,9 @@ def _fwd_kernel(Z, F, O, KEEP, C0, H, CELLS, CLAST, CARRY, SUM_A, SUM_B,
 
 
 @triton.jit
-def _carry_kernel(SUM_A, SUM_B, INIT, CARRY, NC, D,
-                  HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr):
+def _carry_kernel(
+    SUM_A, SUM_B, INIT, CARRY, NC, D, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr
+):
     # The state entering each chunk: x_k = A_{k-1} x_{k-1} + B_{k-1}, in time order or reversed.
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -178,10 +208,41 @@ def _carry_kernel(SUM_A, SUM_B, INIT, CARRY, NC, D,
 
 
 @triton.jit
-def _bwd_kernel(Z, F, O, KEEP, C0, CELLS, GH, GC, DZ, DF, DO, DC0, CARRY, SUM_A, SUM_B,
-                T, D, CHUNK, NC, s_b, s_t, k_b, k_t, g_b, g_t, keep_scale,
-                HAS_O: tl.constexpr, HAS_C0: tl.constexpr, ZONEOUT: tl.constexpr, PREACT: tl.constexpr,
-                MODE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _bwd_kernel(
+    Z,
+    F,
+    O,
+    KEEP,
+    C0,
+    CELLS,
+    GH,
+    GC,
+    DZ,
+    DF,
+    DO,
+    DC0,
+    CARRY,
+    SUM_A,
+    SUM_B,
+    T,
+    D,
+    CHUNK,
+    NC,
+    s_b,
+    s_t,
+    k_b,
+    k_t,
+    g_b,
+    g_t,
+    keep_scale,
+    HAS_O: tl.constexpr,
+    HAS_C0: tl.constexpr,
+    ZONEOUT: tl.constexpr,
+    PREACT: tl.constexpr,
+    MODE: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     # MODEs as in _fwd_kernel; the carry runs from the end of the chunk towards its start.
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -258,6 +319,7 @@ def _bwd_kernel(Z, F, O, KEEP, C0, CELLS, GH, GC, DZ, DF, DO, DC0, CARRY, SUM_A,
 class Plan:
     """Launch shape: tiles of block_t steps x block_d channels; chunk = time steps per program
     (0: the whole sequence in one program, no chunking)."""
+
     block_t: int = 16
     block_d: int = 64
     chunk: int = 0
@@ -313,13 +375,16 @@ def _on_device(z):
     if z.device.type == "cuda":
         return torch.cuda.device(z.device)
     if not INTERPRET:
-        raise ValueError(f"Triton fo_pool kernels need CUDA tensors (got {z.device}); set TRITON_INTERPRET=1 "
-                         "before importing Triton to run them on the CPU")
+        raise ValueError(
+            f"Triton fo_pool kernels need CUDA tensors (got {z.device}); set TRITON_INTERPRET=1 "
+            "before importing Triton to run them on the CPU"
+        )
     return contextlib.nullcontext()
 
 
-def fo_pool_fwd_triton(z, f, o, c0, keep=None, keep_scale=1.0, preact=False, save_cells=False,
-                       plan: Plan | None = None):
+def fo_pool_fwd_triton(
+    z, f, o, c0, keep=None, keep_scale=1.0, preact=False, save_cells=False, plan: Plan | None = None
+):
     """Forward with the kernel interface of cpu.py: (h, c_T, cells)."""
     if z.dtype == torch.float64:  # the kernels accumulate in float32; float64 is for checks
         return cpu.fo_pool_fwd_cpu(z, f, o, c0, keep, keep_scale, preact, save_cells)
@@ -342,8 +407,16 @@ def _fwd(z, f, o, c0, keep, keep_scale, preact, save_cells, plan):
     nd = triton.cdiv(D, p.block_d)
     chunk = p.chunk if 0 < p.chunk < T else T
     nc = triton.cdiv(T, chunk)
-    consts = dict(HAS_O=o is not None, HAS_C0=c0 is not None, ZONEOUT=zmode, PREACT=preact, SAVE_CELLS=save,
-                  BLOCK_T=p.block_t, BLOCK_D=p.block_d, num_warps=p.num_warps)
+    consts = dict(
+        HAS_O=o is not None,
+        HAS_C0=c0 is not None,
+        ZONEOUT=zmode,
+        PREACT=preact,
+        SAVE_CELLS=save,
+        BLOCK_T=p.block_t,
+        BLOCK_D=p.block_d,
+        num_warps=p.num_warps,
+    )
     args = [z, f, o if o is not None else z, keep_t, c0 if c0 is not None else z, h, cells if save else h, c_last]
     dims = [T, D, chunk, nc, z.stride(0), z.stride(1), k_b, k_t, float(keep_scale)]
     if nc == 1:
@@ -351,14 +424,23 @@ def _fwd(z, f, o, c0, keep, keep_scale, preact, save_cells, plan):
     else:
         sum_a, sum_b, carry = (torch.empty(B, nc, D, dtype=torch.float32, device=z.device) for _ in range(3))
         _fwd_kernel[(nd, B, nc)](*args, carry, sum_a, sum_b, *dims, MODE=1, **consts)
-        _carry_kernel[(nd, B)](sum_a, sum_b, c0 if c0 is not None else z, carry, nc, D, HAS_INIT=c0 is not None,
-                               REVERSE=False, BLOCK_D=p.block_d, num_warps=p.num_warps)
+        _carry_kernel[(nd, B)](
+            sum_a,
+            sum_b,
+            c0 if c0 is not None else z,
+            carry,
+            nc,
+            D,
+            HAS_INIT=c0 is not None,
+            REVERSE=False,
+            BLOCK_D=p.block_d,
+            num_warps=p.num_warps,
+        )
         _fwd_kernel[(nd, B, nc)](*args, carry, sum_a, sum_b, *dims, MODE=2, **consts)
     return h, c_last, cells
 
 
-def fo_pool_bwd_triton(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c,
-                       plan: Plan | None = None):
+def fo_pool_bwd_triton(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c, plan: Plan | None = None):
     """Backward with the kernel interface of cpu.py: (dz, df, do, dc0)."""
     if z.dtype == torch.float64:
         return cpu.fo_pool_bwd_cpu(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c)
@@ -386,18 +468,37 @@ def _bwd(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c, plan):
     nd = triton.cdiv(D, p.block_d)
     chunk = p.chunk if 0 < p.chunk < T else T
     nc = triton.cdiv(T, chunk)
-    consts = dict(HAS_O=o is not None, HAS_C0=c0 is not None, ZONEOUT=zmode, PREACT=preact,
-                  BLOCK_T=p.block_t, BLOCK_D=p.block_d, num_warps=p.num_warps)
-    args = [z, f, o if o is not None else z, keep_t, c0 if c0 is not None else z, cells, grad_h, grad_c,
-            dz, df, do if do is not None else dz, dc0]
-    dims = [T, D, chunk, nc, z.stride(0), z.stride(1), k_b, k_t, grad_h.stride(0), grad_h.stride(1),
-            float(keep_scale)]
+    consts = dict(
+        HAS_O=o is not None,
+        HAS_C0=c0 is not None,
+        ZONEOUT=zmode,
+        PREACT=preact,
+        BLOCK_T=p.block_t,
+        BLOCK_D=p.block_d,
+        num_warps=p.num_warps,
+    )
+    args = [
+        z,
+        f,
+        o if o is not None else z,
+        keep_t,
+        c0 if c0 is not None else z,
+        cells,
+        grad_h,
+        grad_c,
+        dz,
+        df,
+        do if do is not None else dz,
+        dc0,
+    ]
+    dims = [T, D, chunk, nc, z.stride(0), z.stride(1), k_b, k_t, grad_h.stride(0), grad_h.stride(1), float(keep_scale)]
     if nc == 1:
         _bwd_kernel[(nd, B, 1)](*args, dz, dz, dz, *dims, MODE=0, **consts)
     else:
         sum_a, sum_b, carry = (torch.empty(B, nc, D, dtype=torch.float32, device=z.device) for _ in range(3))
         _bwd_kernel[(nd, B, nc)](*args, carry, sum_a, sum_b, *dims, MODE=1, **consts)
-        _carry_kernel[(nd, B)](sum_a, sum_b, grad_c, carry, nc, D, HAS_INIT=True, REVERSE=True,
-                               BLOCK_D=p.block_d, num_warps=p.num_warps)
+        _carry_kernel[(nd, B)](
+            sum_a, sum_b, grad_c, carry, nc, D, HAS_INIT=True, REVERSE=True, BLOCK_D=p.block_d, num_warps=p.num_warps
+        )
         _bwd_kernel[(nd, B, nc)](*args, carry, sum_a, sum_b, *dims, MODE=2, **consts)
     return dz, df, do, dc0
