@@ -381,6 +381,9 @@ def run_plan(jobs: list[Job], corpora: dict, args, log) -> int:
                     if name in names:
                         names.remove(name)
                 stop = done_training(job)
+                if stop is None and rc == 130:  # stopped from outside (Ctrl-C, SIGTERM to the run): so is the plan
+                    log(f"{job.name} was interrupted (saved; it resumes); stopping the plan")
+                    raise KeyboardInterrupt
                 if stop is None or rc not in (0, 130):
                     failed += 1
                     log(f"FAILED {job.name}: exit {rc}; see {job.run_dir.parent / 'logs'}")
@@ -482,8 +485,16 @@ def smoke_corpora(tmp: Path) -> tuple[Path, Path]:
     return byte, word
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Explicit handlers: a shell that starts the tool in the background leaves SIGINT ignored,
+    # and a job scheduler stops it with SIGTERM; both stop every run the way Ctrl-C does.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rc = 0
     if not args.report:
