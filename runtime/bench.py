@@ -264,7 +264,7 @@ def run_bench(
         "model": {
             k: md.model.get(k) for k in ("name", "pattern", "d_model", "d_inner", "n_heads", "mem_len", "vocab_size")
         },
-        "cpu": {"count": os.cpu_count(), "machine": platform.machine(), "processor": _cpu_name()},
+        "cpu": {"count": os.cpu_count(), "machine": platform.machine(), "processor": cpu_name()},
         "onnxruntime": ort.__version__,
         "reps": reps,
         "bandwidth_gbs": {},
@@ -307,7 +307,8 @@ def run_bench(
     return res
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:

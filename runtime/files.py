@@ -101,6 +101,19 @@ _KINDS = (
 )
 
 
+def replace_marked(path: str | os.PathLike, begin: str, end: str, text: str) -> bool:
+    """Put `text` between the marker lines `begin` and `end` of a text file (atomically); False,
+    and nothing written, when the file lacks them. How tools fill their tables into the docs."""
+    old = Path(path).read_text(encoding="utf-8")
+    a, b = old.find(begin), old.find(end)
+    if a < 0 or b < a:
+        return False
+    new = old[:a] + begin + "\n" + text + end + old[b + len(end) :]
+    if new != old:
+        atomic_write_text(path, new)
+    return True
+
+
 def file_kind(mode: int) -> str:
     """What a file that is not a regular one is, for messages: 'a FIFO', 'a directory', ..."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")

@@ -56,7 +56,7 @@ def run_one(args) -> dict:
 
     import torch
 
-    from hybrid.runtime.bench import _cpu_name
+    from hybrid.runtime.bench import cpu_name
     from hybrid.train import trainer
     from hybrid.train.data import load_text_corpus
     from hybrid.train.model import HybridLM, count_parameters
@@ -96,7 +96,7 @@ def run_one(args) -> dict:
         name = torch.cuda.get_device_name(device)
     else:
         peak, where = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "CPU, peak RSS"
-        name = f"{_cpu_name()}, {torch.get_num_threads()} threads"
+        name = f"{cpu_name()}, {torch.get_num_threads()} threads"
     return {
         "model": args.one,
         "name": model_cfg.name,

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hybrid.runtime.files import atomic_write_json, atomic_write_text
+from hybrid.runtime.files import atomic_write_json, atomic_write_text, replace_marked
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("transformer", "par", "attn-qrnn", "hybrid")
@@ -270,18 +270,9 @@ def plot(res: dict, path: Path) -> None:
 def update_docs(res: dict, docs: list[Path], log) -> list[str]:
     done = []
     for doc in docs:
-        if not doc.exists():
-            continue
-        text = doc.read_text(encoding="utf-8")
-        a, b = text.find(MARK_BEGIN), text.find(MARK_END)
-        if a < 0 or b < a:
-            continue
-        block = MARK_BEGIN + "\n" + markdown(res, doc.parent.resolve()) + MARK_END
-        new = text[:a] + block + text[b + len(MARK_END) :]
-        if new != text:
-            atomic_write_text(doc, new)
-        done.append(str(doc))
-        log(f"updated {doc}")
+        if doc.exists() and replace_marked(doc, MARK_BEGIN, MARK_END, markdown(res, doc.parent.resolve())):
+            done.append(str(doc))
+            log(f"updated {doc}")
     return done
 
 

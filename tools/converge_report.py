@@ -12,7 +12,7 @@ import os
 import statistics
 from pathlib import Path
 
-from hybrid.runtime.files import atomic_write_json, atomic_write_text, read_json
+from hybrid.runtime.files import atomic_write_json, atomic_write_text, read_json, replace_marked
 
 LABELS = {
     "transformer": "Transformer",
@@ -191,17 +191,9 @@ def plot(recs: list[dict], path: Path) -> None:
 def update_docs(text_of, docs: list[Path], log) -> list[str]:
     done = []
     for doc in docs:
-        if not doc.exists():
-            continue
-        text = doc.read_text(encoding="utf-8")
-        a, b = text.find(MARK_BEGIN), text.find(MARK_END)
-        if a < 0 or b < a:
-            continue
-        new = text[:a] + MARK_BEGIN + "\n" + text_of(doc.parent.resolve()) + MARK_END + text[b + len(MARK_END) :]
-        if new != text:
-            atomic_write_text(doc, new)
-        done.append(str(doc))
-        log(f"updated {doc}")
+        if doc.exists() and replace_marked(doc, MARK_BEGIN, MARK_END, text_of(doc.parent.resolve())):
+            done.append(str(doc))
+            log(f"updated {doc}")
     return done
 
 

@@ -71,38 +71,11 @@ def _run(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
 
 
 def byte_tokenizer_json() -> dict:
-    """A Hugging Face byte-level tokenizer with exactly 256 tokens, id = byte value (GPT-2's
-    byte-to-character table, no merges)."""
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    vocab = {chr(c): b for b, c in zip(bs, cs)}
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [],
-        "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
-        "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": False,
-            "vocab": vocab,
-            "merges": [],
-        },
-    }
+    """A Hugging Face byte-level tokenizer with exactly 256 tokens, id = byte value: the one the
+    exporter writes for onnxruntime-genai (genai's builder refuses to run without one)."""
+    from hybrid.export.genai import byte_tokenizer_json as exported
+
+    return exported()
 
 
 def build_llama(out: Path, sizes: dict, seed: int) -> tuple[Path, int]:

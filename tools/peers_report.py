@@ -12,6 +12,9 @@ import platform
 import statistics
 from pathlib import Path
 
+from hybrid.runtime.bench import cpu_name
+from hybrid.runtime.files import atomic_write_text, replace_marked
+
 BEGIN, END = "<!-- bench_peers:begin -->", "<!-- bench_peers:end -->"
 MiB = 1 << 20
 
@@ -33,17 +36,6 @@ def versions() -> dict:
             except PackageNotFoundError:  # importable but not installed by pip (a built copy on the path)
                 out[dist] = getattr(importlib.import_module(mod), "__version__", "?")
     return out
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def medians(res: dict) -> dict:
@@ -165,13 +157,7 @@ def report(backends, results, cfg, command: str, minutes: float) -> str:
 
 def write_block(path: Path, block: str) -> None:
     """Replace the text between the markers in `path` (or append a section with them); atomic."""
+    if path.exists() and replace_marked(path, BEGIN, END, block):
+        return
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    body = f"{BEGIN}\n{block}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + body + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Peers at equal size\n\n" + body + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text.rstrip("\n") + f"\n\n## Peers at equal size\n\n{BEGIN}\n{block}{END}\n")
