@@ -33,45 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from hybrid.runtime.errors import HybridError, is_integer
+from hybrid.runtime.machine import cpu_name, peak_rss_mib, reset_peak_rss
 from hybrid.runtime.limits import MAX_THREADS, check_fits, forward_bytes
 from hybrid.runtime.modeldir import VARIANTS, open_model_dir
 
 MiB = 1 << 20
-
-
-# -- memory ------------------------------------------------------------------------------------
-
-
-def _status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mib() -> float:
-    kib = _status_kib("VmHWM")
-    if kib is None:  # not Linux: the process-lifetime peak
-        import resource
-
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if platform.system() == "Darwin":
-            kib //= 1024
-    return kib / 1024
 
 
 # -- memory bandwidth ----------------------------------------------------------------------------
@@ -305,18 +271,6 @@ def run_bench(
         gc.collect()
     res["derived"] = derive(res, todo, threads, streams, segment, gen_tokens)
     return res
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def derive(res, variants, threads, streams, segment, gen_tokens) -> list[dict]:

@@ -56,7 +56,7 @@ def run_one(args) -> dict:
 
     import torch
 
-    from hybrid.runtime.bench import cpu_name
+    from hybrid.runtime.machine import cpu_name
     from hybrid.train import trainer
     from hybrid.train.data import load_text_corpus
     from hybrid.train.model import HybridLM, count_parameters

@@ -12,7 +12,7 @@ import platform
 import statistics
 from pathlib import Path
 
-from hybrid.runtime.bench import cpu_name
+from hybrid.runtime.machine import cpu_name
 from hybrid.runtime.files import atomic_write_text, replace_marked
 
 BEGIN, END = "<!-- bench_peers:begin -->", "<!-- bench_peers:end -->"

@@ -22,15 +22,7 @@ import time
 
 import numpy as np
 
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from hybrid.runtime.machine import peak_rss_mib
 
 
 class Ours:

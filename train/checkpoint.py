@@ -33,17 +33,13 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from hybrid.runtime.errors import HybridError
-from hybrid.runtime.files import atomic_write_bytes, atomic_write_json, fsync_dir, write_durably  # noqa: F401
+from hybrid.runtime.files import atomic_write_bytes, fsync_dir, open_regular, read_bytes, write_durably
 from hybrid.runtime.files import describe_os_error as os_error_text
-from hybrid.runtime.files import open_regular, read_bytes
 from hybrid.runtime.limits import check_fits
 
 CKPT_PREFIX = "step-"
 DAMAGED_DIR = "checkpoints-damaged"  # where damaged checkpoints are moved aside, beside checkpoints/
-
-
 TMP_MARK = ".tmp-"  # every temporary this module writes has a name starting "." and holding this
-_fsync_dir = fsync_dir
 _write_file = write_durably  # the one place checkpoint bytes go out (tests simulate a full disk here)
 
 
@@ -242,11 +238,11 @@ def save_checkpoint(
         _write_file(tmp / "model.safetensors", weights)
         _write_file(tmp / "trainer.safetensors", trainer_bytes)
         _write_file(tmp / "state.json", encode_state(state))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():  # not a directory (a checkpoint there was verified or moved aside above)
             final.unlink()
         os.replace(tmp, final)
-        _fsync_dir(ckpt_root)
+        fsync_dir(ckpt_root)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise HybridError(
@@ -332,7 +328,7 @@ def move_aside(run_dir: Path, path: Path) -> Path:
         os.replace(path, dest)
     except OSError as e:
         raise HybridError(f"{path}: damaged, and could not be moved to {root} ({describe_os_error(e)})") from None
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return dest
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid.runtime.errors import HybridError
-from hybrid.runtime.files import DirLock, describe_os_error
+from hybrid.runtime.files import DirLock, atomic_write_json, describe_os_error
 from hybrid.runtime.tokenizer import load_tokenizer, save_tokenizer
 from hybrid.train import checkpoint as ck
 from hybrid.train.config import ModelConfig, TrainConfig, read_json
@@ -61,7 +61,7 @@ def write_run_files(
     spec = spec if spec is not None else corpus.meta.get("spec")
     if spec is not None:
         section["spec"] = spec
-    ck.atomic_write_json(
+    atomic_write_json(
         run_dir / "config.json",
         {
             "format": RUN_FORMAT,
