@@ -217,11 +217,11 @@ def train(
 
     With --resume, a run continues exactly as it was configured (model, settings and corpus from its
     config.json); a corpus that changed since is refused."""
-    from hybrid.train.config import TrainConfig, load_model_config, preset as get_preset
+    from hybrid.train.config import load_model_config, preset as get_preset
     from hybrid.train.distributed import launch_env
     from hybrid.train.preflight import parameter_count
     from hybrid.train.rundir import lock_run_dir, prepare_run_dir
-    from hybrid.train.trainer import corpus_fingerprint, pick_device, read_run_config, train as run_training
+    from hybrid.train.trainer import pick_device, read_run_config, train as run_training
 
     values = dict(ctx.params)
     recipe_cfgs = None
@@ -246,94 +246,19 @@ def train(
     saved = read_run_config(out) if resume and (out / "config.json").is_file() else None
     if steps is None:
         steps = saved[1].steps if saved else recipe_cfgs[1].steps if recipe_cfgs else 1200
-    for opt, v in (
-        ("--steps", steps),
-        ("--batch-size", batch_size),
-        ("--seq-len", seq_len),
-        ("--eval-every", eval_every),
-        ("--save-every", save_every),
-        ("--grad-accum", grad_accum),
-        ("--max-bad-steps", max_bad_steps),
-        ("--log-every", log_every),
-    ):
-        if v <= 0:
-            raise HybridError(f"{opt} must be positive, got {v}")
-    if lr <= 0:
-        raise HybridError(f"--lr must be positive, got {lr}")
-    if keep_last < 0:
-        raise HybridError(f"--keep-last must be >= 0, got {keep_last}")
+    _check_numbers(values, steps)
     # How the corpus is chosen on the command line (None: by the run's config.json on --resume).
-    corpus_spec, given, corpus_tokenizer = None, None, tokenizer
-    if recipe_cfgs is not None:
-        data_cfg = recipe_cfgs[2]
-        given = (data_cfg["source"], data_path or data_cfg.get("path"))
-        corpus_spec = _corpus_spec(*given, {k: data_cfg[k] for k in ("raw", "min_count", "max_vocab") if k in data_cfg})
-        corpus_tokenizer = data_cfg.get("tokenizer")
-    elif corpus is not None or saved is None:
-        given = (corpus, data_path)
-        corpus_spec = _corpus_spec(*given)
+    corpus_spec, given, corpus_tokenizer = _command_line_corpus(recipe_cfgs, corpus, data_path, tokenizer, saved)
     rank = launch_env()[0]  # under torchrun: only rank 0 touches the run directory
     dev = pick_device(device)
     if saved is not None:
-        saved_model, saved_train, obj = saved
-        saved_corpus = obj["corpus"]
-        _check_resume_options(
-            ctx, out, saved_model, saved_train, saved_corpus, cli_model, recipe_cfgs, corpus_spec, values
+        model_cfg, train_cfg, data = _resumed(
+            ctx, out, saved, steps, cli_model, recipe_cfgs, corpus_spec, given, corpus_tokenizer, values
         )
-        model_cfg = saved_model
-        train_cfg = dataclasses.replace(
-            saved_train,
-            steps=steps,
-            **{k: values[k] for k in _resume_changeable() if k in values and _explicit(ctx, k)},
-        )
-        saved_spec = saved_corpus.get("spec")
-        if corpus_spec is None:
-            if isinstance(saved_spec, dict):
-                corpus_spec = dict(saved_spec)
-                if data_path is not None and corpus_spec["source"] != "builtin":
-                    corpus_spec["path"] = str(data_path.resolve())  # where the corpus lies now
-            else:  # a run from before config.json recorded how its corpus was loaded
-                corpus_spec = _corpus_spec(None, None)
-        corpus_tokenizer = corpus_tokenizer or saved_corpus["tokenizer"]
-        data = _load_corpus(corpus_spec, corpus_tokenizer, train_cfg.seq_len, progress, given)
-        old_fp = saved_corpus.get("fingerprint")
-        if isinstance(old_fp, str) and corpus_fingerprint(data) != old_fp:
-            chosen = (
-                f"--corpus {corpus}"
-                if corpus is not None
-                else f"--recipe {recipe}"
-                if recipe is not None
-                else _describe_spec(corpus_spec) + ("" if isinstance(saved_spec, dict) else " (name it with --corpus)")
-            )
-            raise HybridError(
-                f"{chosen}: not the corpus the run in {out} was trained on ({saved_corpus['name']}, "
-                f"fingerprint {old_fp}; this is {data.name}, fingerprint {corpus_fingerprint(data)}); "
-                f"--resume continues a run only on the same data"
-            )
     else:
-        data = _load_corpus(corpus_spec, corpus_tokenizer, seq_len, progress, given)
-        model_cfg = dataclasses.replace(cli_model)
-        if model_cfg.vocab_size != data.tokenizer.vocab_size:
-            model_cfg.vocab_size = data.tokenizer.vocab_size
-        if recipe_cfgs is not None:
-            train_cfg = dataclasses.replace(recipe_cfgs[1], steps=steps)
-        else:
-            train_cfg = TrainConfig(
-                batch_size=batch_size,
-                seq_len=seq_len,
-                steps=steps,
-                lr=lr,
-                warmup_steps=warmup,
-                eval_every=eval_every,
-                save_every=save_every,
-                seed=seed,
-                grad_accum=grad_accum,
-                keep_last=keep_last,
-                keep_best=keep_best,
-                max_bad_steps=max_bad_steps,
-                tensorboard=tensorboard,
-                log_every=log_every,
-            )
+        model_cfg, train_cfg, data = _new_run(
+            cli_model, recipe_cfgs, corpus_spec, given, corpus_tokenizer, steps, values
+        )
     prepare_run_dir(out, overwrite, model_cfg, train_cfg, data, dev)  # every check first; --overwrite deletes last
     echo = typer.echo if rank == 0 else (lambda *a, **k: None)
     if saved is not None:
@@ -352,6 +277,115 @@ def train(
         f"done: step {result.step}, valid {result.metric} {result.valid_metric:.4f} "
         f"(final, the whole valid split: {result.valid_tokens:,} tokens)  ({result.run_dir})"
     )
+
+
+def _check_numbers(values: dict, steps: int) -> None:
+    """The numeric options, before anything is loaded: one line naming the first bad one."""
+    for opt, v in (
+        ("--steps", steps),
+        ("--batch-size", values["batch_size"]),
+        ("--seq-len", values["seq_len"]),
+        ("--eval-every", values["eval_every"]),
+        ("--save-every", values["save_every"]),
+        ("--grad-accum", values["grad_accum"]),
+        ("--max-bad-steps", values["max_bad_steps"]),
+        ("--log-every", values["log_every"]),
+    ):
+        if v <= 0:
+            raise HybridError(f"{opt} must be positive, got {v}")
+    if values["lr"] <= 0:
+        raise HybridError(f"--lr must be positive, got {values['lr']}")
+    if values["keep_last"] < 0:
+        raise HybridError(f"--keep-last must be >= 0, got {values['keep_last']}")
+
+
+def _command_line_corpus(recipe_cfgs, corpus, data_path, tokenizer, saved):
+    """(corpus spec, (source, path) as given, tokenizer) as the command line chooses the corpus;
+    the spec is None when --resume leaves it to the run's config.json."""
+    corpus_spec, given, corpus_tokenizer = None, None, tokenizer
+    if recipe_cfgs is not None:
+        data_cfg = recipe_cfgs[2]
+        given = (data_cfg["source"], data_path or data_cfg.get("path"))
+        corpus_spec = _corpus_spec(*given, {k: data_cfg[k] for k in ("raw", "min_count", "max_vocab") if k in data_cfg})
+        corpus_tokenizer = data_cfg.get("tokenizer")
+    elif corpus is not None or saved is None:
+        given = (corpus, data_path)
+        corpus_spec = _corpus_spec(*given)
+    return corpus_spec, given, corpus_tokenizer
+
+
+def _resumed(
+    ctx, out: Path, saved, steps: int, cli_model, recipe_cfgs, corpus_spec, given, corpus_tokenizer, values: dict
+):
+    """--resume: the run's own model and settings (with the options that may change), and its
+    corpus, checked to be the one it was trained on (by its fingerprint)."""
+    from hybrid.train.trainer import corpus_fingerprint
+
+    corpus, recipe, data_path, progress = values["corpus"], values["recipe"], values["data_path"], values["progress"]
+    saved_model, saved_train, obj = saved
+    saved_corpus = obj["corpus"]
+    _check_resume_options(ctx, out, saved_model, saved_train, saved_corpus, cli_model, recipe_cfgs, corpus_spec, values)
+    model_cfg = saved_model
+    train_cfg = dataclasses.replace(
+        saved_train,
+        steps=steps,
+        **{k: values[k] for k in _resume_changeable() if k in values and _explicit(ctx, k)},
+    )
+    saved_spec = saved_corpus.get("spec")
+    if corpus_spec is None:
+        if isinstance(saved_spec, dict):
+            corpus_spec = dict(saved_spec)
+            if data_path is not None and corpus_spec["source"] != "builtin":
+                corpus_spec["path"] = str(data_path.resolve())  # where the corpus lies now
+        else:  # a run from before config.json recorded how its corpus was loaded
+            corpus_spec = _corpus_spec(None, None)
+    corpus_tokenizer = corpus_tokenizer or saved_corpus["tokenizer"]
+    data = _load_corpus(corpus_spec, corpus_tokenizer, train_cfg.seq_len, progress, given)
+    old_fp = saved_corpus.get("fingerprint")
+    if isinstance(old_fp, str) and corpus_fingerprint(data) != old_fp:
+        chosen = (
+            f"--corpus {corpus}"
+            if corpus is not None
+            else f"--recipe {recipe}"
+            if recipe is not None
+            else _describe_spec(corpus_spec) + ("" if isinstance(saved_spec, dict) else " (name it with --corpus)")
+        )
+        raise HybridError(
+            f"{chosen}: not the corpus the run in {out} was trained on ({saved_corpus['name']}, "
+            f"fingerprint {old_fp}; this is {data.name}, fingerprint {corpus_fingerprint(data)}); "
+            f"--resume continues a run only on the same data"
+        )
+    return model_cfg, train_cfg, data
+
+
+def _new_run(cli_model, recipe_cfgs, corpus_spec, given, corpus_tokenizer, steps: int, values: dict):
+    """A new run: the model and settings from the command line (or the recipe), and its corpus."""
+    from hybrid.train.config import TrainConfig
+
+    data = _load_corpus(corpus_spec, corpus_tokenizer, values["seq_len"], values["progress"], given)
+    model_cfg = dataclasses.replace(cli_model)
+    if model_cfg.vocab_size != data.tokenizer.vocab_size:
+        model_cfg.vocab_size = data.tokenizer.vocab_size
+    if recipe_cfgs is not None:
+        train_cfg = dataclasses.replace(recipe_cfgs[1], steps=steps)
+    else:
+        train_cfg = TrainConfig(
+            batch_size=values["batch_size"],
+            seq_len=values["seq_len"],
+            steps=steps,
+            lr=values["lr"],
+            warmup_steps=values["warmup"],
+            eval_every=values["eval_every"],
+            save_every=values["save_every"],
+            seed=values["seed"],
+            grad_accum=values["grad_accum"],
+            keep_last=values["keep_last"],
+            keep_best=values["keep_best"],
+            max_bad_steps=values["max_bad_steps"],
+            tensorboard=values["tensorboard"],
+            log_every=values["log_every"],
+        )
+    return model_cfg, train_cfg, data
 
 
 def _eager(name: str):
