@@ -93,9 +93,15 @@ def verdict(table: dict, planned_seeds: int) -> str:
     if n < 2:
         gap = "spread not yet measured (one seed)"
     word = "beats" if d < 0 else "does not beat"
+    if d < 0 and separated(h["test"], t["test"]):
+        survives = "its advantage survives convergence"
+    elif d < 0:
+        survives = "ahead on the mean, but not by more than the spread"
+    else:
+        survives = "its advantage does not survive convergence"
     best = min(table.values(), key=lambda g: g["test"]["mean"])
     text = (
-        f"Trained to convergence, the Hybrid Transformer **{word}** the Transformer baseline: test {m} "
+        f"Trained to convergence, the Hybrid Transformer **{word}** the Transformer baseline ({survives}): test {m} "
         f"{fmt.format(h['test']['mean'])} vs {fmt.format(t['test']['mean'])} (mean of {n} seed"
         f"{'s' if n != 1 else ''}, {d:+.4f}), {gap}. Best of the four on test: "
         f"{LABELS[best['runs'][0]['arch']]} ({fmt.format(best['test']['mean'])})."
