@@ -30,6 +30,16 @@ def _fmt_metric(res: dict) -> str:
     return f"{m} {res[m]:.4f}"
 
 
+def _kl_base_model(model_dir: Path, kl_base: str, threads: int, provider: str):
+    """--kl-base: a variant name means that variant of this model, anything else another model's fp32."""
+    from hybrid.runtime.model import Model
+    from hybrid.runtime.modeldir import VARIANTS
+
+    if kl_base in VARIANTS:
+        return Model(model_dir, variant=kl_base, threads=threads, provider=provider)
+    return Model(kl_base, variant="fp32", threads=threads, provider=provider)
+
+
 def eval_command(
     model_dir: Path = typer.Argument(
         ...,
@@ -59,17 +69,11 @@ def eval_command(
         return _pytorch_path("eval_run", model_dir)(model_dir, file, streams, segment, max_tokens, json_out)
     from hybrid.runtime.evaluate import evaluate
     from hybrid.runtime.model import Model
-    from hybrid.runtime.modeldir import VARIANTS
     from hybrid.runtime.textfile import open_text
 
     _note_threads(threads)
     model = Model(model_dir, variant=variant, threads=threads, provider=provider)
-    base = None
-    if kl_base is not None:
-        if kl_base in VARIANTS:
-            base = Model(model_dir, variant=kl_base, threads=threads, provider=provider)
-        else:
-            base = Model(kl_base, variant="fp32", threads=threads, provider=provider)
+    base = None if kl_base is None else _kl_base_model(model_dir, kl_base, threads, provider)
     source = open_text(file, model.tokenizer)
     try:
         res = evaluate(

@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ from hybrid.runtime.tokenizer import ByteTokenizer, tokenizer_from_json
 from hybrid.train.config import TrainConfig, preset
 from hybrid.train.data import BUILTIN, Corpus, load_text_corpus
 from hybrid.train.trainer import train
+
+sys.path.insert(0, str(ROOT / "tools"))
+from bench_binding import identity_graph, signature  # noqa: E402
 
 JS = ROOT / "js"
 CHROMIUM = os.environ.get("HYBRID_CHROMIUM", "/usr/bin/chromium")
@@ -478,3 +482,29 @@ def test_readme_snippets_run(node, byte_model, tmp_path):
         last = proc.stdout.strip().split("\n")[-1].split()
         bpc = float(last[0] if name == "node.mjs" else last[1])
         assert 0 < bpc < 9
+
+
+# -- tools/bench_binding.py ------------------------------------------------------------------------
+
+
+def test_binding_probe_has_the_models_signature(node, byte_model, tmp_path):
+    """The probe graph is called exactly as the model is (names, dtypes, shapes), so its per-call
+    cost is the binding's cost for this model; and the tool runs in Python and Node."""
+    import onnxruntime as ort
+
+    cfg = json.loads((byte_model / "config.json").read_text())
+    identity_graph(*signature(cfg), tmp_path / "probe.onnx")
+    real, probe = (ort.InferenceSession(str(p)) for p in (byte_model / "model.onnx", tmp_path / "probe.onnx"))
+    for get in ("get_inputs", "get_outputs"):
+        want = [(x.name, x.type, [d if isinstance(d, int) else 1 for d in x.shape]) for x in getattr(real, get)()]
+        want = [(n, t, s if n != "attention_mask" else [1, cfg["model"]["mem_len"] + 1]) for n, t, s in want]
+        assert [(x.name, x.type, x.shape) for x in getattr(probe, get)()] == want
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_binding.py"), str(byte_model), "--calls", "5", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| separate") or line.startswith("| packed")]
+    assert len(rows) == 2 and rows[1].split("|")[2].strip() == "5"
