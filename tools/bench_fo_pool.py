@@ -209,6 +209,88 @@ def parse_args():
     return ap.parse_args()
 
 
+HEADER = [
+    "T",
+    "B",
+    "H",
+    "dtype",
+    "path",
+    "fwd ms",
+    "fwd GB/s",
+    "fwd %copy",
+    "fwd+bwd ms",
+    "fwd+bwd GB/s",
+    "fwd+bwd %copy",
+    "x ref fwd",
+    "x ref f+b",
+    "err",
+]
+
+
+def row_cells(shape, dtype, name, tf, tfb, units, err, ref, copy) -> list:
+    """One table row: times, bandwidth against the copy's (when the path's traffic is known),
+    speed-up over the reference loop (once one is measured) and the float32 error."""
+    T, B, H = shape
+    size = 2 if dtype in (torch.bfloat16, torch.float16) else 4
+    n = T * B * H
+    cells = [T, B, H, str(dtype).replace("torch.", ""), name, f"{tf * 1e3:.3f}"]
+    if units:
+        gf, gfb = units[0] * size * n / tf / 1e9, units[1] * size * n / tfb / 1e9
+        cells += [
+            f"{gf:.1f}",
+            f"{100 * gf / copy:.0f}%",
+            f"{tfb * 1e3:.3f}",
+            f"{gfb:.1f}",
+            f"{100 * gfb / copy:.0f}%",
+        ]
+    else:
+        cells += ["-", "-", f"{tfb * 1e3:.3f}", "-", "-"]
+    cells += [
+        f"{ref[0] / tf:.1f}" if ref else "-",
+        f"{ref[1] / tfb:.1f}" if ref else "-",
+        "-" if err != err else f"{err:.1e}",
+    ]
+    return cells
+
+
+def shape_rows(shape, dtype, device, measure, copy, skip, args) -> list[list]:
+    """Every path's row at one shape and dtype, each printed as soon as it is measured."""
+    T, B, H = shape
+    z, f, o, gh = inputs(T, B, H, dtype, device)
+    rows = []
+    ref = None  # (fwd, fwd+bwd) seconds of the reference loop
+
+    def add(name, tf, tfb, units=None, err=float("nan")):
+        cells = row_cells(shape, dtype, name, tf, tfb, units, err, ref, copy)
+        rows.append(cells)
+        print(" | ".join(str(c) for c in cells), flush=True)
+
+    for name, (fwd, fb, units) in paths(device).items():
+        if name in skip or (device.type == "cuda" and "loop" in name and T > args.max_loop_t):
+            continue
+        tf = measure(lambda: fwd(z, f, o))
+        tfb = measure(lambda: fb(z, f, o, gh))
+        err = accuracy(name, fb, T, B, H, device) if dtype == torch.float32 else float("nan")
+        add(name, tf, tfb, units, err)
+        ref = ref or ((tf, tfb) if "loop" in name else None)  # the first loop measured
+    if "lstm" not in skip:
+        try:
+            tf, tfb = lstm_times(T, B, H, dtype, device, measure)
+        except RuntimeError as e:  # e.g. no LSTM kernel for this dtype
+            print(f"nn.LSTM {dtype}: {str(e).splitlines()[0]}")
+        else:
+            add("nn.LSTM" + (" (cuDNN)" if device.type == "cuda" else ""), tf, tfb)
+    return rows
+
+
+def print_markdown(rows: list[list]) -> None:
+    print()
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
 def main():
     args = parse_args()
     if args.threads:
@@ -224,72 +306,12 @@ def main():
     if args.sweep:
         return sweep(shapes, device, measure, copy)
 
-    header = [
-        "T",
-        "B",
-        "H",
-        "dtype",
-        "path",
-        "fwd ms",
-        "fwd GB/s",
-        "fwd %copy",
-        "fwd+bwd ms",
-        "fwd+bwd GB/s",
-        "fwd+bwd %copy",
-        "x ref fwd",
-        "x ref f+b",
-        "err",
-    ]
     rows = []
-    for T, B, H in shapes:
+    for shape in shapes:
         for dtype in [getattr(torch, d.strip()) for d in args.dtypes.split(",")]:
-            size = 2 if dtype in (torch.bfloat16, torch.float16) else 4
-            n = T * B * H
-            z, f, o, gh = inputs(T, B, H, dtype, device)
-            ref = None  # (fwd, fwd+bwd) seconds of the reference loop
-
-            def row(name, tf, tfb, units=None, err=float("nan")):
-                cells = [T, B, H, str(dtype).replace("torch.", ""), name, f"{tf * 1e3:.3f}"]
-                if units:
-                    gf, gfb = units[0] * size * n / tf / 1e9, units[1] * size * n / tfb / 1e9
-                    cells += [
-                        f"{gf:.1f}",
-                        f"{100 * gf / copy:.0f}%",
-                        f"{tfb * 1e3:.3f}",
-                        f"{gfb:.1f}",
-                        f"{100 * gfb / copy:.0f}%",
-                    ]
-                else:
-                    cells += ["-", "-", f"{tfb * 1e3:.3f}", "-", "-"]
-                cells += [
-                    f"{ref[0] / tf:.1f}" if ref else "-",
-                    f"{ref[1] / tfb:.1f}" if ref else "-",
-                    "-" if err != err else f"{err:.1e}",
-                ]
-                rows.append(cells)
-                print(" | ".join(str(c) for c in cells), flush=True)
-
-            for name, (fwd, fb, units) in paths(device).items():
-                if name in skip or (device.type == "cuda" and "loop" in name and T > args.max_loop_t):
-                    continue
-                tf = measure(lambda: fwd(z, f, o))
-                tfb = measure(lambda: fb(z, f, o, gh))
-                err = accuracy(name, fb, T, B, H, device) if dtype == torch.float32 else float("nan")
-                row(name, tf, tfb, units, err)
-                ref = ref or ((tf, tfb) if "loop" in name else None)  # the first loop measured
-            if "lstm" not in skip:
-                try:
-                    tf, tfb = lstm_times(T, B, H, dtype, device, measure)
-                except RuntimeError as e:  # e.g. no LSTM kernel for this dtype
-                    print(f"nn.LSTM {dtype}: {str(e).splitlines()[0]}")
-                else:
-                    row("nn.LSTM" + (" (cuDNN)" if device.type == "cuda" else ""), tf, tfb)
+            rows += shape_rows(shape, dtype, device, measure, copy, skip, args)
     if args.markdown:
-        print()
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(str(c) for c in r) + " |")
+        print_markdown(rows)
 
 
 def sweep(shapes, device, measure, copy):

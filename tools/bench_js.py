@@ -35,7 +35,19 @@ def python_round(model, prompt: str, tokens: int) -> tuple[float, float]:
     return s.last_stats["ms_per_token"], 1e3 * (time.process_time() - c0) / tokens
 
 
-def main() -> None:
+def node_round(node: subprocess.Popen, backend: str) -> tuple[float, float | None]:
+    """(wall ms/token, CPU ms/token or None) of one round of the node process's backend ("node" or "wasm")."""
+    node.stdin.write(backend + "\n")
+    node.stdin.flush()
+    line = node.stdout.readline()
+    if not line:
+        sys.exit("error: the node side of the benchmark stopped (see above)")
+    got = json.loads(line)
+    return got["ms_per_token"], got["cpu_ms_per_token"]
+
+
+def parse_args():
+    """The command line, checked before anything is loaded: positive counts, js/node_modules in place."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--variant", default="int8")
@@ -49,15 +61,11 @@ def main() -> None:
         sys.exit("error: --tokens and --rounds must be positive")
     if not (JS / "node_modules" / "onnxruntime-node").is_dir():
         sys.exit("error: js/node_modules is missing; run tools/setup_js.sh")
+    return args
 
-    from hybrid.runtime import load_model
-    from hybrid.runtime.errors import HybridError
 
-    try:
-        model = load_model(args.model_dir, variant=args.variant, threads=1)
-    except HybridError as e:
-        sys.exit(f"error: {e}")
-    backends = ["python", "node"] + ([] if args.no_wasm else ["wasm"])
+def start_node_side(args, model) -> tuple[subprocess.Popen | None, subprocess.Popen]:
+    """The demo page's server (unless --no-wasm) and the node process that runs the Node and page rounds."""
     server = None
     job = {
         "dir": str(args.model_dir),
@@ -80,34 +88,28 @@ def main() -> None:
         text=True,
         cwd=JS,
     )
+    return server, node
+
+
+def interleaved_rounds(args, model, node: subprocess.Popen, backends: list[str]) -> tuple[dict, dict]:
+    """Wall and CPU ms/token of every counted round per backend, the backends taking turns round by round."""
     times: dict[str, list[float]] = {b: [] for b in backends}
     cpu: dict[str, list[float]] = {b: [] for b in backends}
-    try:
-        for r in range(args.rounds + 1):  # round 0 warms every backend up and is not counted
-            for b in backends:
-                if b == "python":
-                    ms, c = python_round(model, args.prompt, args.tokens)
-                else:
-                    node.stdin.write(b + "\n")
-                    node.stdin.flush()
-                    line = node.stdout.readline()
-                    if not line:
-                        sys.exit("error: the node side of the benchmark stopped (see above)")
-                    got = json.loads(line)
-                    ms, c = got["ms_per_token"], got["cpu_ms_per_token"]
-                if r:
-                    times[b].append(ms)
-                    if c is not None:
-                        cpu[b].append(c)
-        node.stdin.write("quit\n")
-        node.stdin.flush()
-        node.wait(timeout=60)
-    finally:
-        if node.poll() is None:
-            node.kill()
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
+    for r in range(args.rounds + 1):  # round 0 warms every backend up and is not counted
+        for b in backends:
+            if b == "python":
+                ms, c = python_round(model, args.prompt, args.tokens)
+            else:
+                ms, c = node_round(node, b)
+            if r:
+                times[b].append(ms)
+                if c is not None:
+                    cpu[b].append(c)
+    return times, cpu
+
+
+def print_report(args, model, backends: list[str], times: dict, cpu: dict) -> None:
+    """The table of medians (with min and max) and the ratios against the bars."""
     med = {b: statistics.median(t) for b, t in times.items()}
     print(
         f"{args.model_dir} {model.variant}, 1 thread, {args.tokens} greedy tokens after {args.prompt!r}, "
@@ -129,6 +131,31 @@ def main() -> None:
         print(
             f"wasm / python: {med['wasm'] / med['python']:.2f}x, wasm / node: {med['wasm'] / med['node']:.2f}x (bar 3x)"
         )
+
+
+def main() -> None:
+    args = parse_args()
+    from hybrid.runtime import load_model
+    from hybrid.runtime.errors import HybridError
+
+    try:
+        model = load_model(args.model_dir, variant=args.variant, threads=1)
+    except HybridError as e:
+        sys.exit(f"error: {e}")
+    backends = ["python", "node"] + ([] if args.no_wasm else ["wasm"])
+    server, node = start_node_side(args, model)
+    try:
+        times, cpu = interleaved_rounds(args, model, node, backends)
+        node.stdin.write("quit\n")
+        node.stdin.flush()
+        node.wait(timeout=60)
+    finally:
+        if node.poll() is None:
+            node.kill()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+    print_report(args, model, backends, times, cpu)
 
 
 if __name__ == "__main__":

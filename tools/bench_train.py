@@ -50,17 +50,44 @@ def configs(model: str, scale: str, batch_size: int | None, seq_len: int | None)
     return model_cfg, dataclasses.replace(train_cfg, **over)
 
 
-def run_one(args) -> dict:
-    """Train one model for args.steps steps (in this process) and measure it."""
+def bench_corpus(source: str | None, seq_len: int):
+    """The corpus to train on (default: the built-in one), its valid split cut short."""
+    from hybrid.train.data import load_text_corpus
+    from hybrid.train.sources import load_source
+
+    if source is None:
+        corpus = load_text_corpus()
+    else:  # a path (enwik8, its zip, any text) or a source name; bytes, as the enwik8 recipes are
+        corpus = load_source(source, tokenizer="byte", seq_len=seq_len, progress=False)
+    # The final evaluation (whole valid split) is not timed; keep it short on big corpora.
+    corpus.valid = corpus.valid[: 64 * seq_len + 1]
+    return corpus
+
+
+def peak_memory(device) -> tuple[float, str, str]:
+    """(peak MiB, what it measures, the device's name): on CUDA the allocator's peak, on the CPU
+    this process's peak resident set (the run has a process of its own)."""
     import resource
 
     import torch
 
     from hybrid.runtime.machine import cpu_name
+
+    if device.type == "cuda":
+        peak, where = torch.cuda.max_memory_allocated(device) / 2**20, "GPU, max allocated"
+        name = torch.cuda.get_device_name(device)
+    else:
+        peak, where = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "CPU, peak RSS"
+        name = f"{cpu_name()}, {torch.get_num_threads()} threads"
+    return peak, where, name
+
+
+def run_one(args) -> dict:
+    """Train one model for args.steps steps (in this process) and measure it."""
+    import torch
+
     from hybrid.train import trainer
-    from hybrid.train.data import load_text_corpus
     from hybrid.train.model import HybridLM, count_parameters
-    from hybrid.train.sources import load_source
 
     device = trainer.pick_device(args.device)
     model_cfg, cfg = configs(args.one, args.scale, args.batch_size, args.seq_len)
@@ -74,12 +101,7 @@ def run_one(args) -> dict:
         save_every=far,
         tensorboard=False,
     )
-    if args.corpus is None:
-        corpus = load_text_corpus()
-    else:  # a path (enwik8, its zip, any text) or a source name; bytes, as the enwik8 recipes are
-        corpus = load_source(args.corpus, tokenizer="byte", seq_len=cfg.seq_len, progress=False)
-    # The final evaluation (whole valid split) is not timed; keep it short on big corpora.
-    corpus.valid = corpus.valid[: 64 * cfg.seq_len + 1]
+    corpus = bench_corpus(args.corpus, cfg.seq_len)
     with torch.device("meta"):
         params = count_parameters(HybridLM(model_cfg))["total"]
     if device.type == "cuda":
@@ -91,12 +113,7 @@ def run_one(args) -> dict:
     if not rates:
         raise SystemExit(f"no logging window after step {args.warmup}: raise --steps")
     tps = statistics.median(rates)
-    if device.type == "cuda":
-        peak, where = torch.cuda.max_memory_allocated(device) / 2**20, "GPU, max allocated"
-        name = torch.cuda.get_device_name(device)
-    else:
-        peak, where = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "CPU, peak RSS"
-        name = f"{cpu_name()}, {torch.get_num_threads()} threads"
+    peak, where, name = peak_memory(device)
     return {
         "model": args.one,
         "name": model_cfg.name,

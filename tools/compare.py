@@ -204,20 +204,11 @@ def parse_args(argv=None):
     return a
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    import torch
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-
-    from hybrid.train.config import TrainConfig
+def load_comparison_corpus(args, log):
+    """The corpus (--corpus, or the built-in Tiny Shakespeare) and its path; --smoke takes a slice."""
     from hybrid.train.data import BUILTIN, Corpus
-    from hybrid.train.sizing import sized_config
     from hybrid.train.sources import load_source
-    from hybrid.train.trainer import metric_name
 
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     corpus_path = args.corpus or BUILTIN
     corpus = load_source(
         str(corpus_path), None, args.tokenizer, seq_len=args.seq_len, cache_dir=args.cache_dir, progress=False, log=log
@@ -231,22 +222,37 @@ def main(argv=None) -> dict:
             corpus.test[:2_048],
             meta=corpus.meta,
         )
-    metric = metric_name(corpus.tokenizer.kind)
-    named = corpus.name in ("enwik8", "wikitext-103", "wikitext-2")
-    corpus_label = corpus.name if named else f"{Path(corpus_path).parent.name}/{Path(corpus_path).name}"
+    return corpus, corpus_path
+
+
+def chosen_archs(args) -> list[str]:
+    """The architectures of --archs, in its order; an unknown one stops the tool."""
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     bad = [a for a in archs if a not in ARCHS]
     if bad:
         raise SystemExit(f"unknown architectures {bad}; choose from {', '.join(ARCHS)}")
-    target = int(args.params)
+    return archs
+
+
+def sized_models(archs: list[str], target: int, vocab_size: int, log) -> tuple[dict, dict]:
+    """Each architecture's config at the target parameter count, and its exact count."""
+    from hybrid.train.sizing import sized_config
+
     cfgs, counts = {}, {}
     for arch in archs:
-        cfgs[arch], counts[arch] = sized_config(arch, target, corpus.tokenizer.vocab_size)
+        cfgs[arch], counts[arch] = sized_config(arch, target, vocab_size)
         log(
             f"{arch:<12} {cfgs[arch].pattern:<10} d_model {cfgs[arch].d_model:>4} d_inner {cfgs[arch].d_inner:>5}: "
             f"{counts[arch]:,} parameters"
         )
-    train_cfg = TrainConfig(
+    return cfgs, counts
+
+
+def shared_train_config(args):
+    """The one training budget and schedule of every model (no checkpoints but the last)."""
+    from hybrid.train.config import TrainConfig
+
+    return TrainConfig(
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         steps=args.steps,
@@ -259,8 +265,10 @@ def main(argv=None) -> dict:
         keep_last=1,
         seed=args.seed,
     )
-    log(f"side-by-side speed test ({args.speed_rounds} rounds x {args.speed_steps} steps per model) ...")
-    speed = interleaved_speed(cfgs, args.batch_size, args.seq_len, args.speed_rounds, args.speed_steps, args.seed)
+
+
+def train_all(archs, cfgs, counts, train_cfg, corpus, metric: str, args, log) -> list[dict]:
+    """Train and score every model in turn; the run directories are temporary unless --keep-runs."""
     runs_root = Path(tempfile.mkdtemp(prefix="hybrid-compare-")) if args.keep_runs is None else args.keep_runs
     models = []
     try:
@@ -278,6 +286,71 @@ def main(argv=None) -> dict:
     finally:
         if args.keep_runs is None:
             shutil.rmtree(runs_root, ignore_errors=True)
+    return models
+
+
+def machine_info() -> dict:
+    """Where the numbers were measured."""
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def budget_info(args) -> dict:
+    """The shared training budget, as the report shows it."""
+    return {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "tokens": args.steps * args.batch_size * args.seq_len,
+        "lr": args.lr,
+        "warmup": args.warmup,
+        "seed": args.seed,
+    }
+
+
+def corpus_label(corpus, corpus_path) -> str:
+    """A named corpus by its name, a file by its folder and name."""
+    if corpus.name in ("enwik8", "wikitext-103", "wikitext-2"):
+        return corpus.name
+    return f"{Path(corpus_path).parent.name}/{Path(corpus_path).name}"
+
+
+def write_results(res: dict, args, log) -> None:
+    """The plot, markdown and JSON into --out, then the docs' comparison markers."""
+    files = res["files"]
+    plot(res, Path(files["png"]))
+    atomic_write_text(files["md"], markdown(res, args.out.resolve()))
+    atomic_write_json(files["json"], res)
+    res["docs_updated"] = update_docs(res, [Path(d) for d in args.docs], log)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+
+    from hybrid.train.trainer import metric_name
+
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    corpus, corpus_path = load_comparison_corpus(args, log)
+    metric = metric_name(corpus.tokenizer.kind)
+    label = corpus_label(corpus, corpus_path)
+    archs = chosen_archs(args)
+    target = int(args.params)
+    cfgs, counts = sized_models(archs, target, corpus.tokenizer.vocab_size, log)
+    train_cfg = shared_train_config(args)
+    log(f"side-by-side speed test ({args.speed_rounds} rounds x {args.speed_steps} steps per model) ...")
+    speed = interleaved_speed(cfgs, args.batch_size, args.seq_len, args.speed_rounds, args.speed_steps, args.seed)
+    models = train_all(archs, cfgs, counts, train_cfg, corpus, metric, args, log)
     args.out.mkdir(parents=True, exist_ok=True)
     files = {
         "md": str(args.out / "comparison.md"),
@@ -291,37 +364,20 @@ def main(argv=None) -> dict:
         "command": f"python tools/compare.py {argv_shown}".strip(),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "corpus": str(corpus_path),
-        "corpus_name": corpus_label,
+        "corpus_name": label,
         "tokenizer": corpus.tokenizer.kind,
         "metric": metric,
         "target_params": target,
         "split_tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
-        "budget": {
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "seq_len": args.seq_len,
-            "tokens": args.steps * args.batch_size * args.seq_len,
-            "lr": args.lr,
-            "warmup": args.warmup,
-            "seed": args.seed,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "budget": budget_info(args),
+        "machine": machine_info(),
         "speed_ms_per_step": speed,
         "models": models,
         "files": files,
         "smoke": bool(args.smoke),
     }
     res["verdict"] = verdict(res)
-    plot(res, Path(files["png"]))
-    atomic_write_text(files["md"], markdown(res, args.out.resolve()))
-    atomic_write_json(files["json"], res)
-    res["docs_updated"] = update_docs(res, [Path(d) for d in args.docs], log)
+    write_results(res, args, log)
     print(Path(files["md"]).read_text())
     return res
 

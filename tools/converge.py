@@ -24,7 +24,6 @@ every architecture; the data order is the trainer's (contiguous streams), the sa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 import subprocess
 import sys
@@ -34,146 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import converge_report as report  # noqa: E402
-from converge_runs import converged, done_training, finish, load_corpus, start, valid_history  # noqa: E402, F401
+from converge_plan import ARCHS, CORPORA, PARAM_TOLERANCE, SIZES, WORD_FILE, Job, plan_jobs  # noqa: E402
+from converge_runs import converged, done_training, finish, start, valid_history  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHS = ("transformer", "par", "attn-qrnn", "hybrid")
-SIZES = {"1.5M": 1.5e6, "6M": 6e6}
-WORD_FILE = ROOT / "tools" / "corpora" / "wikitext-2-valid" / "wiki.valid.tokens"
-# How each corpus is trained: streams x segment, evaluation interval, ceiling in epochs.
-CORPORA = {
-    "tinyshakespeare": dict(tokenizer="byte", batch_size=16, seq_len=128, eval_every=250, epochs=12),
-    "wikitext-2": dict(
-        tokenizer="word",
-        batch_size=16,
-        seq_len=64,
-        eval_every=100,
-        epochs=30,
-        adaptive_cutoffs=[2000, 6000],
-        adaptive_div=4,
-    ),
-}
-PARAM_TOLERANCE = 0.01  # equal parameters: every model within 1% of the target
-
-
-@dataclasses.dataclass
-class Job:
-    corpus: str
-    size: str
-    arch: str
-    seed: int
-    run_dir: Path
-    recipe: Path
-    record: Path
-    plan: dict  # what the run computes: a record made under another plan is not reused
-
-    @property
-    def name(self) -> str:
-        return f"{self.corpus}/{self.size}/{self.arch}-seed{self.seed}"
-
-
-# -- the plan ---------------------------------------------------------------------------------
-
-
-def corpus_spec(key: str, args) -> dict:
-    """The recipe's data section: where the corpus lies and how it is tokenized."""
-    if key == "tinyshakespeare":
-        from hybrid.train.data import BUILTIN
-
-        return {"source": str(args.byte_corpus or BUILTIN), "tokenizer": "byte"}
-    if args.word_corpus == "wikitext-2":  # the real files (wiki.{train,valid,test}.tokens)
-        spec = {"source": "wikitext-2", "tokenizer": "word"}
-        if args.word_path:
-            spec["path"] = str(Path(args.word_path).resolve())
-        return spec
-    return {"source": str(Path(args.word_corpus or WORD_FILE).resolve()), "tokenizer": "word"}
-
-
-def plan_jobs(args, log) -> tuple[list[Job], dict]:
-    """Every run of the plan, and per corpus what the report needs (name, split sizes, budget)."""
-    from hybrid.train.config import TrainConfig
-    from hybrid.train.sizing import sized_config
-    from hybrid.train.trainer import corpus_fingerprint
-
-    jobs, corpora = [], {}
-    for key in args.corpora:
-        c = dict(CORPORA[key], **(args.overrides.get(key, {})))
-        spec = corpus_spec(key, args)
-        corpus = load_corpus(spec, c["seq_len"], args.cache_dir)
-        tokens_per_step = c["batch_size"] * c["seq_len"]
-        ceiling = max(c["eval_every"], round(c["epochs"] * len(corpus.train) / tokens_per_step))
-        corpora[key] = {
-            "name": corpus.name,
-            "tokenizer": corpus.tokenizer.kind,
-            "vocab": corpus.tokenizer.vocab_size,
-            "split_tokens": {s: len(getattr(corpus, s)) for s in ("train", "valid", "test")},
-            "ceiling_steps": ceiling,
-            "tokens_per_step": tokens_per_step,
-            "epochs": c["epochs"],
-            "eval_every": c["eval_every"],
-            "patience": args.patience,
-            "source": spec,
-        }
-        log(corpus.describe() + f"; ceiling {ceiling:,} steps ({c['epochs']} epochs)")
-        extra = {k: c[k] for k in ("adaptive_cutoffs", "adaptive_div") if k in c}
-        if "adaptive_cutoffs" in extra:  # clusters only inside this vocabulary
-            extra["adaptive_cutoffs"] = [x for x in extra["adaptive_cutoffs"] if x < corpus.tokenizer.vocab_size]
-        for size in args.sizes:
-            target = int(SIZES.get(size) or float(size))
-            for arch in args.archs:
-                cfg, n = sized_config(arch, target, corpus.tokenizer.vocab_size, dropout=args.dropout, **extra)
-                if abs(n - target) > args.tolerance * target:
-                    raise SystemExit(
-                        f"{arch} at {size}: {n:,} parameters, more than {args.tolerance:.0%} from {target:,}"
-                    )
-                for seed in args.seeds:
-                    train = TrainConfig(
-                        batch_size=c["batch_size"],
-                        seq_len=c["seq_len"],
-                        steps=ceiling,
-                        lr=args.lr,
-                        warmup_steps=min(100, ceiling // 10),
-                        min_lr_ratio=0.1,
-                        eval_every=c["eval_every"],
-                        eval_tokens=0,
-                        save_every=c["eval_every"],
-                        keep_last=1,
-                        keep_best=True,
-                        seed=seed,
-                        log_every=50,
-                        tensorboard=False,
-                    )
-                    name = f"{arch}-seed{seed}"
-                    plan = {
-                        "model": dataclasses.asdict(cfg),
-                        "train": train.to_dict(),
-                        "params": n,
-                        "corpus_fingerprint": corpus_fingerprint(corpus),
-                        "patience": args.patience,
-                    }
-                    jobs.append(
-                        Job(
-                            key,
-                            size,
-                            arch,
-                            seed,
-                            args.runs / key / size / name,
-                            args.runs / key / size / "recipes" / f"{name}.json",
-                            args.out / "runs" / key / size / f"{name}.json",
-                            plan,
-                        )
-                    )
-    # Corpus by corpus (the first named first), seed by seed: a plan run in pieces completes
-    # whole tables, each filled one seed of all four models at a time.
-    jobs.sort(
-        key=lambda j: (
-            args.corpora.index(j.corpus),
-            args.sizes.index(j.size),
-            args.seeds.index(j.seed),
-            args.archs.index(j.arch),
-        )
-    )
-    return jobs, corpora
 
 
 # -- the scheduler ------------------------------------------------------------------------------
@@ -253,10 +116,8 @@ def run_plan(jobs: list[Job], corpora: dict, args, log) -> int:
 # -- command line -------------------------------------------------------------------------------
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _add_plan_arguments(p: argparse.ArgumentParser) -> None:
+    """What is trained: corpora, sizes, seeds, architectures, and the training settings."""
     p.add_argument("--corpora", default=",".join(CORPORA), help="which corpora (tinyshakespeare, wikitext-2)")
     p.add_argument(
         "--byte-corpus",
@@ -277,6 +138,10 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int, default=4, help="evaluations without improvement before stopping")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--dropout", type=float, default=0.1)
+
+
+def _add_machine_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the runs go: parallel jobs, threads, devices, folders."""
     p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument(
@@ -294,11 +159,35 @@ def parse_args(argv=None):
         help="markdown files whose convergence markers get the table (default README.md and docs/comparison.md)",
     )
     p.add_argument("--cache-dir", type=Path, default=None, help="token cache folder")
+
+
+def _add_mode_arguments(p: argparse.ArgumentParser) -> None:
+    """What the invocation does: the plan, only its listing, only the report, or the smoke test."""
     p.add_argument("--redo", action="store_true", help="train runs again whose record was made under other settings")
     p.add_argument("--dry-run", action="store_true", help="print the plan (sizes, ceilings, runs) and stop")
     p.add_argument("--report", action="store_true", help="only rebuild the table and plot from the records")
     p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--smoke", action="store_true", help="toy sizes: the whole pipeline in about a minute")
+
+
+def _apply_smoke(a) -> None:
+    """--smoke: toy sizes and corpus slices, into a temporary folder unless --runs/--out/--docs say otherwise."""
+    tmp = Path(tempfile.mkdtemp(prefix="hybrid-converge-smoke-"))
+    a.sizes, a.patience, a.poll, a.tolerance, a.seeds = ["40000"], 2, 0.5, 0.1, a.seeds[:1]
+    a.overrides = {k: dict(epochs=0.1, eval_every=5, batch_size=4, seq_len=32) for k in CORPORA}
+    a.byte_corpus, a.word_corpus = smoke_corpora(tmp)
+    a.runs = a.runs or tmp / "runs"
+    a.out = a.out or tmp / "results"
+    a.docs = a.docs if a.docs is not None else []
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _add_plan_arguments(p)
+    _add_machine_arguments(p)
+    _add_mode_arguments(p)
     a = p.parse_args(argv)
     a.corpora, a.archs, a.sizes = (s.split(",") for s in (a.corpora, a.archs, a.sizes))
     a.seeds = [int(s) for s in a.seeds.split(",")]
@@ -307,13 +196,7 @@ def parse_args(argv=None):
     if bad or a.patience < 1 or a.jobs < 1 or a.threads < 1:
         p.error(f"bad --corpora/--archs {bad}, or --patience/--jobs/--threads below 1")
     if a.smoke:
-        tmp = Path(tempfile.mkdtemp(prefix="hybrid-converge-smoke-"))
-        a.sizes, a.patience, a.poll, a.tolerance, a.seeds = ["40000"], 2, 0.5, 0.1, a.seeds[:1]
-        a.overrides = {k: dict(epochs=0.1, eval_every=5, batch_size=4, seq_len=32) for k in CORPORA}
-        a.byte_corpus, a.word_corpus = smoke_corpora(tmp)
-        a.runs = a.runs or tmp / "runs"
-        a.out = a.out or tmp / "results"
-        a.docs = a.docs if a.docs is not None else []
+        _apply_smoke(a)
     a.out = a.out or ROOT / "results" / "convergence"
     a.runs = a.runs or ROOT / "runs" / "converge"
     a.docs = a.docs if a.docs is not None else [ROOT / "README.md", ROOT / "docs" / "comparison.md"]

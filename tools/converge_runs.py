@@ -95,19 +95,12 @@ def start(job, args, data_spec: dict, device: str) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
 
 
-def finish(job, corpus_info: dict, stop: str, args) -> dict:
-    """Score the best checkpoint on the whole valid and test splits; write the run's record."""
-    import torch
-
+def best_model(job, history: list[tuple[int, float]]):
+    """The run's model at its best evaluation's checkpoint, that checkpoint's path, step and valid loss."""
     from hybrid.train import checkpoint as ck
-    from hybrid.runtime.files import atomic_write_json
     from hybrid.train.config import ModelConfig
-    from hybrid.train.metrics import read_metrics
     from hybrid.train.model import HybridLM
-    from hybrid.train.trainer import evaluate, metric_name, metric_value
 
-    torch.set_num_threads(args.threads)
-    history = valid_history(job.run_dir)
     best_step, best_loss = min(history, key=lambda h: h[1])
     path = next((p for p in ck.list_checkpoints(job.run_dir) if ck.checkpoint_step(p) == best_step), None)
     if path is None:
@@ -116,6 +109,31 @@ def finish(job, corpus_info: dict, stop: str, args) -> dict:
     cfg = ModelConfig.from_dict(job.plan["model"], str(job.recipe))
     model = HybridLM(cfg)
     ck.load_weights_into(model, weights, str(path))
+    return model, path, best_step, best_loss
+
+
+def train_seconds(records: list[dict], tokens_per_step: int) -> float:
+    """The trainer's own log intervals added up: training time, not evaluations."""
+    seconds, last = 0.0, 0
+    for r in records:
+        if "tokens_per_s" in r:
+            seconds += (r["step"] - last) * tokens_per_step / max(r["tokens_per_s"], 1e-9)
+            last = r["step"]
+    return seconds
+
+
+def finish(job, corpus_info: dict, stop: str, args) -> dict:
+    """Score the best checkpoint on the whole valid and test splits; write the run's record."""
+    import torch
+
+    from hybrid.runtime.files import atomic_write_json
+    from hybrid.train.metrics import read_metrics
+    from hybrid.train.trainer import evaluate, metric_name, metric_value
+
+    torch.set_num_threads(args.threads)
+    history = valid_history(job.run_dir)
+    model, path, best_step, best_loss = best_model(job, history)
+    cfg = model.cfg
     B, T = job.plan["train"]["batch_size"], job.plan["train"]["seq_len"]
     corpus = load_corpus(corpus_info["source"], T, args.cache_dir)
     v_nll, v_n = evaluate(model, corpus.valid, B, T)
@@ -125,11 +143,6 @@ def finish(job, corpus_info: dict, stop: str, args) -> dict:
     kind, per_step = corpus.tokenizer.kind, corpus_info["tokens_per_step"]
     metric = metric_name(kind)
     records = read_metrics(job.run_dir)
-    seconds, last = 0.0, 0  # the trainer's own log intervals: training time, not evaluations
-    for r in records:
-        if "tokens_per_s" in r:
-            seconds += (r["step"] - last) * per_step / max(r["tokens_per_s"], 1e-9)
-            last = r["step"]
     last_step = max(r["step"] for r in records)
     rec = {
         "format": "hybrid-convergence-run",
@@ -155,7 +168,7 @@ def finish(job, corpus_info: dict, stop: str, args) -> dict:
         "valid_tokens": v_n,
         "test_tokens": t_n,
         "curve": [{"step": s, "tokens": s * per_step, metric: metric_value(v, kind)} for s, v in history],
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(train_seconds(records, per_step), 1),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "plan": job.plan,
     }
