@@ -78,8 +78,9 @@ def separated(a: dict, b: dict) -> bool:
 
 
 def verdict(table: dict, planned_seeds: int) -> str:
-    if "hybrid" not in table or "transformer" not in table:
-        return "Not yet measured: the Hybrid Transformer or the Transformer has no finished run."
+    missing = [LABELS[a] for a in ("hybrid", "transformer") if a not in table]
+    if missing:
+        return f"Not yet measured: the {' and the '.join(missing)} has no finished run yet." + still_improving(table)
     h, t = table["hybrid"], table["transformer"]
     m = h["metric"]
     n = min(h["test"]["n"], t["test"]["n"])
@@ -108,7 +109,21 @@ def verdict(table: dict, planned_seeds: int) -> str:
     )
     if n < planned_seeds:
         text += f" Incomplete: {n} of {planned_seeds} planned seeds so far."
-    return text
+    return text + still_improving(table)
+
+
+def still_improving(table: dict) -> str:
+    """A caveat for runs whose best checkpoint is their last, at the token ceiling: the budget
+    stopped them, not the patience rule, so their figures are not converged ones."""
+    runs = [r for g in table.values() for r in g["runs"]]
+    cut = [r for r in runs if r["stop"] == "ceiling" and r["best_step"] == r["steps"]]
+    if not cut:
+        return ""
+    names = ", ".join(sorted({LABELS[r["arch"]] for r in cut}))
+    return (
+        f" {len(cut)} of {len(runs)} runs ({names}) were still improving when they reached the token ceiling: "
+        "their figures are the budget's, not converged ones."
+    )
 
 
 def markdown(res: dict, doc_dir: Path | None) -> str:
