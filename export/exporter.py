@@ -5,7 +5,7 @@
 
 Steps: load the run (config + safetensors), trace the fp32 graph (QRNN recurrence as one Scan),
 check its structure, quantize, write config.json, the tokenizer and onnxruntime-genai's files, run the self-check
-(selfcheck.py) and write export_report.json. The directory is built under a temporary name
+(selfcheck.py, on the text probe.py chooses) and write export_report.json. The directory is built under a temporary name
 beside `out_dir` and renamed into place only when everything (the self-check included) passed,
 so a failure never leaves a half-written or unchecked model directory behind.
 """
@@ -19,8 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from hybrid.export.probe import default_probe_text as default_probe_text  # re-exported: tests read it here
 from hybrid.runtime.errors import HybridError
 from hybrid.runtime.files import DirLock
 from hybrid.runtime.modeldir import FORMAT, config_format
@@ -28,9 +27,6 @@ from hybrid.runtime.modeldir import FORMAT, config_format
 REPORT_FORMAT = "hybrid-export-report"
 FP32_RTOL = 1e-4  # max |logit diff| / max |logit|, PyTorch vs ONNX fp32
 QUANT_LIMITS = {"int8": 0.01, "int4": 0.03}  # allowed relative increase of bpc (mean NLL) over ONNX fp32
-PROBE_TOKENS = 16384  # tokens of the built-in probe that are scored
-MAX_PROBE_TOKENS = 65536  # a given probe text is cut to this many tokens
-MIN_PROBE_TOKENS = 16
 PROBE_STREAMS = 8
 # torch.onnx writes opset 18 natively; converting down to 17 produces an invalid Split node.
 MIN_OPSET = 18
@@ -50,44 +46,6 @@ def parse_quantize(value) -> tuple[str, ...]:
     if bad:
         raise HybridError(f"unknown quantization {bad[0]!r} (use int8, int4, a comma-separated list, or none)")
     return tuple(dict.fromkeys(items))
-
-
-def default_probe_text() -> tuple[str, str]:
-    """The built-in corpus's test split (its last 5%, from a line start): held out from training."""
-    from hybrid.train.data import BUILTIN
-
-    text = BUILTIN.read_text(encoding="utf-8")
-    start = text.index("\n", len(text) * 95 // 100) + 1
-    return text[start:], f"built-in corpus test split ({BUILTIN.name})"
-
-
-def default_probe(run_dir: Path, corpus: dict, tokenizer, log):
-    """The self-check's text when none is given: the run's own test split, held out from training
-    (its config.json says how to load the corpus; the local copy must still have the run's
-    fingerprint). Returns (tokens, description); the built-in corpus's test split, with a note,
-    for a run whose corpus cannot be loaded here."""
-    from hybrid.train.rundir import corpus_from_spec, corpus_fingerprint
-
-    spec, why = corpus.get("spec"), "its config.json does not say how to load its corpus"
-    if isinstance(spec, dict) and spec.get("source") == "builtin":
-        from hybrid.train.data import BUILTIN
-
-        text, _ = default_probe_text()
-        return tokenizer.encode(text)[: PROBE_TOKENS + 1], f"the run's own test split (built-in {BUILTIN.name})"
-    if isinstance(spec, dict):
-        try:
-            loaded = corpus_from_spec(spec, tokenizer.kind, None, False, lambda msg: None, hub=False)
-            if loaded.tokenizer.to_json() != tokenizer.to_json() or corpus.get("fingerprint") not in (
-                None,
-                corpus_fingerprint(loaded),
-            ):
-                raise HybridError(f"{loaded.name} is not the corpus the run was trained on (it changed)")
-            return np.asarray(loaded.test[: PROBE_TOKENS + 1]), f"the run's own test split ({loaded.name})"
-        except HybridError as e:
-            why = f"its corpus cannot be loaded here ({e})"
-    text, source = default_probe_text()
-    log(f"note: {run_dir}: {why}; the self-check scores the {source} instead (--probe FILE to choose)")
-    return tokenizer.encode(text)[: PROBE_TOKENS + 1], source
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -176,37 +134,14 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
 
     # Everything that can be wrong with the input is found before anything is written.
-    import onnx
+    from hybrid.export.probe import probe_tokens as choose_probe
+    from hybrid.train.trainer import metric_name
 
-    from hybrid.export.onnx_graph import DEFAULT_OPSET
-    from hybrid.runtime.tokenizer import load_tokenizer
-    from hybrid.train.checkpoint import load_weights
-    from hybrid.train.model import HybridLM
-    from hybrid.train.trainer import metric_name, read_run_config
-
-    opset = DEFAULT_OPSET if opset is None else int(opset)
-    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
-        raise HybridError(
-            f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} to "
-            f"{onnx.defs.onnx_opset_version()}, the newest this onnx {onnx.__version__} knows)"
-        )
-    model_cfg, train_cfg, run_obj = read_run_config(run_dir)
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    if tokenizer.vocab_size != model_cfg.vocab_size:
-        raise HybridError(
-            f"{run_dir / 'tokenizer.json'}: vocabulary of {tokenizer.vocab_size} tokens, "
-            f"the model config has vocab_size {model_cfg.vocab_size}"
-        )
-    model = HybridLM(model_cfg)
-    load_weights(model, run_dir / "model.safetensors")
-    model.eval()
+    opset = _check_opset(opset)
+    model, model_cfg, train_cfg, run_obj, tokenizer = _load_run(run_dir)
     probe_tokens, probe_source = None, None
-    if check and probe_text is not None:
-        probe_tokens, probe_source = tokenizer.encode(probe_text)[: MAX_PROBE_TOKENS + 1], "given text"
-    elif check:
-        probe_tokens, probe_source = default_probe(run_dir, run_obj["corpus"], tokenizer, log)
-    if check and len(probe_tokens) < MIN_PROBE_TOKENS:
-        raise HybridError(f"probe text is too short: {len(probe_tokens)} tokens, need at least {MIN_PROBE_TOKENS}")
+    if check:
+        probe_tokens, probe_source = choose_probe(run_dir, run_obj["corpus"], tokenizer, probe_text, log)
     out_dir = _prepare_out_dir(out_dir, run_dir, overwrite)
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
@@ -223,7 +158,7 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
             variants,
             opset,
             probe_tokens,
-            probe_source if check else None,
+            probe_source,
             metric_name(tokenizer.kind),
             log,
             ort,
@@ -238,6 +173,42 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote {out_dir}")
     return report
+
+
+def _check_opset(opset) -> int:
+    """The opset to write (DEFAULT_OPSET when none is given), one this exporter and onnx can write."""
+    import onnx
+
+    from hybrid.export.onnx_graph import DEFAULT_OPSET
+
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise HybridError(
+            f"--opset {opset} is not supported (the exporter writes opset {MIN_OPSET} to "
+            f"{onnx.defs.onnx_opset_version()}, the newest this onnx {onnx.__version__} knows)"
+        )
+    return opset
+
+
+def _load_run(run_dir: Path):
+    """The run's PyTorch model (weights loaded, eval mode), its configs, config.json and tokenizer,
+    the tokenizer checked against the model's vocabulary."""
+    from hybrid.runtime.tokenizer import load_tokenizer
+    from hybrid.train.checkpoint import load_weights
+    from hybrid.train.model import HybridLM
+    from hybrid.train.trainer import read_run_config
+
+    model_cfg, train_cfg, run_obj = read_run_config(run_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    if tokenizer.vocab_size != model_cfg.vocab_size:
+        raise HybridError(
+            f"{run_dir / 'tokenizer.json'}: vocabulary of {tokenizer.vocab_size} tokens, "
+            f"the model config has vocab_size {model_cfg.vocab_size}"
+        )
+    model = HybridLM(model_cfg)
+    load_weights(model, run_dir / "model.safetensors")
+    model.eval()
+    return model, model_cfg, train_cfg, run_obj, tokenizer
 
 
 def _build(
@@ -255,17 +226,37 @@ def _build(
     log,
     ort=False,
 ) -> dict:
-    import onnx
-    import onnxruntime
-    import torch
+    t0 = time.perf_counter()
+    files, graph = _write_graphs(tmp, run_dir, model, model_cfg, variants, opset, log)
+    extra = _write_model_files(tmp, model, model_cfg, tokenizer, files, metric, opset, ort, log)
+    report = _report_head(tmp, run_dir, opset, metric, graph, files, checked=probe_tokens is not None)
+    if probe_tokens is None:
+        from hybrid.runtime.model import Model
 
+        for v in extra.get("ort", {}):  # unchecked, but a file the runtime cannot load fails here
+            Model(tmp, v, threads=1, file_format="ort")
+        report.update(ok=True, failures=[])
+    else:
+        report.update(_self_check(tmp, model, model_cfg, train_cfg, variants, probe_tokens, probe_source, metric, log))
+        if extra.get("ort"):
+            from hybrid.export import ort as ort_files
+
+            log("checking the ORT-format files against the .onnx ones...")
+            report["ort"], ort_failures = ort_files.check_ort_files(tmp, extra["ort"], probe_tokens, FP32_RTOL)
+            report["failures"] += ort_failures
+            report["ok"] = not report["failures"]
+    report["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def _write_model_files(tmp: Path, model, model_cfg, tokenizer, files, metric, opset, ort, log) -> dict:
+    """Beside the graphs: the tokenizer, onnxruntime-genai's files, the ORT-format files if asked
+    for, and config.json naming them all. Returns config.json's extra entries (genai, ort)."""
     from hybrid.export import contract, genai, ort as ort_files
     from hybrid.export.onnx_graph import output_name
     from hybrid.export.signature import graph_state_shapes, uses_attention_mask
     from hybrid.runtime.tokenizer import save_tokenizer
 
-    t0 = time.perf_counter()
-    files, graph = _write_graphs(tmp, run_dir, model, model_cfg, variants, opset, log)
     save_tokenizer(tokenizer, tmp / contract.TOKENIZER)  # the one loaded and checked, not the file again
     shapes = graph_state_shapes(model, 1)
     extra = genai.write_genai_files(tmp, model_cfg.to_dict(), files, tokenizer.kind)
@@ -283,9 +274,20 @@ def _build(
         extra,
     )
     (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
+    return extra
+
+
+def _report_head(tmp: Path, run_dir: Path, opset, metric, graph, files, checked: bool) -> dict:
+    """export_report.json's facts about the build: what was exported, the files and their sizes,
+    the library versions; the self-check's results follow it."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    from hybrid.export import contract
 
     fp32_bytes = (tmp / files["fp32"]).stat().st_size
-    report = {
+    return {
         "format": REPORT_FORMAT,
         "format_version": contract.FORMAT_VERSION,
         "run": str(run_dir),
@@ -297,23 +299,8 @@ def _build(
             for v, f in files.items()
         },
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-        "checked": probe_tokens is not None,
+        "checked": checked,
     }
-    if probe_tokens is None:
-        from hybrid.runtime.model import Model
-
-        for v in extra.get("ort", {}):  # unchecked, but a file the runtime cannot load fails here
-            Model(tmp, v, threads=1, file_format="ort")
-        report.update(ok=True, failures=[])
-    else:
-        report.update(_self_check(tmp, model, model_cfg, train_cfg, variants, probe_tokens, probe_source, metric, log))
-        if extra.get("ort"):
-            log("checking the ORT-format files against the .onnx ones...")
-            report["ort"], ort_failures = ort_files.check_ort_files(tmp, extra["ort"], probe_tokens, FP32_RTOL)
-            report["failures"] += ort_failures
-            report["ok"] = not report["failures"]
-    report["seconds"] = time.perf_counter() - t0
-    return report
 
 
 def _write_graphs(tmp: Path, run_dir: Path, model, model_cfg, variants, opset, log) -> tuple[dict, dict]:

@@ -120,22 +120,12 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
     nodes from a three-QRNN graph, which matters in token-by-token generation where each node
     costs about a microsecond whatever its size. Returns the number of Transposes removed."""
 
-    def names_used(g: onnx.GraphProto) -> set[str]:  # inside a body: may reference outer values
-        return {i for n in g.node for i in n.input} | {x for n in g.node for b in _subgraphs(n) for x in names_used(b)}
-
     consumers: dict[str, list[onnx.NodeProto]] = {}  # one entry per use: a node reading a name twice counts twice
     for n in graph.node:
-        for i in [*n.input, *{x for b in _subgraphs(n) for x in names_used(b)}]:
+        for i in [*n.input, *{x for b in _subgraphs(n) for x in _names_used(b)}]:
             consumers.setdefault(i, []).append(n)
     producer = {o: n for n in graph.node for o in n.output}
     graph_outputs = {v.name for v in graph.output}
-
-    def swaps_01(n: onnx.NodeProto | None) -> bool:  # Transpose(perm=[1, 0, 2])
-        return (
-            n is not None
-            and n.op_type == "Transpose"
-            and any(a.name == "perm" and list(a.ints) == [1, 0, 2] for a in n.attribute)
-        )
 
     removed: list[onnx.NodeProto] = []
     for scan in [n for n in graph.node if n.op_type == "Scan"]:
@@ -149,20 +139,40 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
             name = scan.input[n_state + j]
             t = producer.get(name)
             # (a Transpose already folded into an earlier Scan's output is gone: leave it)
-            if swaps_01(t) and t not in removed and len(consumers[name]) == 1 and name not in graph_outputs:
+            if _swaps_01(t) and t not in removed and len(consumers[name]) == 1 and name not in graph_outputs:
                 scan.input[n_state + j] = t.input[0]
                 in_axes[j], removed = 1, removed + [t]
         out_axes = [0] * (len(scan.output) - n_state)
         for j in range(len(out_axes)):
             name = scan.output[n_state + j]
             users = consumers.get(name, [])
-            if len(users) == 1 and swaps_01(users[0]) and users[0] not in removed and name not in graph_outputs:
+            if len(users) == 1 and _swaps_01(users[0]) and users[0] not in removed and name not in graph_outputs:
                 scan.output[n_state + j] = users[0].output[0]
                 out_axes[j], removed = 1, removed + [users[0]]
         if any(in_axes):
             scan.attribute.append(onnx.helper.make_attribute("scan_input_axes", in_axes))
         if any(out_axes):
             scan.attribute.append(onnx.helper.make_attribute("scan_output_axes", out_axes))
+    _drop_nodes(graph, removed)
+    return len(removed)
+
+
+def _names_used(g: onnx.GraphProto) -> set[str]:
+    """Every name g's nodes read, those of nested bodies included (a body may read outer values)."""
+    return {i for n in g.node for i in n.input} | {x for n in g.node for b in _subgraphs(n) for x in _names_used(b)}
+
+
+def _swaps_01(n: onnx.NodeProto | None) -> bool:
+    """Whether n is Transpose(perm=[1, 0, 2]): the swap of batch and time around a Scan."""
+    return (
+        n is not None
+        and n.op_type == "Transpose"
+        and any(a.name == "perm" and list(a.ints) == [1, 0, 2] for a in n.attribute)
+    )
+
+
+def _drop_nodes(graph: onnx.GraphProto, removed: list[onnx.NodeProto]) -> None:
+    """Remove the given nodes and the shape annotations of the values they read or wrote."""
     gone = {id(n) for n in removed}
     keep = [n for n in graph.node if id(n) not in gone]
     stale = {o for n in removed for o in n.output} | {i for n in removed for i in n.input}
@@ -171,7 +181,6 @@ def fold_scan_transposes(graph: onnx.GraphProto) -> int:
     graph.node.extend(keep)
     del graph.value_info[:]
     graph.value_info.extend(keep_vi)
-    return len(removed)
 
 
 # -- checks on a graph ------------------------------------------------------------------------

@@ -196,9 +196,22 @@ def run_bench(
     """Every test on every variant and thread count. `eager`, a function of the thread count
     returning a backend, adds a comparison run side by side (train/eager.py: eager PyTorch on the
     model's training run, for `bench --run-dir`; it checks the run before calling this)."""
-    import onnxruntime as ort
-
     md = open_model_dir(model_dir)
+    threads, todo = _checked_plan(md, variants, threads, reps, prompt_len, gen_tokens, streams, segment, log)
+    rng, V = np.random.default_rng(seed), md.vocab_size
+    res = _bench_header(md, reps)
+    shape = (prompt_len, gen_tokens, streams, segment, rng, V)
+    _measure_peak_memory(res, md, todo, max(threads), eager, shape, log)
+    for t in threads:
+        _time_backends(res, md, todo, t, eager, reps, shape, log)
+    res["derived"] = derive(res, todo, threads, streams, segment, gen_tokens)
+    return res
+
+
+def _checked_plan(md, variants, threads, reps, prompt_len, gen_tokens, streams, segment, log):
+    """The thread counts and the variants to measure (those of `variants` the directory has; a
+    missing one is noted and skipped), every number checked and the inputs' memory estimated
+    before anything runs."""
     for v in variants:
         if v not in VARIANTS:
             raise HybridError(f"unknown variant {v!r} (choose from {', '.join(VARIANTS)})")
@@ -224,8 +237,15 @@ def run_bench(
         raise HybridError("no variants to measure: name one or more of " + ", ".join(VARIANTS))
     if not todo:
         raise HybridError(f"{md.path}: none of the variants {', '.join(variants)} was exported")
-    rng, V = np.random.default_rng(seed), md.vocab_size
-    res = {
+    return threads, todo
+
+
+def _bench_header(md, reps) -> dict:
+    """The result's description of the model, the machine and the library; the measurements are
+    filled in by _measure_peak_memory, _time_backends and derive."""
+    import onnxruntime as ort
+
+    return {
         "model_dir": str(md.path),
         "model": {
             k: md.model.get(k) for k in ("name", "pattern", "d_model", "d_inner", "n_heads", "mem_len", "vocab_size")
@@ -237,13 +257,16 @@ def run_bench(
         "variants": {},
         "results": [],
     }
-    shape = (prompt_len, gen_tokens, streams, segment, rng, V)
+
+
+def _measure_peak_memory(res, md, todo, threads, eager, shape, log) -> None:
+    """Each variant's file size, bytes read per token and peak memory into res["variants"]:
+    memory first, one backend at a time (torch last: importing it raises every later peak)."""
     state_bytes = md.state_bytes(1)
-    # Memory first, one backend at a time (torch last: importing it raises every later peak).
     for v in todo:
         log(f"peak memory: {v}")
         size = md.file(v).stat().st_size
-        peak, scope = peak_memory(lambda: OnnxBackend(md.path, v, max(threads)), *shape)
+        peak, scope = peak_memory(lambda: OnnxBackend(md.path, v, threads), *shape)
         res["variants"][v] = {
             "file": md.config["files"][v],
             "file_mib": size / MiB,
@@ -253,24 +276,26 @@ def run_bench(
         }
     if eager is not None:
         log("peak memory: eager PyTorch")
-        peak, scope = peak_memory(lambda: eager(max(threads)), *shape)
+        peak, scope = peak_memory(lambda: eager(threads), *shape)
         res["variants"]["torch"] = {"peak_rss_mib": peak, "peak_rss_scope": scope}
-    for t in threads:
-        log(f"timing {', '.join(todo)}{' and eager PyTorch' if eager else ''} side by side, {t} thread(s)")
-        membw = ReadBandwidth(t)
-        backends = [OnnxBackend(md.path, v, t) for v in todo]
-        if eager is not None:
-            backends.append(eager(t))
-        rows = time_side_by_side(backends + [membw], reps, *shape)
-        membw.close()
-        for r in rows:
-            if r["backend"] == "memory":  # bytes read per second, from the mean time per read
-                res["bandwidth_gbs"][t] = ReadBandwidth.size / (r["ms_per_token"] * r["tokens"] / 1e3) / 1e9
-        res["results"] += [r for r in rows if r["backend"] != "memory"]
-        del backends, membw
-        gc.collect()
-    res["derived"] = derive(res, todo, threads, streams, segment, gen_tokens)
-    return res
+
+
+def _time_backends(res, md, todo, t, eager, reps, shape, log) -> None:
+    """Every test on every variant (and eager PyTorch) at t threads, side by side with a memory
+    read that gives the bandwidth bound: rows into res["results"], GB/s into res["bandwidth_gbs"]."""
+    log(f"timing {', '.join(todo)}{' and eager PyTorch' if eager else ''} side by side, {t} thread(s)")
+    membw = ReadBandwidth(t)
+    backends = [OnnxBackend(md.path, v, t) for v in todo]
+    if eager is not None:
+        backends.append(eager(t))
+    rows = time_side_by_side(backends + [membw], reps, *shape)
+    membw.close()
+    for r in rows:
+        if r["backend"] == "memory":  # bytes read per second, from the mean time per read
+            res["bandwidth_gbs"][t] = ReadBandwidth.size / (r["ms_per_token"] * r["tokens"] / 1e3) / 1e9
+    res["results"] += [r for r in rows if r["backend"] != "memory"]
+    del backends, membw
+    gc.collect()
 
 
 def derive(res, variants, threads, streams, segment, gen_tokens) -> list[dict]:

@@ -85,20 +85,8 @@ def evaluate(
     name: str = "text",
 ) -> dict:
     """Score a token source (see textfile.py) with `model`; returns a JSON-ready dict."""
-    if isinstance(source, (np.ndarray, list, tuple)):
-        source = ArraySource(source)
-    if not all(hasattr(source, a) for a in ("n", "read", "close")):
-        raise HybridError(f"evaluate() takes token ids or a token source (textfile.py), got {type(source).__name__}")
-    if isinstance(source, ArraySource):
-        source.check_range(model.vocab_size)
-    for opt, v in (("streams", streams), ("segment", segment)):
-        if not is_integer(v) or v <= 0:
-            raise HybridError(f"{opt} must be a positive integer, got {v!r}")
-    if not is_integer(ctx) or ctx < 0 or ctx == 1:
-        raise HybridError(f"ctx must be 0 (off) or an integer >= 2, got {ctx!r}")
-    if not is_integer(max_tokens) or max_tokens < 0:
-        raise HybridError(f"max_tokens must be >= 0 (0 = whole text), got {max_tokens!r}")
-    streams, segment, ctx, max_tokens = int(streams), int(segment), int(ctx), int(max_tokens)
+    source = _token_source(model, source)
+    streams, segment, ctx, max_tokens = _checked_layout(streams, segment, ctx, max_tokens)
     if base is not None and (
         base.vocab_size != model.vocab_size or base.tokenizer.to_json() != model.tokenizer.to_json()
     ):
@@ -130,16 +118,46 @@ def evaluate(
     if getattr(source, "unknown", 0):
         out["unknown_tokens"] = source.unknown
     if base is not None:
-        bn = tally.base_nll / max(tally.count, 1)
-        out["kl"] = {
-            "base": f"{base.dir.path}:{base.variant}",
-            "mean": max(tally.kl / max(tally.count, 1), 0.0),
-            "max": tally.kl_max,
-            "top1_agreement": tally.same_top1 / max(tally.count, 1),
-            f"base_{model.metric}": metric_value(bn, model.metric),
-            "base_nll": bn,
-        }
+        out["kl"] = _kl_summary(model, base, tally)
     return out
+
+
+def _token_source(model, source):
+    """A token source (textfile.py) from token ids or a source; ids in memory are checked
+    against the model's vocabulary here, a file's as it is read."""
+    if isinstance(source, (np.ndarray, list, tuple)):
+        source = ArraySource(source)
+    if not all(hasattr(source, a) for a in ("n", "read", "close")):
+        raise HybridError(f"evaluate() takes token ids or a token source (textfile.py), got {type(source).__name__}")
+    if isinstance(source, ArraySource):
+        source.check_range(model.vocab_size)
+    return source
+
+
+def _checked_layout(streams, segment, ctx, max_tokens) -> tuple[int, int, int, int]:
+    """The protocol's numbers checked (a user supplies them) and made plain ints."""
+    for opt, v in (("streams", streams), ("segment", segment)):
+        if not is_integer(v) or v <= 0:
+            raise HybridError(f"{opt} must be a positive integer, got {v!r}")
+    if not is_integer(ctx) or ctx < 0 or ctx == 1:
+        raise HybridError(f"ctx must be 0 (off) or an integer >= 2, got {ctx!r}")
+    if not is_integer(max_tokens) or max_tokens < 0:
+        raise HybridError(f"max_tokens must be >= 0 (0 = whole text), got {max_tokens!r}")
+    return int(streams), int(segment), int(ctx), int(max_tokens)
+
+
+def _kl_summary(model, base, tally) -> dict:
+    """The comparison with the KL base model: mean and max KL per token, top-1 agreement and the
+    base model's own score on the same tokens."""
+    bn = tally.base_nll / max(tally.count, 1)
+    return {
+        "base": f"{base.dir.path}:{base.variant}",
+        "mean": max(tally.kl / max(tally.count, 1), 0.0),
+        "max": tally.kl_max,
+        "top1_agreement": tally.same_top1 / max(tally.count, 1),
+        f"base_{model.metric}": metric_value(bn, model.metric),
+        "base_nll": bn,
+    }
 
 
 def _check_memory(model, base, n, streams, segment, ctx) -> None:

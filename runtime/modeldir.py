@@ -160,6 +160,23 @@ def _check_inputs(cfg: dict, version: int, cfg_path: Path) -> None:
 def open_model_dir(path: str | Path) -> ModelDir:
     """Check a model directory against the contract; every problem is one HybridError line."""
     path = Path(path)
+    cfg_path, cfg, ver = _read_config(path)
+    _check_fields(cfg, ver, cfg_path)
+    specs = _state_specs(cfg, cfg_path)
+    md = ModelDir(path, cfg, specs)
+    check_contract(md, cfg_path)
+    _need(
+        bool(md.variants),
+        path,
+        f"none of the model files listed in config.json exist ({', '.join(cfg['files'].values())})",
+    )
+    md.tokenizer_path  # refused here if it names a file outside the directory
+    return md
+
+
+def _read_config(path: Path) -> tuple[Path, dict, int]:
+    """config.json of the directory at path, read inside it and checked to be a model directory's
+    (not a training run's) of a format version this reader knows: (its path, its object, the version)."""
     if not path.exists():
         raise HybridError(f"{path}: model directory not found")
     if not path.is_dir():
@@ -186,6 +203,11 @@ def open_model_dir(path: str | Path) -> ModelDir:
         f"format_version {ver!r} is not supported (this hybrid reads {FORMAT} versions "
         f"{', '.join(map(str, READ_VERSIONS))})",
     )
+    return cfg_path, cfg, ver
+
+
+def _check_fields(cfg: dict, ver: int, cfg_path: Path) -> None:
+    """The model, metric, files, inputs and ort entries of config.json."""
     model = cfg.get("model")
     _need(
         isinstance(model, dict) and _size(model.get("vocab_size")) and model["vocab_size"] > 0,
@@ -211,6 +233,11 @@ def open_model_dir(path: str | Path) -> ModelDir:
         cfg_path,
         f"'ort' must map variants ({', '.join(VARIANTS)}) to file names",
     )
+
+
+def _state_specs(cfg: dict, cfg_path: Path) -> list[StateSpec]:
+    """config.json's state tensors, each float32 of shape ['batch', sizes...]; with an attention_mask,
+    the attention memory's key/value state as long as model.mem_len."""
     state = cfg.get("state")
     _need(isinstance(state, list), cfg_path, "'state' must be a list")
     specs = []
@@ -234,11 +261,7 @@ def open_model_dir(path: str | Path) -> ModelDir:
             cfg_path,
             f"the attention memory's key/value state must hold model.mem_len = {mem} slots",
         )
-    md = ModelDir(path, cfg, specs)
-    check_contract(md, cfg_path)
-    _need(bool(md.variants), path, f"none of the model files listed in config.json exist ({', '.join(files.values())})")
-    md.tokenizer_path  # refused here if it names a file outside the directory
-    return md
+    return specs
 
 
 def _size(d) -> bool:

@@ -37,6 +37,15 @@ from hybrid.runtime.files import atomic_write_bytes, fsync_dir, open_regular, re
 from hybrid.runtime.files import describe_os_error as os_error_text
 from hybrid.runtime.limits import check_fits
 
+# The weights' files (weights.py), under checkpoint's names too: callers reach them as ck.*.
+from hybrid.train.weights import (  # noqa: F401
+    encode_weights,
+    load_weights,
+    load_weights_into,
+    read_safetensors,
+    weights_of,
+)
+
 CKPT_PREFIX = "step-"
 DAMAGED_DIR = "checkpoints-damaged"  # where damaged checkpoints are moved aside, beside checkpoints/
 TMP_MARK = ".tmp-"  # every temporary this module writes has a name starting "." and holding this
@@ -46,63 +55,6 @@ _write_file = write_durably  # the one place checkpoint bytes go out (tests simu
 def describe_os_error(e: OSError) -> str:
     why = os_error_text(e)
     return why + ": free some space, then continue with --resume" if why == "disk full" else why
-
-
-def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's tensors for safetensors: tied copies dropped, everything contiguous on the CPU."""
-    out, seen = {}, set()
-    for name, t in model.state_dict().items():
-        if t.data_ptr() in seen:  # tied head/embedding: stored once
-            continue
-        seen.add(t.data_ptr())
-        out[name] = t.detach().to("cpu").contiguous()
-    return out
-
-
-def encode_weights(model: torch.nn.Module, metadata: dict[str, str] | None = None) -> bytes:
-    return st_save(weights_of(model), metadata=metadata)
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    try:  # a regular file (a FIFO would hang, /dev/zero fill the memory) that fits in memory
-        with open_regular(path, what="weights file") as fh:
-            check_fits(os.fstat(fh.fileno()).st_size, f"reading {path}")
-            data = fh.read()
-    except HybridError as e:
-        if str(e).endswith("weights file not found"):
-            raise
-        why = str(e).removeprefix(f"{path}: ").removeprefix("weights file ")
-        raise HybridError(f"{path}: cannot read the weights file ({why})") from None
-    except OSError as e:  # an I/O error
-        raise HybridError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
-    try:
-        return st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise HybridError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0]})") from None
-
-
-def load_weights_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy tensors into the model, refusing any missing, unexpected or mis-shaped tensor."""
-    expected = weights_of(model)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise HybridError(
-            f"{source}: tensors do not match the model config "
-            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''})"
-        )
-    for name, t in tensors.items():
-        if tuple(t.shape) != tuple(expected[name].shape):
-            raise HybridError(
-                f"{source}: tensor {name!r} has shape {tuple(t.shape)}, the config needs {tuple(expected[name].shape)}"
-            )
-    model.load_state_dict(tensors, strict=False)
-
-
-def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    load_weights_into(model, read_safetensors(path), str(path))
 
 
 # -- training checkpoints ---------------------------------------------------------------------
@@ -197,7 +149,6 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     ckpt_root = run_dir / "checkpoints"
     final = ckpt_root / f"{CKPT_PREFIX}{step:08d}"
-    tmp = ckpt_root / f".{CKPT_PREFIX}{step:08d}{TMP_MARK}{os.getpid()}"
     weights = encode_weights(model)
     if final.is_dir():
         # Step N saved before (a run resumed where it stopped): keep that whole checkpoint rather
@@ -212,15 +163,7 @@ def save_checkpoint(
             atomic_write_bytes(run_dir / "model.safetensors", weights)
             prune_checkpoints(run_dir, keep_last, keep_best, keep=final)
             return final
-    opt_tensors, groups = optimizer_to_tensors(optimizer)
-    trainer = dict(opt_tensors)
-    if rng is None:
-        rng = {f"0.{k}": v for k, v in rng_tensors(next(model.parameters()).device).items()}
-    for k, v in rng.items():
-        trainer[f"rng.{k}"] = v.detach().to("cpu").contiguous()
-    for k, v in carry.items():
-        trainer[f"carry.{k}"] = v.detach().to("cpu").contiguous()
-    trainer_bytes = st_save(trainer)
+    trainer_bytes, groups = _trainer_bytes(model, optimizer, carry, rng)
     state = dict(
         info,
         step=step,
@@ -230,6 +173,31 @@ def save_checkpoint(
             "trainer.safetensors": [len(trainer_bytes), _sha256(trainer_bytes)],
         },
     )
+    _write_checkpoint_dir(final, weights, trainer_bytes, encode_state(state))
+    atomic_write_bytes(run_dir / "model.safetensors", weights)  # the run's current weights, for export
+    prune_checkpoints(run_dir, keep_last, keep_best, keep=final)
+    return final
+
+
+def _trainer_bytes(model, optimizer, carry: dict, rng: dict | None) -> tuple[bytes, list[dict]]:
+    """trainer.safetensors (optimizer moments, RNG states, the carried stream state) and the
+    optimizer's param groups, which go in state.json."""
+    opt_tensors, groups = optimizer_to_tensors(optimizer)
+    trainer = dict(opt_tensors)
+    if rng is None:
+        rng = {f"0.{k}": v for k, v in rng_tensors(next(model.parameters()).device).items()}
+    for k, v in rng.items():
+        trainer[f"rng.{k}"] = v.detach().to("cpu").contiguous()
+    for k, v in carry.items():
+        trainer[f"carry.{k}"] = v.detach().to("cpu").contiguous()
+    return st_save(trainer), groups
+
+
+def _write_checkpoint_dir(final: Path, weights: bytes, trainer_bytes: bytes, state_json: bytes) -> None:
+    """Write the checkpoint's three files under a temporary name beside `final`, then rename it
+    into place; on any OS error nothing is left behind and earlier checkpoints are untouched."""
+    ckpt_root = final.parent
+    tmp = ckpt_root / f".{final.name}{TMP_MARK}{os.getpid()}"
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -237,7 +205,7 @@ def save_checkpoint(
         # The temporary directory is the unit of atomicity: its files need no renames of their own.
         _write_file(tmp / "model.safetensors", weights)
         _write_file(tmp / "trainer.safetensors", trainer_bytes)
-        _write_file(tmp / "state.json", encode_state(state))
+        _write_file(tmp / "state.json", state_json)
         fsync_dir(tmp)
         if final.exists():  # not a directory (a checkpoint there was verified or moved aside above)
             final.unlink()
@@ -248,9 +216,6 @@ def save_checkpoint(
         raise HybridError(
             f"{final}: could not save checkpoint ({describe_os_error(e)}); earlier checkpoints are intact"
         ) from None
-    atomic_write_bytes(run_dir / "model.safetensors", weights)  # the run's current weights, for export
-    prune_checkpoints(run_dir, keep_last, keep_best, keep=final)
-    return final
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int, keep_best: bool = True, keep: Path | None = None) -> None:

@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 
 from hybrid.runtime.errors import HybridError
+from hybrid.train.corpus_options import command_line_corpus, load_corpus
+from hybrid.train.resume_options import resumed_run
 
 
 def info(
@@ -42,120 +44,12 @@ def _default_run_dir(preset_name: str) -> Path:
     return Path(f"{base}-{n}")
 
 
-# --resume: the run's config.json gives the model, the training settings and the corpus. Options
-# passed with it must agree with the run, except --steps (extends the run), --device, --progress,
-# --path (where the corpus lies now) and the train settings TrainConfig marks changeable on resume,
-# none of which changes the updates (those without an option here, like eval_tokens, stay as saved).
-def _resume_changeable() -> tuple[str, ...]:
-    from hybrid.train.config import TrainConfig
-
-    return TrainConfig.resume_fields("changeable")
-
-
-RESUME_TRAIN_OPTIONS = {
-    "batch_size": ("--batch-size", "batch_size"),
-    "seq_len": ("--seq-len", "seq_len"),
-    "lr": ("--lr", "lr"),
-    "warmup": ("--warmup", "warmup_steps"),
-    "seed": ("--seed", "seed"),
-}
-
-
-def _explicit(ctx: typer.Context, name: str) -> bool:
-    """Whether the user passed option `name` (not its default), by click's parameter source. By the
-    member's name: typer may bring its own copy of click, whose ParameterSource is another class."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-
-
-def _corpus_spec(source: Optional[str], path, options: Optional[dict] = None) -> dict:
-    """How a corpus is chosen, as stored in a run's config.json (corpus.spec) for --resume: the
-    built-in corpus, a named one (enwik8, wikitext-*; `path` where it lay) or your own text (an
-    absolute path), plus a recipe's options (raw, min_count, max_vocab)."""
-    from hybrid.train.sources import SOURCES
-
-    if source is None:
-        spec = {"source": "builtin", "path": None}
-    elif source not in SOURCES and path is None and (Path(source).exists() or any(c in source for c in "/\\.")):
-        spec = {"source": "text", "path": str(Path(source).resolve())}  # a path: your own text
-    else:
-        spec = {"source": source, "path": str(Path(path).resolve()) if path is not None else None}
-    if options:
-        spec["options"] = dict(options)
-    return spec
-
-
 def _is_run_dir(path: Path) -> bool:
     """A folder `hybrid train` wrote (config.json of format hybrid-run): the only kind --overwrite deletes."""
     from hybrid.runtime.modeldir import config_format
     from hybrid.train.trainer import RUN_FORMAT
 
     return config_format(path) == RUN_FORMAT
-
-
-def _describe_spec(spec: dict) -> str:
-    if spec["source"] == "builtin":
-        return "the built-in corpus"
-    return spec["path"] if spec["source"] == "text" else spec["source"]
-
-
-def _load_corpus(spec: dict, tokenizer: Optional[str], seq_len: int, progress: bool, given=None):
-    """The corpus of a spec; `given` (source, path) as the user wrote them, for messages that
-    name the path as given."""
-    from hybrid.train.rundir import corpus_from_spec
-
-    return corpus_from_spec(spec, tokenizer, seq_len, progress, typer.echo, given)
-
-
-def _check_resume_options(
-    ctx: typer.Context,
-    out: Path,
-    saved_model,
-    saved_train,
-    saved_corpus: dict,
-    cli_model,
-    recipe_cfgs,
-    corpus_spec: Optional[dict],
-    values: dict,
-) -> None:
-    """Refuse, in one line naming the option and both values, an option passed with --resume that
-    differs from the run's config.json (--steps, the settings TrainConfig marks changeable and --device, --progress, --path aside)."""
-    from hybrid.train.resume import RESUME_FIXED, model_differences
-
-    where = f"the run in {out}"
-    hint = "--resume continues a run with its own settings (drop the option, or start a new run)"
-    for name, (option, field) in RESUME_TRAIN_OPTIONS.items():
-        if _explicit(ctx, name) and values[name] != getattr(saved_train, field):
-            raise HybridError(f"{option} {values[name]}: {where} has {field} {getattr(saved_train, field)}; {hint}")
-    # The option that chose the model on the command line: --recipe, else --config, else --preset.
-    name = "recipe" if values["recipe"] is not None else "config" if values["config"] is not None else "preset"
-    if _explicit(ctx, name):
-        option = f"--{name} {values[name]}"
-        diffs = model_differences(saved_model, dataclasses.replace(cli_model, vocab_size=saved_model.vocab_size))
-        if diffs:
-            k, was, now = diffs[0]
-            raise HybridError(f"{option}: its model has {k} {now!r}, {where} has {k} {was!r}; {hint}")
-        if name == "recipe":
-            for k in RESUME_FIXED:
-                if getattr(recipe_cfgs[1], k) != getattr(saved_train, k):
-                    raise HybridError(
-                        f"{option}: its {k} is {getattr(recipe_cfgs[1], k)!r}, {where} has "
-                        f"{getattr(saved_train, k)!r}; {hint}"
-                    )
-    if _explicit(ctx, "tokenizer") and values["tokenizer"] != saved_corpus["tokenizer"]:
-        raise HybridError(
-            f"--tokenizer {values['tokenizer']}: {where} trains on {saved_corpus['tokenizer']} tokens; {hint}"
-        )
-    saved_spec = saved_corpus.get("spec")
-    if corpus_spec is not None and isinstance(saved_spec, dict):
-        option = f"--corpus {values['corpus']}" if _explicit(ctx, "corpus") else f"--recipe {values['recipe']}"
-        same = corpus_spec["source"] == saved_spec.get("source") and corpus_spec.get("options", {}) == saved_spec.get(
-            "options", {}
-        )
-        if not same:  # (the same source at another path is checked by its fingerprint once loaded)
-            raise HybridError(
-                f"{option}: {where} was trained on {_describe_spec(saved_spec)} ({saved_corpus['name']}); {hint}"
-            )
 
 
 def train(
@@ -220,7 +114,7 @@ def train(
     from hybrid.train.config import load_model_config, preset as get_preset
     from hybrid.train.distributed import launch_env
     from hybrid.train.preflight import parameter_count
-    from hybrid.train.rundir import lock_run_dir, prepare_run_dir
+    from hybrid.train.rundir import prepare_run_dir
     from hybrid.train.trainer import pick_device, read_run_config, train as run_training
 
     values = dict(ctx.params)
@@ -234,25 +128,17 @@ def train(
     # The model the command line names (the run directory's default name comes from it).
     cli_model = recipe_cfgs[0] if recipe_cfgs else (load_model_config(config) if config else get_preset(preset))
     name = cli_model.name if cli_model.name != "custom" else preset
-    if out is None:
-        out = _default_run_dir(name) if not resume else Path("runs") / name
-    lock_run_dir(ctx, out)  # before anything reads or changes it: one writer per run directory
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
-    elif overwrite and out.exists() and any(out.iterdir()) and not _is_run_dir(out):
-        raise HybridError(
-            f"{out}: is not a training run directory; --overwrite replaces only those (choose another --out)"
-        )
+    out = _claim_run_dir(ctx, out, name, resume, overwrite)
     saved = read_run_config(out) if resume and (out / "config.json").is_file() else None
     if steps is None:
         steps = saved[1].steps if saved else recipe_cfgs[1].steps if recipe_cfgs else 1200
     _check_numbers(values, steps)
     # How the corpus is chosen on the command line (None: by the run's config.json on --resume).
-    corpus_spec, given, corpus_tokenizer = _command_line_corpus(recipe_cfgs, corpus, data_path, tokenizer, saved)
+    corpus_spec, given, corpus_tokenizer = command_line_corpus(recipe_cfgs, corpus, data_path, tokenizer, saved)
     rank = launch_env()[0]  # under torchrun: only rank 0 touches the run directory
     dev = pick_device(device)
     if saved is not None:
-        model_cfg, train_cfg, data = _resumed(
+        model_cfg, train_cfg, data = resumed_run(
             ctx, out, saved, steps, cli_model, recipe_cfgs, corpus_spec, given, corpus_tokenizer, values
         )
     else:
@@ -279,6 +165,24 @@ def train(
     )
 
 
+def _claim_run_dir(ctx: typer.Context, out: Optional[Path], name: str, resume: bool, overwrite: bool) -> Path:
+    """The run directory (default runs/<name>, numbered if taken; with --resume runs/<name> itself),
+    locked before anything reads or changes it (one writer per run directory), and refused when it
+    holds something that neither --resume continues nor --overwrite may replace."""
+    from hybrid.train.rundir import lock_run_dir
+
+    if out is None:
+        out = _default_run_dir(name) if not resume else Path("runs") / name
+    lock_run_dir(ctx, out)
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
+        raise HybridError(f"{out}: run directory exists; pass --resume to continue it or --overwrite to start afresh")
+    elif overwrite and out.exists() and any(out.iterdir()) and not _is_run_dir(out):
+        raise HybridError(
+            f"{out}: is not a training run directory; --overwrite replaces only those (choose another --out)"
+        )
+    return out
+
+
 def _check_numbers(values: dict, steps: int) -> None:
     """The numeric options, before anything is loaded: one line naming the first bad one."""
     for opt, v in (
@@ -299,70 +203,11 @@ def _check_numbers(values: dict, steps: int) -> None:
         raise HybridError(f"--keep-last must be >= 0, got {values['keep_last']}")
 
 
-def _command_line_corpus(recipe_cfgs, corpus, data_path, tokenizer, saved):
-    """(corpus spec, (source, path) as given, tokenizer) as the command line chooses the corpus;
-    the spec is None when --resume leaves it to the run's config.json."""
-    corpus_spec, given, corpus_tokenizer = None, None, tokenizer
-    if recipe_cfgs is not None:
-        data_cfg = recipe_cfgs[2]
-        given = (data_cfg["source"], data_path or data_cfg.get("path"))
-        corpus_spec = _corpus_spec(*given, {k: data_cfg[k] for k in ("raw", "min_count", "max_vocab") if k in data_cfg})
-        corpus_tokenizer = data_cfg.get("tokenizer")
-    elif corpus is not None or saved is None:
-        given = (corpus, data_path)
-        corpus_spec = _corpus_spec(*given)
-    return corpus_spec, given, corpus_tokenizer
-
-
-def _resumed(
-    ctx, out: Path, saved, steps: int, cli_model, recipe_cfgs, corpus_spec, given, corpus_tokenizer, values: dict
-):
-    """--resume: the run's own model and settings (with the options that may change), and its
-    corpus, checked to be the one it was trained on (by its fingerprint)."""
-    from hybrid.train.trainer import corpus_fingerprint
-
-    corpus, recipe, data_path, progress = values["corpus"], values["recipe"], values["data_path"], values["progress"]
-    saved_model, saved_train, obj = saved
-    saved_corpus = obj["corpus"]
-    _check_resume_options(ctx, out, saved_model, saved_train, saved_corpus, cli_model, recipe_cfgs, corpus_spec, values)
-    model_cfg = saved_model
-    train_cfg = dataclasses.replace(
-        saved_train,
-        steps=steps,
-        **{k: values[k] for k in _resume_changeable() if k in values and _explicit(ctx, k)},
-    )
-    saved_spec = saved_corpus.get("spec")
-    if corpus_spec is None:
-        if isinstance(saved_spec, dict):
-            corpus_spec = dict(saved_spec)
-            if data_path is not None and corpus_spec["source"] != "builtin":
-                corpus_spec["path"] = str(data_path.resolve())  # where the corpus lies now
-        else:  # a run from before config.json recorded how its corpus was loaded
-            corpus_spec = _corpus_spec(None, None)
-    corpus_tokenizer = corpus_tokenizer or saved_corpus["tokenizer"]
-    data = _load_corpus(corpus_spec, corpus_tokenizer, train_cfg.seq_len, progress, given)
-    old_fp = saved_corpus.get("fingerprint")
-    if isinstance(old_fp, str) and corpus_fingerprint(data) != old_fp:
-        chosen = (
-            f"--corpus {corpus}"
-            if corpus is not None
-            else f"--recipe {recipe}"
-            if recipe is not None
-            else _describe_spec(corpus_spec) + ("" if isinstance(saved_spec, dict) else " (name it with --corpus)")
-        )
-        raise HybridError(
-            f"{chosen}: not the corpus the run in {out} was trained on ({saved_corpus['name']}, "
-            f"fingerprint {old_fp}; this is {data.name}, fingerprint {corpus_fingerprint(data)}); "
-            f"--resume continues a run only on the same data"
-        )
-    return model_cfg, train_cfg, data
-
-
 def _new_run(cli_model, recipe_cfgs, corpus_spec, given, corpus_tokenizer, steps: int, values: dict):
     """A new run: the model and settings from the command line (or the recipe), and its corpus."""
     from hybrid.train.config import TrainConfig
 
-    data = _load_corpus(corpus_spec, corpus_tokenizer, values["seq_len"], values["progress"], given)
+    data = load_corpus(corpus_spec, corpus_tokenizer, values["seq_len"], values["progress"], given)
     model_cfg = dataclasses.replace(cli_model)
     if model_cfg.vocab_size != data.tokenizer.vocab_size:
         model_cfg.vocab_size = data.tokenizer.vocab_size
