@@ -101,15 +101,17 @@ def verdict(table: dict, planned_seeds: int) -> str:
     else:
         survives = "its advantage does not survive convergence"
     best = min(table.values(), key=lambda g: g["test"]["mean"])
+    caveat = still_improving(table)
     text = (
-        f"Trained to convergence, the Hybrid Transformer **{word}** the Transformer baseline ({survives}): test {m} "
+        f"{'Trained to convergence' if not caveat else 'At the token ceiling (not all runs converged)'}, "
+        f"the Hybrid Transformer **{word}** the Transformer baseline ({survives}): test {m} "
         f"{fmt.format(h['test']['mean'])} vs {fmt.format(t['test']['mean'])} (mean of {n} seed"
         f"{'s' if n != 1 else ''}, {d:+.4f}), {gap}. Best of the four on test: "
         f"{LABELS[best['runs'][0]['arch']]} ({fmt.format(best['test']['mean'])})."
     )
     if n < planned_seeds:
         text += f" Incomplete: {n} of {planned_seeds} planned seeds so far."
-    return text + still_improving(table)
+    return text + caveat
 
 
 def still_improving(table: dict) -> str:
