@@ -21,6 +21,7 @@ import torch
 
 from conftest import ROOT, run_cli
 from hybrid.runtime import load_model
+from hybrid.runtime.modeldir import open_model_dir
 from hybrid.runtime.tokenizer import ByteTokenizer, tokenizer_from_json
 from hybrid.train.config import TrainConfig, preset
 from hybrid.train.data import BUILTIN, Corpus, load_text_corpus
@@ -493,7 +494,7 @@ def test_binding_probe_has_the_models_signature(node, byte_model, tmp_path):
     import onnxruntime as ort
 
     cfg = json.loads((byte_model / "config.json").read_text())
-    identity_graph(*signature(cfg), tmp_path / "probe.onnx")
+    identity_graph(*signature(open_model_dir(byte_model)), tmp_path / "probe.onnx")
     real, probe = (ort.InferenceSession(str(p)) for p in (byte_model / "model.onnx", tmp_path / "probe.onnx"))
     for get in ("get_inputs", "get_outputs"):
         want = [(x.name, x.type, [d if isinstance(d, int) else 1 for d in x.shape]) for x in getattr(real, get)()]

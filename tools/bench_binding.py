@@ -30,17 +30,19 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from hybrid.runtime.errors import HybridError
-from hybrid.runtime.modeldir import open_model_dir
+from hybrid.runtime.model import make_session
+from hybrid.runtime.modeldir import ATTENTION_MASK, ModelDir, open_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 ORT_NODE = ROOT / "js" / "node_modules" / "onnxruntime-node" / "dist" / "index.js"
 
-# One thread, preallocated fetches, two state buffers swapped per call: as js/src/model.js.
+# One thread, the session options of js/src/load.js, preallocated fetches: as js/src/model.js.
 NODE_ROUND = """
 import ort from %(ort)s;
 const [path, calls] = [process.argv[2], Number(process.argv[3])];
-const opts = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential' };
+const opts = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
+  extra: { session: { set_denormal_as_zero: '1' } } };
 const s = await ort.InferenceSession.create(path, opts);
 const zeros = (m) => {
   const n = m.shape.reduce((a, b) => a * b, 1);
@@ -56,15 +58,14 @@ console.log(JSON.stringify({ ms: (performance.now() - t) / calls }));
 """
 
 
-def signature(cfg: dict) -> tuple[list, list]:
+def signature(md: ModelDir) -> tuple[list, list]:
     """(inputs, outputs) of a generation step at batch 1: (name, numpy dtype, shape) each."""
-    model = cfg["model"]
-    state = [(s["input"], s["output"], [1, *s["shape"][1:]]) for s in cfg["state"]]
+    state = [(s.input, s.output, [1, *s.shape[1:]]) for s in md.state]
     inputs = [("input_ids", np.int64, [1, 1])]
-    if cfg.get("format_version", 1) >= 2 and model.get("mem_len") and "A" in model["pattern"]:
-        inputs.append(("attention_mask", np.int64, [1, model["mem_len"] + 1]))
+    if md.mask_len is not None:  # version 2: [occupancy of the memory, this token]
+        inputs.append((ATTENTION_MASK, np.int64, [1, md.mask_len + 1]))
     inputs += [(i, np.float32, shape) for i, _, shape in state]
-    outputs = [("logits", np.float32, [1, 1, model["vocab_size"]])] + [(o, np.float32, sh) for _, o, sh in state]
+    outputs = [("logits", np.float32, [1, 1, md.vocab_size])] + [(o, np.float32, sh) for _, o, sh in state]
     return inputs, outputs
 
 
@@ -97,9 +98,7 @@ def identity_graph(inputs: list, outputs: list, path: Path) -> None:
 
 def python_round(path: Path, calls: int) -> tuple[float, float]:
     """(plain run, IOBinding run) ms per call."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    s = make_session(path, threads=1)  # the runtime's own session options
     dtype = {"tensor(int64)": np.int64, "tensor(float)": np.float32}
     feeds = {i.name: np.zeros(i.shape, dtype[i.type]) for i in s.get_inputs()}
     binding = s.io_binding()
@@ -134,10 +133,10 @@ def main() -> None:
     if not ORT_NODE.is_file():
         sys.exit(f"error: {ORT_NODE} is missing: run `bash tools/setup_js.sh` first")
     try:
-        cfg = open_model_dir(args.model_dir).config  # the contract checked: names, shapes, version
+        md = open_model_dir(args.model_dir)  # the contract checked: names, shapes, version
     except HybridError as e:
         sys.exit(f"error: {e}")
-    layouts = {"separate": signature(cfg)}
+    layouts = {"separate": signature(md)}
     layouts["packed"] = packed(*layouts["separate"])
     with tempfile.TemporaryDirectory(prefix="hybrid-binding-") as tmp:
         script = Path(tmp) / "round.mjs"
