@@ -2,8 +2,8 @@
 
 `og.Model(model_dir)` then loads the directory as it is (docs/model-directory.md). genai finds
 the state by name: attention layers through `past_key_values.%d.key/.value` (their fixed
-mem_len size makes it share one buffer between past and present, which is what the sliding
-memory needs: present has the shape of past), QRNN layers through the
+size makes it share one buffer between past and present, which the graph's ring memory is
+written for: signature.py), QRNN layers through the
 `past_key_values.%d.conv_state` + `.recurrent_state` pair, and it feeds `attention_mask` as the
 graph expects (signature.py).
 

@@ -18,7 +18,7 @@ import io
 import shutil
 from pathlib import Path
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, first_line
 
 
 def ort_name(onnx_name: str) -> str:
@@ -44,8 +44,7 @@ def convert(onnx_path: Path, out_dir: Path) -> Path:
     except HybridError:
         raise
     except Exception as e:  # the converter raises whatever onnxruntime raised
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise HybridError(f"{onnx_path.name}: conversion to ORT format failed ({first[:200]})") from None
+        raise HybridError(f"{onnx_path.name}: conversion to ORT format failed ({first_line(e)})") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -18,12 +18,15 @@ transformers-style model folders, so it adds nothing here.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 import logging
 from pathlib import Path
 
 import onnx
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, first_line
 
 INT4_BLOCK = 32
 INT4_ACCURACY_LEVEL = 4  # MatMulNBits may compute with int8 activations (fast path on CPUs)
@@ -44,9 +47,21 @@ def _quiet():
             lg.setLevel(lv)
 
 
+@contextlib.contextmanager
+def _scratch_cwd(beside: Path):
+    """Run in a fresh directory beside `beside` (the export's own temporary area), removed after."""
+    scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=beside))
+    before = os.getcwd()
+    os.chdir(scratch)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _fail(what: str, e: Exception):
-    first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-    return HybridError(f"{what} failed: {first}")
+    return HybridError(f"{what} failed: {first_line(e)}")
 
 
 def load_session(path: Path, level=None, optimized_path: Path | None = None):
@@ -79,7 +94,10 @@ def prepare(fp32_path: Path, out_path: Path) -> None:
         load_session(fp32_path, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, optimized)
         with _quiet():
             try:
-                quant_pre_process(str(optimized), str(out_path), skip_optimization=True)
+                # A failed symbolic inference saves its partial model (and external data under
+                # random names) into the working directory: give it a scratch one.
+                with _scratch_cwd(out_path.parent):
+                    quant_pre_process(str(optimized.resolve()), str(out_path.resolve()), skip_optimization=True)
             except Exception:
                 try:  # symbolic shape inference does not know every op; ONNX's own inference suffices
                     quant_pre_process(str(optimized), str(out_path), skip_optimization=True, skip_symbolic_shape=True)

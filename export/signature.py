@@ -1,18 +1,18 @@
-"""The exported graph's inputs and outputs (format version 2, docs/model-directory.md).
+"""The exported graph's inputs and outputs (format version 3, docs/model-directory.md).
 
-The PyTorch model carries its attention memory's occupancy as a float `past_mask` [B, mem_len]
-and keeps no conv_state for a window-1 QRNN. The graph speaks the language of
-onnxruntime-genai instead, so that genai (and every binding that follows the Hugging Face
-convention) runs it unmodified:
+The graph speaks the language of onnxruntime-genai, so that genai (and every binding that
+follows the Hugging Face convention) runs it unmodified:
   - `attention_mask` int64 [batch, total_sequence_length]: 1 for every token of the stream so
-    far, this call's included, as genai feeds it; the graph rebuilds `past_mask` from it (the
-    last mem_len entries before this call's tokens, zeros where the stream is shorter). No mask
-    is an output: a reader appends ones itself.
+    far, this call's included, as genai feeds it. The graph reads only its length: the stream's
+    length before this call is total_sequence_length - sequence, which places this call's tokens
+    in the attention memory's ring (train/model.py). Only that length modulo mem_len + 1 matters
+    once the memory is full, so a reader may feed a short mask (docs/model-directory.md).
+  - the attention memory is a ring of mem_len + 1 key/value slots, written in place (ScatterND):
+    genai shares one buffer between past and present, and so may any reader.
   - a window-1 QRNN block has a `conv_state` too ([batch, 1, d_model], passed through
     unchanged): genai pairs every `recurrent_state` with a `conv_state` and finds recurrent
     layers through the pair.
-Every other state tensor is the model's own, with a fixed size: genai detects the fixed
-[batch, heads, mem_len, d_head] key/value shape and feeds present back as past in place.
+Every state tensor has a fixed size.
 """
 
 from __future__ import annotations
@@ -25,18 +25,14 @@ ATTENTION_MASK = "attention_mask"
 
 
 def output_name(state_name: str) -> str:
-    """`past_key_values.3.key` -> `present.3.key` (v1's `past_mask` -> `present_mask`)."""
-    if state_name == "past_mask":
-        return "present_mask"
+    """`past_key_values.3.key` -> `present.3.key`."""
     return "present." + state_name[len("past_key_values.") :]
 
 
 def graph_state_shapes(model: HybridLM, batch: int) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every state tensor the graph carries, in graph order."""
     shapes = {}
-    for name, shape in model.state_shapes(batch).items():
-        if name == "past_mask":
-            continue
+    for name, shape in model.state_shapes(batch, ring=True).items():
         shapes[name] = shape
         if name.endswith(".recurrent_state") and model.cfg.qrnn_window == 1:
             shapes[name.replace(".recurrent_state", ".conv_state")] = (batch, 1, model.cfg.d_model)
@@ -53,14 +49,6 @@ def io_names(model: HybridLM) -> tuple[list[str], list[str]]:
     return ["input_ids", *mask, *names], ["logits", *(output_name(n) for n in names)]
 
 
-def past_mask_from_attention_mask(attention_mask: torch.Tensor, seq_len: int, mem_len: int) -> torch.Tensor:
-    """float [B, mem_len]: the attention_mask entries of the mem_len tokens before this call's
-    `seq_len` tokens, right-aligned, zeros where the stream had fewer."""
-    # Slices with constant bounds where possible: generation runs these nodes every token.
-    before = attention_mask[:, : attention_mask.shape[1] - seq_len]
-    return torch.nn.functional.pad(before, (mem_len, 0))[:, -mem_len:].to(torch.float32)
-
-
 class GraphSignature(torch.nn.Module):
     """HybridLM with the graph's positional tensors in and out, in io_names order."""
 
@@ -68,19 +56,17 @@ class GraphSignature(torch.nn.Module):
         super().__init__()
         self.model = model
         self.state_names = list(graph_state_shapes(model, 1))
-        self.model_names = set(model.state_shapes(1))
+        self.model_names = set(model.state_shapes(1, ring=True))
         self.with_mask = uses_attention_mask(model)
 
     def forward(self, input_ids, *rest):
+        past_len = None
         if self.with_mask:
             attention_mask, rest = rest[0], rest[1:]
+            past_len = attention_mask.shape[1] - input_ids.shape[1]
         given = dict(zip(self.state_names, rest))
         state = {k: v for k, v in given.items() if k in self.model_names}
-        if self.with_mask:
-            state["past_mask"] = past_mask_from_attention_mask(
-                attention_mask, input_ids.shape[1], self.model.cfg.mem_len
-            )
-        logits, new_state = self.model(input_ids, state)
+        logits, new_state = self.model(input_ids, state, past_len=past_len)
         # A pass-through conv_state (window-1 QRNN) leaves the graph as an Identity of its input.
         return (logits, *(new_state[n] if n in new_state else given[n].clone() for n in self.state_names))
 

@@ -20,3 +20,9 @@ def is_integer(x) -> bool:
 def is_number(x) -> bool:
     """An int, a float or a numpy number, but not a bool."""
     return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when empty), at most 200 characters."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else e.__class__.__name__

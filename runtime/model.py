@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 from hybrid.runtime.safe_onnx import check_external_data
-from hybrid.runtime.errors import HybridError, is_integer
-from hybrid.runtime.attention_mask import PAST_MASK, MaskStepper, split_past_mask
+from hybrid.runtime.errors import HybridError, first_line, is_integer
+from hybrid.runtime.attention_mask import PAST_LENGTH, PAST_MASK, checked_length, ring_feed, split_past_mask
 from hybrid.runtime.limits import MAX_THREADS, check_fits, forward_bytes
 from hybrid.runtime.modeldir import ATTENTION_MASK, ModelDir, check_tokenizer, open_model_dir
 from hybrid.runtime.textfile import check_token_range
@@ -27,9 +27,11 @@ from hybrid.runtime.tokenizer import load_tokenizer
 LARGE = 1 << 28  # bytes; reading the free memory costs a file read: only larger requests are checked
 if TYPE_CHECKING:
     from hybrid.runtime.session import Session
+    from hybrid.runtime.stepper import Stepper
 
-# Keyed by graph input name (past_key_values.<i>.<kind>), and past_mask [B, mem_len] for models
-# with an attention memory (a graph input in version 1, kept by the runtime in version 2).
+# Keyed by graph input name (past_key_values.<i>.<kind>), and for models with an attention memory
+# past_length [B, 1] (version 3) or past_mask [B, mem_len] (a graph input in version 1, kept by the
+# runtime in version 2): see attention_mask.py.
 State = dict[str, np.ndarray]
 
 PROVIDERS = {
@@ -79,7 +81,7 @@ def make_session(path: Path, threads: int = 0, provider: str = "cpu") -> ort.Inf
     try:
         return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise HybridError(f"{path}: onnxruntime cannot load this model ({_first_line(e)})") from None
+        raise HybridError(f"{path}: onnxruntime cannot load this model ({first_line(e)})") from None
 
 
 class Model:
@@ -106,13 +108,14 @@ class Model:
         self.ort = make_session(self.path, threads, provider)
         self.state_specs = self.dir.state
         self.mask_len = self.dir.mask_len  # version 2: the graph takes an attention_mask (attention_mask.py)
+        self.ring_len = self.dir.ring_len  # version 3: likewise, and the memory is a ring written in place
         self.output_names = ["logits"] + [s.output for s in self.state_specs]
         self._check_graph()
 
     def _check_graph(self) -> None:
         inputs = {i.name for i in self.ort.get_inputs()}
         outputs = {o.name for o in self.ort.get_outputs()}
-        want_in = {"input_ids"} | {s.input for s in self.state_specs} | ({ATTENTION_MASK} if self.mask_len else set())
+        want_in = {"input_ids"} | {s.input for s in self.state_specs} | ({ATTENTION_MASK} if self.takes_mask else set())
         want_out = {"logits"} | {s.output for s in self.state_specs}
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))
@@ -137,7 +140,7 @@ class Model:
         float state, and logits [batch, sequence, vocab_size] (tried on one token when the graph
         leaves the vocabulary dimension open)."""
         ins, outs = self.ort.get_inputs(), self.ort.get_outputs()
-        ids_in = ["input_ids"] + ([ATTENTION_MASK] if self.mask_len else [])  # int64 inputs
+        ids_in = ["input_ids"] + ([ATTENTION_MASK] if self.takes_mask else [])  # int64 inputs
         order_in = ids_in + [s.input for s in self.state_specs]
         order_out = ["logits"] + [s.output for s in self.state_specs]
         if [i.name for i in ins] != order_in or [o.name for o in outs][: len(order_out)] != order_out:
@@ -163,6 +166,16 @@ class Model:
 
     # -- facts -----------------------------------------------------------------------------------
     @property
+    def takes_mask(self) -> bool:
+        """The graph takes an attention_mask (versions 2 and 3, a model with an attention memory)."""
+        return bool(self.mask_len or self.ring_len)
+
+    @property
+    def runtime_state(self) -> str | None:
+        """The state entry the runtime keeps beside the graph's: past_length, past_mask, or none."""
+        return PAST_LENGTH if self.ring_len else PAST_MASK if self.mask_len else None
+
+    @property
     def vocab_size(self) -> int:
         return self.dir.vocab_size
 
@@ -182,7 +195,9 @@ class Model:
         if need > LARGE:
             check_fits(need, f"a state for batch {batch}")
         state = {s.input: np.zeros((batch, *s.shape[1:]), dtype=np.float32) for s in self.state_specs}
-        if self.mask_len:
+        if self.ring_len:
+            state[PAST_LENGTH] = np.zeros((batch, 1), dtype=np.float32)
+        elif self.mask_len:
             state[PAST_MASK] = np.zeros((batch, self.mask_len), dtype=np.float32)
         return state
 
@@ -190,14 +205,25 @@ class Model:
         """logits [B, T, vocab] and the state after these T tokens; `ids` is [B, T] integers in
         [0, vocab_size), `state` as initial_state(B) gives it."""
         ids = self._checked_ids(ids, state)
-        feed, past_mask = split_past_mask(state, ids.shape[1]) if self.mask_len else (state, None)
+        feed, kept = self.graph_inputs(ids, state)
         try:
-            outs = self.ort.run(self.output_names, {"input_ids": ids, **feed})
+            outs = self.ort.run(self.output_names, feed)
         except Exception as e:  # onnxruntime's own exception types: one line, as at load
-            raise HybridError(f"{self.path}: onnxruntime failed to run the model ({_first_line(e)})") from None
-        if past_mask is not None:
-            return outs[0], {**{s.input: o for s, o in zip(self.state_specs, outs[1:])}, PAST_MASK: past_mask}
-        return outs[0], {s.input: o for s, o in zip(self.state_specs, outs[1:])}
+            raise HybridError(f"{self.path}: onnxruntime failed to run the model ({first_line(e)})") from None
+        new_state = {s.input: o for s, o in zip(self.state_specs, outs[1:])}
+        if kept is not None:
+            new_state[self.runtime_state] = kept
+        return outs[0], new_state
+
+    def graph_inputs(self, ids: np.ndarray, state: State) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """(the graph's inputs for int64 `ids` [B, T] from `state`, with the attention_mask the
+        format version needs; the runtime's own state entry after the call, or None)."""
+        feed, kept = state, None
+        if self.ring_len:
+            feed, kept = ring_feed(state, ids.shape[1], self.ring_len)
+        elif self.mask_len:
+            feed, kept = split_past_mask(state, ids.shape[1])
+        return {"input_ids": ids, **feed}, kept
 
     def _checked_ids(self, ids, state) -> np.ndarray:
         """ids as contiguous int64 [B, T], refused in one line when they are not integers in range,
@@ -205,7 +231,7 @@ class Model:
         arr = np.asarray(ids)
         if arr.ndim != 2 or (arr.size and arr.dtype.kind not in "iu"):
             raise HybridError(f"ids must be a [batch, tokens] array of integers, got {arr.dtype} of shape {arr.shape}")
-        names = {s.input for s in self.state_specs} | ({PAST_MASK} if self.mask_len else set())
+        names = {s.input for s in self.state_specs} | ({self.runtime_state} if self.runtime_state else set())
         if (
             not isinstance(state, dict)
             or set(state) != names
@@ -215,6 +241,8 @@ class Model:
                 f"state must be this model's state for batch {arr.shape[0]} "
                 f"(as initial_state({arr.shape[0]}) or forward() returns it)"
             )
+        if self.ring_len:
+            checked_length(state[PAST_LENGTH], self.ring_len)
         need = forward_bytes(self.dir.model, arr.shape[0], arr.shape[1])
         if need > LARGE:
             check_fits(need, f"a forward call on {arr.shape[0]} x {arr.shape[1]} tokens")
@@ -230,6 +258,9 @@ class Model:
 
     # -- the fast path for generation ----------------------------------------------------------------
     def stepper(self, state: State | None = None) -> "Stepper":
+        """Token-by-token generation from `state` (copied in): runtime/stepper.py."""
+        from hybrid.runtime.stepper import Stepper
+
         return Stepper(self, state)
 
     # -- conveniences for apps (see session.py / evaluate.py) -------------------------------------------
@@ -278,79 +309,6 @@ class Model:
         return s.stream(
             max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop, final=True
         )
-
-
-class Stepper:
-    """Token-by-token runs with every buffer allocated once.
-
-    Inputs, outputs and both copies of the state are numpy arrays wrapped as OrtValues (which
-    share their memory on the CPU), bound once into two IOBindings: one reads state A and writes
-    state B, the other the reverse. A step writes the token id in place, runs the binding of the
-    turn and returns a view of the logits buffer: no allocation and no name lookups per token.
-    """
-
-    def __init__(self, model: Model, state: State | None = None):
-        self.model = model
-        self.ids = np.zeros((1, 1), dtype=np.int64)
-        self.logits = np.zeros((1, 1, model.vocab_size), dtype=np.float32)
-        first = model.initial_state(1) if state is None else state
-        model._checked_ids(self.ids, first)  # this model's state, batch 1 (the stepper runs one stream)
-        self.buffers = [
-            {k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in first.items()},
-            {k: np.empty_like(v) for k, v in first.items()},
-        ]
-        ov = ort.OrtValue.ortvalue_from_numpy
-        self._keep = []  # OrtValues must outlive the bindings
-        ids_v, logits_v = ov(self.ids), ov(self.logits)
-        self.bindings = []
-        for src, dst in ((self.buffers[0], self.buffers[1]), (self.buffers[1], self.buffers[0])):
-            io = model.ort.io_binding()
-            io.bind_ortvalue_input("input_ids", ids_v)
-            io.bind_ortvalue_output("logits", logits_v)
-            for s in model.state_specs:
-                a, b = ov(src[s.input]), ov(dst[s.input])
-                io.bind_ortvalue_input(s.input, a)
-                io.bind_ortvalue_output(s.output, b)
-                self._keep += [a, b]
-            self.bindings.append(io)
-        self._keep += [ids_v, logits_v]
-        self.mask = MaskStepper(self.bindings, model.mask_len, self._keep) if model.mask_len else None
-        self.turn = 0  # buffers[turn] holds the current state
-        self._run = model.ort.run_with_iobinding
-
-    def load(self, state: State) -> None:
-        """Continue from `state` (copied into the stepper's own buffers; the bindings stay)."""
-        self.model._checked_ids(self.ids, state)
-        for k, buf in self.buffers[self.turn].items():
-            if state[k].shape != buf.shape:
-                raise HybridError(f"state {k!r} has shape {state[k].shape}, the stepper holds {buf.shape}")
-            np.copyto(buf, state[k])
-        if self.mask is not None:
-            self.mask.reset()
-
-    def step(self, token: int) -> np.ndarray:
-        """Feed one token; returns the next-token logits [vocab] (a view, valid until the next step)."""
-        if not 0 <= token < self.model.vocab_size:
-            raise HybridError(f"token ids must be in [0, {self.model.vocab_size}), got {token!r}")
-        self.ids[0, 0] = token
-        if self.mask is not None:
-            self.mask.advance(self.buffers[self.turn][PAST_MASK], self.buffers[self.turn ^ 1][PAST_MASK])
-        try:
-            self._run(self.bindings[self.turn])
-        except Exception as e:
-            raise HybridError(f"{self.model.path}: onnxruntime failed to run the model ({_first_line(e)})") from None
-        self.turn ^= 1
-        return self.logits[0, 0]
-
-    @property
-    def state(self) -> State:
-        """The current state (views into the stepper's buffers; copy to keep them)."""
-        return self.buffers[self.turn]
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else e.__class__.__name__
 
 
 def load_model(

@@ -1,5 +1,5 @@
-"""Read and check an exported model directory (docs/model-directory.md, format `hybrid-onnx` v2;
-version-1 directories are read too).
+"""Read and check an exported model directory (docs/model-directory.md, format `hybrid-onnx` v3;
+version-1 and version-2 directories are read too).
 
 Only the standard library: this is the part of the contract every reader needs before it loads a
 graph, and it refuses anything it does not understand with one clear line.
@@ -14,10 +14,13 @@ from hybrid.runtime.errors import HybridError, is_integer
 from hybrid.runtime.files import MiB, inside, read_json
 
 FORMAT = "hybrid-onnx"
-FORMAT_VERSION = 2  # what the exporter writes
+FORMAT_VERSION = 3  # what the exporter writes
 # 1: the graph takes a float past_mask [batch, mem_len] and returns present_mask.
-# 2: it takes onnxruntime-genai's int64 attention_mask [batch, total_sequence_length] instead.
-READ_VERSIONS = (1, 2)
+# 2: it takes onnxruntime-genai's int64 attention_mask [batch, total_sequence_length] instead,
+#    and reads the memory's occupancy from its last mem_len + sequence entries.
+# 3: the attention memory is a ring of mem_len + 1 slots written in place; the graph reads only
+#    the attention_mask's length (the stream's length, which places the ring).
+READ_VERSIONS = (1, 2, 3)
 ATTENTION_MASK = "attention_mask"
 FILE_FORMATS = ("onnx", "ort")  # ort: onnxruntime's ORT format, for its reduced-size (mobile) builds
 VARIANTS = ("fp32", "int8", "int4")
@@ -70,12 +73,25 @@ class ModelDir:
         return inside(self.path, name, f"{self.path / 'config.json'}: {where}")
 
     @property
+    def version(self) -> int:
+        return self.config["format_version"]
+
+    @property
     def mask_len(self) -> int | None:
-        """mem_len when the graph takes an attention_mask (version 2, a model with an attention
+        """mem_len when a version-2 graph takes an attention_mask (a model with an attention
         memory): the runtime then keeps the memory's occupancy as a float `past_mask` of that
         length in its state, as version 1 graphs do themselves. None otherwise."""
-        if ATTENTION_MASK in self.config.get("inputs", {}):
+        if self.version == 2 and ATTENTION_MASK in self.config.get("inputs", {}):
             return int(self.model["mem_len"])
+        return None
+
+    @property
+    def ring_len(self) -> int | None:
+        """mem_len + 1, the attention memory's ring slots, when a version-3 graph takes an
+        attention_mask: the runtime then keeps the stream's length in its state (attention_mask.py).
+        None otherwise."""
+        if self.version >= 3 and ATTENTION_MASK in self.config.get("inputs", {}):
+            return int(self.model["mem_len"]) + 1
         return None
 
     @property
@@ -254,12 +270,12 @@ def _state_specs(cfg: dict, cfg_path: Path) -> list[StateSpec]:
         )
         _need(ok, cfg_path, f"state[{i}] must have input, output, dtype float32 and shape ['batch', sizes...]")
         specs.append(StateSpec(s["input"], s["output"], tuple(s["shape"]), "float32"))
-    if ATTENTION_MASK in cfg.get("inputs", {}):  # the graph's memory is as long as the mask it is fed
-        mem = cfg["model"]["mem_len"]
+    if ATTENTION_MASK in cfg.get("inputs", {}):  # version 2: mem_len slots; version 3: a ring of mem_len + 1
+        slots = cfg["model"]["mem_len"] + (cfg["format_version"] >= 3)
         _need(
-            all(len(s.shape) == 4 and s.shape[2] == mem for s in specs if s.input.endswith((".key", ".value"))),
+            all(len(s.shape) == 4 and s.shape[2] == slots for s in specs if s.input.endswith((".key", ".value"))),
             cfg_path,
-            f"the attention memory's key/value state must hold model.mem_len = {mem} slots",
+            f"the attention memory's key/value state must hold {slots} slots (model.mem_len = {cfg['model']['mem_len']})",
         )
     return specs
 
@@ -268,12 +284,12 @@ def _size(d) -> bool:
     return is_integer(d) and 0 <= d <= MAX_DIM
 
 
-def expected_state(model: dict, version: int = 2) -> list[tuple[str, str, tuple]] | None:
+def expected_state(model: dict, version: int = FORMAT_VERSION) -> list[tuple[str, str, tuple]] | None:
     """(input, output, shape) of every state tensor the contract of `version` gives a model
     config, in graph order (docs/model-directory.md); None when the config lacks a field it needs.
     Version 1 carries the memory mask as state (past_mask) and no conv_state for window 1; version
     2 takes attention_mask instead and a pass-through conv_state for window 1 (onnxruntime-genai
-    pairs every recurrent_state with one)."""
+    pairs every recurrent_state with one); version 3 keeps the memory as a ring of mem_len + 1."""
     keys = ("pattern", "n_heads", "d_model", "mem_len", "qrnn_window")
     if not (
         isinstance(model.get("pattern"), str)
@@ -283,10 +299,13 @@ def expected_state(model: dict, version: int = 2) -> list[tuple[str, str, tuple]
     ):
         return None
     H, D, M, k = model["n_heads"], model["d_model"], model["mem_len"], model["qrnn_window"]
+    slots = M + 1 if version >= 3 else M
     out = []
     for i, kind in enumerate(model["pattern"]):
         if kind == "A" and M > 0:
-            out += [(f"past_key_values.{i}.{n}", f"present.{i}.{n}", ("batch", H, M, D // H)) for n in ("key", "value")]
+            out += [
+                (f"past_key_values.{i}.{n}", f"present.{i}.{n}", ("batch", H, slots, D // H)) for n in ("key", "value")
+            ]
         elif kind == "Q":
             out.append((f"past_key_values.{i}.recurrent_state", f"present.{i}.recurrent_state", ("batch", D)))
             if k > 1 or version >= 2:
@@ -305,7 +324,7 @@ def check_contract(md: ModelDir, cfg_path: Path) -> None:
     _need(want is not None, cfg_path, "'model' must give pattern, n_heads, d_model, mem_len and qrnn_window as sizes")
     memory = "A" in md.model["pattern"] and md.model["mem_len"] > 0
     _need(
-        version == 1 or (md.mask_len is not None) == memory,
+        version == 1 or (ATTENTION_MASK in md.config.get("inputs", {})) == memory,
         cfg_path,
         "inputs must hold attention_mask exactly when the model has an attention memory (mem_len > 0)",
     )

@@ -276,11 +276,47 @@ def test_one_call_and_many_calls_agree_and_match_pytorch(exported, run_dir):
     for k in whole_state:
         np.testing.assert_allclose(state[k], whole_state[k], atol=1e-5)
     with torch.no_grad():
-        ref, ref_state = model(torch.from_numpy(ids))
+        ref, _ = model(torch.from_numpy(ids))  # the sliding memory, as trained
+        _, ref_state = model(torch.from_numpy(ids), model.initial_state(1, ring=True), past_len=0)  # the graph's ring
     np.testing.assert_allclose(whole, ref.numpy(), atol=1e-4, rtol=1e-4)
-    assert set(whole_state) == set(ref_state) - {"past_mask"}  # the graph takes the mask as attention_mask
+    assert set(whole_state) == set(ref_state)  # the graph takes the stream's length as attention_mask
     for k in whole_state:
         np.testing.assert_allclose(whole_state[k], ref_state[k].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_past_and_present_may_share_one_buffer_at_any_length(exported, run_dir):
+    """As onnxruntime-genai runs the graph (and the runtime's stepper at one token): each attention
+    memory bound as both past and present, written in place, chunks of 1 to 3 ring lengths."""
+    out, _ = exported
+    model = load_torch(run_dir)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    R = SMALL["mem_len"] + 1
+    ids = np.random.default_rng(2).integers(0, 256, (1, 6 * R), dtype=np.int64)
+    state, p = zero_state(model, 1), 0
+    shared = {k: v.copy() for k, v in state.items()}
+    memory = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in shared.items() if k.endswith((".key", ".value"))}
+    names = list(graph_state_shapes(model, 1))
+    for n in (1, 7, 1, 3 * R, 2, R, 1):
+        chunk = ids[:, p : p + n]
+        logits, state = ort_run(sess, model, chunk, state, past_len=p)
+        io = sess.io_binding()
+        io.bind_cpu_input("input_ids", chunk)
+        io.bind_cpu_input("attention_mask", np.ones((1, p + n), np.int64))
+        fresh = {k: np.empty_like(v) for k, v in shared.items() if k not in memory}
+        io.bind_output("logits")
+        for k in names:  # the attention memory in place (the graph writes it there), the rest anew
+            if k in memory:
+                io.bind_ortvalue_input(k, memory[k])
+                io.bind_ortvalue_output(output_name(k), memory[k])
+            else:
+                io.bind_cpu_input(k, shared[k])
+                io.bind_ortvalue_output(output_name(k), ort.OrtValue.ortvalue_from_numpy(fresh[k]))
+        sess.run_with_iobinding(io)
+        shared.update(fresh)
+        np.testing.assert_array_equal(io.copy_outputs_to_cpu()[0], logits)
+        for k in names:
+            np.testing.assert_array_equal(shared[k], state[k])
+        p += n
 
 
 def test_dynamic_batch_one_and_four_in_one_session(exported, run_dir):
@@ -314,7 +350,7 @@ def test_directory_follows_the_contract(exported, run_dir):
     ]
     cfg = open_model_dir(out).config
     model = load_torch(run_dir)
-    assert cfg["format"] == "hybrid-onnx" and cfg["format_version"] == 2 and cfg["metric"] == "bpc"
+    assert cfg["format"] == "hybrid-onnx" and cfg["format_version"] == 3 and cfg["metric"] == "bpc"
     assert cfg["tokenizer"] == "hybrid_tokenizer.json" and cfg["genai"] == {
         "config": "genai_config.json",
         "variant": "int8",
@@ -432,6 +468,18 @@ def test_failed_self_check_keeps_the_old_directory_and_leaves_nothing_else(tmp_p
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "keep.txt"]
+
+
+def test_quantizing_leaves_no_file_in_the_working_directory_or_beside_the_model(tmp_path, run_dir, monkeypatch):
+    """onnxruntime's symbolic shape inference saves a partial model into the working directory
+    when it gives up (it does on the ring memory's index arithmetic): the exporter keeps that in
+    a scratch directory it removes."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    exporter.export_run(run_dir, tmp_path / "out" / "model", quantize="int8", check=False, progress=False)
+    assert list(cwd.iterdir()) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["model"]
 
 
 def test_overwrite_replaces_only_an_earlier_export(tmp_path, run_dir):

@@ -1,6 +1,8 @@
-"""Version-1 model directories (written before the onnxruntime-genai signature) still load and
-give the same text and numbers as when they were written: tests/data/v1-model was exported by the
-version-1 exporter (a QFAF byte model, mem_len 8, fp32) together with its greedy text and bpc."""
+"""Model directories of earlier format versions still load and give the same text and numbers as
+when they were written: tests/data/v1-model was exported by the version-1 exporter (a QFAF byte
+model, mem_len 8, fp32: the float past_mask in the state), tests/data/v2-model by the version-2
+exporter (the same architecture trained 150 steps: genai's attention_mask, a sliding memory),
+each with its greedy text and bpc."""
 
 import json
 import shutil
@@ -17,6 +19,23 @@ from hybrid.train.data import BUILTIN
 DATA = Path(__file__).parent / "data"
 V1 = DATA / "v1-model"
 EXPECTED = json.loads((DATA / "v1-model.expected.json").read_text(encoding="utf-8"))
+V2 = DATA / "v2-model"
+EXPECTED_V2 = json.loads((DATA / "v2-model.expected.json").read_text(encoding="utf-8"))
+
+
+def test_a_version_2_directory_is_what_it_claims():
+    md = open_model_dir(V2)
+    assert md.version == 2 and md.mask_len == 8 and md.ring_len is None
+    assert [s.shape for s in md.state if s.input.endswith(".key")] == [("batch", 2, 8, 12)]
+
+
+def test_version_2_generates_and_scores_what_it_did_when_written():
+    model = load_model(V2, threads=1)
+    got = model.generate(EXPECTED_V2["prompt"], max_tokens=EXPECTED_V2["max_tokens"], temperature=0)
+    assert got == EXPECTED_V2["text"]  # 300 tokens: far past the 8-token memory, through the stepper
+    text = BUILTIN.read_text(encoding="utf-8")[-3000:]
+    bpc = model.evaluate(text, streams=EXPECTED_V2["streams"], segment=EXPECTED_V2["segment"])["bpc"]
+    assert bpc == pytest.approx(EXPECTED_V2["bpc"], abs=1e-9)
 
 
 def test_a_version_1_directory_is_what_it_claims():
@@ -63,8 +82,9 @@ def test_attention_mask_is_refused_in_a_version_1_config(tmp_path):
         open_model_dir(d)
 
 
-def test_a_version_2_mem_len_that_is_not_the_memorys_size_is_refused(tmp_path):
-    """mem_len sizes the runtime's mask (and its state): it must be the graph's memory length."""
+def test_a_mem_len_that_is_not_the_memorys_size_is_refused(tmp_path):
+    """mem_len sizes the ring the runtime feeds a mask for (and its state): mem_len + 1 must be the
+    graph's memory length."""
     from hybrid.export.exporter import export_run
     from hybrid.train.config import TrainConfig, preset
     from hybrid.train.data import Corpus, load_text_corpus
@@ -93,9 +113,10 @@ def test_a_version_2_mem_len_that_is_not_the_memorys_size_is_refused(tmp_path):
     )
     d = tmp_path / "model"
     export_run(tmp_path / "run", d, quantize=(), check=False, progress=False)
-    assert open_model_dir(d).mask_len == 8
+    md = open_model_dir(d)
+    assert md.version == 3 and md.ring_len == 9 and md.mask_len is None
     config = json.loads((d / "config.json").read_text())
     config["model"]["mem_len"] = 10**12
     (d / "config.json").write_text(json.dumps(config))
-    with pytest.raises(HybridError, match=r"must hold model.mem_len = 1000000000000 slots"):
+    with pytest.raises(HybridError, match=r"must hold 1000000000001 slots \(model.mem_len = 1000000000000\)"):
         open_model_dir(d)

@@ -578,6 +578,19 @@ def test_a_token_cache_entry_that_is_a_link_is_not_read(small_run, tmp_path):
     assert not again.meta["cache_hit"] and not os.path.islink(again.meta["cache_path"])
 
 
+def test_a_forged_stream_length_in_a_state_is_refused(tiny):
+    """past_length sizes the attention_mask the runtime makes: a forged one is one line, not a
+    huge allocation or a wrong ring position."""
+    m = load_model(tiny[1], threads=1)
+    for bad in (1e9, -1.0, 2.5, float("nan")):
+        state = m.initial_state(1)
+        state["past_length"][:] = bad
+        with pytest.raises(HybridError, match="'past_length' must be one integer in \\[0, 34\\)"):
+            m.forward(np.zeros((1, 1), dtype=np.int64), state)
+        with pytest.raises(HybridError, match="'past_length' must be one integer"):
+            m.stepper(state)
+
+
 def test_a_stepper_refuses_a_state_that_is_not_its_models(tiny):
     m = load_model(tiny[1], threads=1)
     with pytest.raises(HybridError, match="state must be this model's state for batch 1"):

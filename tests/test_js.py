@@ -376,15 +376,16 @@ def test_bad_directories_are_one_clear_line(node, byte_model, tmp_path):
         assert got["error"].startswith(str(path)), got
 
 
-V1 = ROOT / "tests" / "data" / "v1-model"  # a format-version-1 directory (float past_mask in the state)
-
-
-def test_node_reads_version_1_and_2_directories(node, byte_model):
-    expected = json.loads((ROOT / "tests" / "data" / "v1-model.expected.json").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("version", [1, 2])
+def test_node_reads_version_1_and_2_directories(node, byte_model, version):
+    """The earlier formats' fixtures (tests/test_format_versions.py) give in Node the text and bpc
+    recorded when they were written: version 1's past_mask state, version 2's sliding memory."""
+    d = ROOT / "tests" / "data" / f"v{version}-model"
+    expected = json.loads((ROOT / "tests" / "data" / f"v{version}-model.expected.json").read_text(encoding="utf-8"))
     got = node_job(
         node,
         op="generate",
-        dir=V1,
+        dir=d,
         variant="fp32",
         generate={"prompt": expected["prompt"], "maxTokens": expected["max_tokens"], "temperature": 0},
     )
@@ -394,14 +395,14 @@ def test_node_reads_version_1_and_2_directories(node, byte_model):
     got = node_job(
         node,
         op="evaluate",
-        dir=V1,
+        dir=d,
         variant="fp32",
         text=text,
         evaluate={"streams": expected["streams"], "segment": expected["segment"]},
     )
     assert abs(got["out"]["bpc"] - expected["bpc"]) < 1e-4
-    v2 = json.loads((byte_model / "config.json").read_text())
-    assert v2["format_version"] == 2 and "attention_mask" in v2["inputs"]  # what the other tests run
+    v3 = json.loads((byte_model / "config.json").read_text())
+    assert v3["format_version"] == 3 and "attention_mask" in v3["inputs"]  # what the other tests run
 
 
 # -- the demo page in headless Chromium ------------------------------------------------------------------
@@ -498,7 +499,7 @@ def test_binding_probe_has_the_models_signature(node, byte_model, tmp_path):
     real, probe = (ort.InferenceSession(str(p)) for p in (byte_model / "model.onnx", tmp_path / "probe.onnx"))
     for get in ("get_inputs", "get_outputs"):
         want = [(x.name, x.type, [d if isinstance(d, int) else 1 for d in x.shape]) for x in getattr(real, get)()]
-        want = [(n, t, s if n != "attention_mask" else [1, cfg["model"]["mem_len"] + 1]) for n, t, s in want]
+        want = [(n, t, s if n != "attention_mask" else [1, cfg["model"]["mem_len"] + 2]) for n, t, s in want]
         assert [(x.name, x.type, x.shape) for x in getattr(probe, get)()] == want
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "bench_binding.py"), str(byte_model), "--calls", "5", "--rounds", "1"],

@@ -87,6 +87,27 @@ def test_token_by_token_equals_one_segment():
     torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("pattern,mem_len", [("QFAFQA", 24), ("AF", 5), ("QQAQQA", 3)])
+def test_the_ring_layout_gives_the_sliding_memorys_logits(pattern, mem_len):
+    """The exported graph's ring (mem_len + 1 slots, written in place) against the sliding memory
+    the model trains with, fed in chunks shorter and longer than the ring."""
+    model = tiny(pattern, mem_len=mem_len)
+    x = torch.randint(0, 61, (2, 50))
+    whole_rings = [mem_len + 1] * (50 // (mem_len + 1))
+    for chunks in ([50], [1] * 50, [3, 7, 1, 12, 2, 25], whole_rings + [50 - sum(whole_rings)]):
+        sliding, ring, p, a, b = model.initial_state(2), model.initial_state(2, ring=True), 0, [], []
+        for n in chunks:
+            with torch.no_grad():
+                out, sliding = model(x[:, p : p + n], sliding)
+                a.append(out)
+                out, ring = model(x[:, p : p + n], ring, past_len=p)
+                b.append(out)
+            p += n
+        torch.testing.assert_close(torch.cat(b, 1), torch.cat(a, 1), rtol=1e-5, atol=1e-5)
+    key = next(k for k in ring if k.endswith(".key"))
+    assert ring[key].shape[2] == mem_len + 1 and "past_mask" not in ring
+
+
 def test_memory_is_bounded_and_forgets_beyond_it():
     model = tiny("AF", mem_len=8)
     x = torch.randint(0, 61, (1, 30))

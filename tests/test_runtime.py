@@ -591,7 +591,7 @@ def test_bad_model_directories(byte_model, tmp_path):
     assert "no config.json" in one_error_line(hybrid("bench", tmp_path / "empty"))
     for change, needle in (
         ({"format": "something"}, "unknown format 'something'"),
-        ({"format_version": 3}, "format_version 3 is not supported"),
+        ({"format_version": 4}, "format_version 4 is not supported"),
         ({"format_version": True}, "format_version True is not supported"),
     ):
         d = tmp_path / f"bad{len(needle)}"

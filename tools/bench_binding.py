@@ -64,6 +64,8 @@ def signature(md: ModelDir) -> tuple[list, list]:
     inputs = [("input_ids", np.int64, [1, 1])]
     if md.mask_len is not None:  # version 2: [occupancy of the memory, this token]
         inputs.append((ATTENTION_MASK, np.int64, [1, md.mask_len + 1]))
+    elif md.ring_len is not None:  # version 3: as long as the stream (bounded: attention_mask.py)
+        inputs.append((ATTENTION_MASK, np.int64, [1, md.ring_len + 1]))
     inputs += [(i, np.float32, shape) for i, _, shape in state]
     outputs = [("logits", np.float32, [1, 1, md.vocab_size])] + [(o, np.float32, sh) for _, o, sh in state]
     return inputs, outputs

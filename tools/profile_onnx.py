@@ -24,7 +24,6 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from hybrid.runtime.attention_mask import split_past_mask
 from hybrid.runtime.model import Model
 
 
@@ -51,9 +50,7 @@ def _profile(model, opts, folder, variant, batch, seq, threads, runs, warmup) ->
     rng = np.random.default_rng(0)
     ids = rng.integers(0, model.vocab_size, (batch, seq), dtype=np.int64)
     _, state = model.forward(ids, model.initial_state(batch))  # fill the attention memory
-    if model.mask_len:  # version 2: the graph takes attention_mask, built from the runtime's past_mask
-        state = split_past_mask(state, seq)[0]
-    feeds = {"input_ids": ids, **state}
+    feeds, _ = model.graph_inputs(ids, state)
     for _ in range(warmup):
         sess.run(None, feeds)
     t0 = time.perf_counter()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, first_line
 from hybrid.runtime.files import MiB, atomic_write_json, describe_os_error, read_json
 from hybrid.runtime.files import remove_dead_temporaries
 from hybrid.runtime.tokenizer import save_tokenizer, load_tokenizer
@@ -129,7 +129,7 @@ def _read_entry(path: Path) -> Entry:
     try:
         tokenizer = load_tokenizer(path / "tokenizer.json")
     except Exception as e:  # HybridError for a missing or garbled file; anything else from a damaged one
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        why = first_line(e)
         raise _Invalid(f"bad tokenizer.json ({why.removeprefix(str(path / 'tokenizer.json') + ': ')})") from None
     if meta.get("tokenizer") != tokenizer.kind or meta.get("vocab_size") != tokenizer.vocab_size:
         raise _Invalid("tokenizer.json does not match meta.json")

@@ -14,11 +14,17 @@ ONNX and the runtime speak about it the same way:
   past_key_values.<i>.recurrent_state  [B, d_model]                    QRNN block i: cell state c
   past_key_values.<i>.conv_state       [B, k-1, d_model]               QRNN block i: last k-1 inputs
   past_mask                            [B, mem_len]  1.0 where a memory slot holds a real token
+
+The exported graph keeps the attention memory as a ring instead (`ring=True`): mem_len + 1 slots,
+the token at stream position p in slot p mod (mem_len + 1), written in place (ONNX ScatterND) so
+that a generation step copies no memory; the slot about to be overwritten lies beyond the
+window and is masked, so readers may share one buffer between past and present. Same logits.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -35,6 +41,26 @@ State = dict[str, torch.Tensor]
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """Per-head distance penalties 2^(-8i/n) (Press et al. 2022), geometric across heads."""
     return torch.tensor([2.0 ** (-8.0 * (i + 1) / n_heads) for i in range(n_heads)])
+
+
+def ring_attention_bias(slopes: torch.Tensor, T: int, M: int, n) -> torch.Tensor:
+    """attention_bias for the ring layout: [1, H, T, R+T] over [R = M+1 ring slots; T keys] after
+    `n` tokens of the stream (an int, or a symbolic one when exporting). Slot s holds the latest
+    position p < n with p = s mod R, `age` = n - p tokens before this call; a slot is visible while
+    its token is one of the last M (age <= min(n, M)), which hides the spare slot and empty ones."""
+    R = M + 1
+    age = (n - 1 - torch.arange(R, device=slopes.device)) % R + 1  # [R], in 1..R
+    t = torch.arange(T, device=slopes.device)
+    dist = torch.cat([t[:, None] + age[None, :], t[:, None] - t[None, :]], dim=1).to(slopes.dtype)  # [T, R+T]
+    hidden = torch.cat([((age > M) | (age > n)).expand(T, R), t[None, :] > t[:, None]], dim=1)
+    return (-slopes[:, None, None] * dist).masked_fill(hidden, float("-inf"))[None]
+
+
+def ring_slots(T: int, M: int, n) -> torch.Tensor:
+    """The ring slots [min(T, R)] that this call's last min(T, R) tokens are written to."""
+    R = M + 1
+    m = torch.sym_min(T, R) if not isinstance(T, int) else min(T, R)
+    return (torch.arange(m) + (n + T - m)) % R
 
 
 def attention_bias(slopes: torch.Tensor, T: int, M: int, past_mask: torch.Tensor | None) -> torch.Tensor:
@@ -66,25 +92,46 @@ class Attention(nn.Module):
         self.attn_dropout = cfg.attn_dropout
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, state: State, attn_bias: torch.Tensor | None, new_state: State):
+    def forward(self, x: torch.Tensor, state: State, attn: "AttentionInputs", new_state: State):
         B, T, D = x.shape
         M, H = self.mem_len, self.n_heads
         # [B, T, 3D] -> [B, 3H, T, d_head] -> q, k, v: three ONNX nodes once exported.
         q, k, v = self.qkv(self.norm(x)).unflatten(-1, (3 * H, self.d_head)).transpose(1, 2).split(H, dim=1)
-        if M > 0:
-            k = torch.cat([state[self.key_name].to(k.dtype), k], dim=2)
-            v = torch.cat([state[self.value_name].to(v.dtype), v], dim=2)
-            new_state[self.key_name] = k[:, :, -M:]
-            new_state[self.value_name] = v[:, :, -M:]
-        if torch.compiler.is_exporting():
-            # Written out for the ONNX graph: SDPA's export decomposition adds a dozen shape ops.
-            y = ((q * self.d_head**-0.5) @ k.transpose(-1, -2) + attn_bias).softmax(dim=-1) @ v
+        if attn.slots is not None:
+            y = self._ring(q, k, v, state, attn, new_state)
         else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_bias.to(q.dtype), dropout_p=self.attn_dropout if self.training else 0.0
-            )
+            if M > 0:
+                k = torch.cat([state[self.key_name].to(k.dtype), k], dim=2)
+                v = torch.cat([state[self.value_name].to(v.dtype), v], dim=2)
+                new_state[self.key_name] = k[:, :, -M:]
+                new_state[self.value_name] = v[:, :, -M:]
+            if torch.compiler.is_exporting():
+                # Written out for the ONNX graph: SDPA's export decomposition adds a dozen shape ops.
+                y = ((q * self.d_head**-0.5) @ k.transpose(-1, -2) + attn.bias).softmax(dim=-1) @ v
+            else:
+                dropout = self.attn_dropout if self.training else 0.0
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn.bias.to(q.dtype), dropout_p=dropout)
         y = y.transpose(1, 2).reshape(B, T, D)
         return x + self.dropout(self.proj(y))
+
+    def _ring(self, q, k, v, state: State, attn: "AttentionInputs", new_state: State) -> torch.Tensor:
+        """Attention over [ring; this call's keys] without joining them (no copy of the memory),
+        then this call's last keys and values written into their ring slots (ScatterND)."""
+        past_k, past_v = state[self.key_name].to(k.dtype), state[self.value_name].to(v.dtype)
+        R, T = past_k.shape[2], k.shape[2]
+        q = q * self.d_head**-0.5
+        scores = torch.cat([q @ past_k.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) + attn.bias
+        p = scores.softmax(dim=-1)
+        y = p[..., :R] @ past_v + p[..., R:] @ v
+        # A reader may give past and present one buffer: the writes wait for every read of the
+        # memory (a data dependency on y, adding zero), so in-place writing is safe at any T.
+        after_reads = (y.sum() * 0).to(k.dtype)
+        m = attn.slots.shape[0]
+        rows, heads = torch.arange(k.shape[0])[:, None, None], torch.arange(k.shape[1])[None, :, None]
+        where = (rows, heads, attn.slots[None, None])  # [B, H, m] index triples: one ScatterND, no transposes
+        new_state[self.key_name] = torch.index_put(past_k, where, k[:, :, T - m :] + after_reads)
+        new_state[self.value_name] = torch.index_put(past_v, where, v[:, :, T - m :] + after_reads)
+        return y
 
 
 class FeedForward(nn.Module):
@@ -95,7 +142,7 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(cfg.d_inner, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, state, attn_bias, new_state):
+    def forward(self, x, state, attn, new_state):
         return x + self.dropout(self.down(F.gelu(self.up(self.norm(x)))))
 
 
@@ -111,7 +158,7 @@ class QRNN(nn.Module):
         self.gates = nn.Linear(cfg.qrnn_window * cfg.d_model, 3 * cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, state, attn_bias, new_state):
+    def forward(self, x, state, attn, new_state):
         u = self.norm(x)
         if self.window > 1:
             seq = torch.cat([state[self.conv_name].to(u.dtype), u], dim=1)  # [B, k-1+T, D]
@@ -137,6 +184,14 @@ class QRNN(nn.Module):
 
 
 BLOCK_TYPES = {"A": Attention, "F": FeedForward, "Q": QRNN}
+
+
+class AttentionInputs(NamedTuple):
+    """What every attention block of one call shares: the bias, and in the ring layout the slots
+    this call writes (None: the sliding layout, memory joined with the new keys and cut)."""
+
+    bias: torch.Tensor | None
+    slots: torch.Tensor | None = None
 
 
 class HybridLM(nn.Module):
@@ -186,43 +241,58 @@ class HybridLM(nn.Module):
     def uses_memory(self) -> bool:
         return "A" in self.cfg.pattern and self.cfg.mem_len > 0
 
-    def state_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
-        """Name -> shape of every state tensor, in graph order."""
+    def state_shapes(self, batch_size: int, ring: bool = False) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every state tensor, in graph order; `ring`: the ring layout (mem_len + 1
+        slots a memory, no past_mask: the stream's length tells which slots hold tokens)."""
         cfg, shapes = self.cfg, {}
+        slots = cfg.mem_len + 1 if ring else cfg.mem_len
         for i, kind in enumerate(cfg.pattern):
             if kind == "A" and cfg.mem_len > 0:
-                shapes[f"past_key_values.{i}.key"] = (batch_size, cfg.n_heads, cfg.mem_len, cfg.d_head)
-                shapes[f"past_key_values.{i}.value"] = (batch_size, cfg.n_heads, cfg.mem_len, cfg.d_head)
+                shapes[f"past_key_values.{i}.key"] = (batch_size, cfg.n_heads, slots, cfg.d_head)
+                shapes[f"past_key_values.{i}.value"] = (batch_size, cfg.n_heads, slots, cfg.d_head)
             elif kind == "Q":
                 shapes[f"past_key_values.{i}.recurrent_state"] = (batch_size, cfg.d_model)
                 if cfg.qrnn_window > 1:
                     shapes[f"past_key_values.{i}.conv_state"] = (batch_size, cfg.qrnn_window - 1, cfg.d_model)
-        if self.uses_memory:
+        if self.uses_memory and not ring:
             shapes["past_mask"] = (batch_size, cfg.mem_len)
         return shapes
 
-    def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
+    def initial_state(self, batch_size: int, device=None, dtype=torch.float32, ring: bool = False) -> State:
         """The state of a fresh stream: zeros, and an all-empty attention memory."""
         device = device or self.norm.weight.device
-        return {k: torch.zeros(s, device=device, dtype=dtype) for k, s in self.state_shapes(batch_size).items()}
+        shapes = self.state_shapes(batch_size, ring)
+        return {k: torch.zeros(s, device=device, dtype=dtype) for k, s in shapes.items()}
 
     def forward(
-        self, input_ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        state: State | None = None,
+        targets: torch.Tensor | None = None,
+        past_len: int | None = None,
     ) -> tuple[torch.Tensor, State]:
         """logits [B, T, vocab] and the state after this segment (same keys as `state`); for an
         adaptive-softmax model the logits are normalised log-probabilities.
 
         With `targets` [B, T]: the NLL of each target [B, T] instead of logits, which for an
-        adaptive softmax never builds the [B, T, vocab] tensor (the fast path for training)."""
+        adaptive softmax never builds the [B, T, vocab] tensor (the fast path for training).
+        With `past_len` (the stream's tokens before this call): the ring layout (the exported
+        graph's; `state` as initial_state(B, ring=True) gives it)."""
         B, T = input_ids.shape
+        ring = past_len is not None and self.uses_memory
         if state is None:
-            state = self.initial_state(B)
+            state = self.initial_state(B, ring=ring)
         new_state: State = {}
         past_mask = state.get("past_mask")
-        bias = attention_bias(self.slopes, T, self.cfg.mem_len, past_mask) if "A" in self.cfg.pattern else None
+        attn = None
+        if ring:
+            M = self.cfg.mem_len
+            attn = AttentionInputs(ring_attention_bias(self.slopes, T, M, past_len), ring_slots(T, M, past_len))
+        elif "A" in self.cfg.pattern:
+            attn = AttentionInputs(attention_bias(self.slopes, T, self.cfg.mem_len, past_mask))
         x = self.drop(self.embed(input_ids))
         for block in self.blocks:
-            x = block(x, state, bias, new_state)
+            x = block(x, state, attn, new_state)
         if past_mask is not None:
             M = past_mask.shape[1]
             new_state["past_mask"] = torch.cat([past_mask, past_mask.new_ones(B, T)], dim=1)[:, -M:]

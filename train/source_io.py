@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from hybrid.runtime.errors import HybridError
+from hybrid.runtime.errors import HybridError, first_line
 from hybrid.runtime.files import atomic_write_text, read_json
 from hybrid.runtime.tokenizer import WordTokenizer
 from hybrid.train.cache import TokenCache, hash_bytes_of
@@ -156,9 +156,8 @@ def _hub(name: str, split: str, log):
     try:
         return datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # offline, renamed, gated: one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise HybridError(
-            f"{name}: no local copy, and loading {repo} ({config}) from the hub failed: {first}; "
+            f"{name}: no local copy, and loading {repo} ({config}) from the hub failed: {first_line(e)}; "
             "download the files and pass --path"
         ) from None
 

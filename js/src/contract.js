@@ -9,7 +9,9 @@ export const FORMAT = 'hybrid-onnx';
 // 1: the graph carries a float past_mask [batch, mem_len] itself (in `state`, returns present_mask).
 // 2: it takes onnxruntime-genai's int64 attention_mask [batch, total_sequence_length] instead; the
 //    reader keeps the memory's occupancy (maskLen = mem_len slots) and feeds [mask, ones].
-export const FORMAT_VERSIONS = [1, 2];
+// 3: the attention memory is a ring of ringLen = mem_len + 1 slots, written in place; the graph
+//    reads only the attention_mask's length, from the stream's length (ringMaskLength).
+export const FORMAT_VERSIONS = [1, 2, 3];
 export const ATTENTION_MASK = 'attention_mask';
 export const VARIANTS = ['fp32', 'int8', 'int4'];
 // `auto` takes the first variant present in this order (as the Python runtime).
@@ -62,7 +64,9 @@ export function readConfig(cfg, where) {
   need(unknown.length === 0, where, `'files' has unknown variants ${show(unknown.sort())} (known: ${VARIANTS.join(', ')})`);
   for (const name of Object.values(files)) checkFileName(name, where);
   const tokenizer = checkFileName(cfg.tokenizer ?? 'tokenizer.json', where);
-  const maskLen = attentionMask(cfg, version, where);
+  const mem = attentionMask(cfg, version, where);
+  const maskLen = version === 2 ? mem : null;
+  const ringLen = version >= 3 && mem ? mem + 1 : null;
   need(Array.isArray(cfg.state), where, "'state' must be a list");
   const state = cfg.state.map((s, i) => {
     need(s && typeof s === 'object' && typeof s.input === 'string' && typeof s.output === 'string'
@@ -70,14 +74,15 @@ export function readConfig(cfg, where) {
     `state[${i}] must have input, output, dtype float32 and shape ['batch', sizes...]`);
     return { input: s.input, output: s.output, shape: s.shape.slice(1), size: s.shape.slice(1).reduce((a, b) => a * b, 1) };
   });
-  // Version 2: the mask sizes the memory the reader keeps; it must be the key/value state's length.
-  need(!maskLen || state.every((s) => !/\.(key|value)$/.test(s.input) || (s.shape.length === 3 && s.shape[1] === maskLen)),
-    where, `the attention memory's key/value state must hold model.mem_len = ${maskLen} slots`);
-  return { version, model, metric: cfg.metric, files: { ...files }, tokenizer, state, maskLen };
+  // Versions 2 and 3: the memory holds mem_len slots (2) or a ring of mem_len + 1 (3).
+  const slots = maskLen ?? ringLen;
+  need(!slots || state.every((s) => !/\.(key|value)$/.test(s.input) || (s.shape.length === 3 && s.shape[1] === slots)),
+    where, `the attention memory's key/value state must hold ${slots} slots (model.mem_len = ${mem})`);
+  return { version, model, metric: cfg.metric, files: { ...files }, tokenizer, state, maskLen, ringLen };
 }
 
-/** Version 2's attention_mask: int64, only with an attention memory; returns mem_len, or null
- * when the graph takes no mask (version 1, or no attention memory). */
+/** The attention_mask of versions 2 and 3: int64, only with an attention memory; returns mem_len,
+ * or null when the graph takes no mask (version 1, or no attention memory). */
 function attentionMask(cfg, version, where) {
   const inputs = cfg.inputs ?? {};
   need(inputs && typeof inputs === 'object' && !Array.isArray(inputs), where, "'inputs' must be an object");
@@ -91,7 +96,16 @@ function attentionMask(cfg, version, where) {
 
 /** The graph inputs a call feeds besides input_ids and the carried state. */
 export function extraInputNames(contract) {
-  return contract.maskLen ? [ATTENTION_MASK] : [];
+  return contract.maskLen || contract.ringLen ? [ATTENTION_MASK] : [];
+}
+
+/**
+ * Version 3's attention_mask length before a call, from the stream's length: the length itself
+ * below ringLen, then ringLen + length mod ringLen (the graph needs only the length modulo
+ * ringLen once the memory is full), so the mask stays shorter than 2 ringLen + the call.
+ */
+export function ringMaskLength(length, ringLen) {
+  return length < ringLen ? length : ringLen + (length % ringLen);
 }
 
 /**

@@ -3,7 +3,7 @@
 // everything else is the same code in both.
 
 import { HybridError } from './errors.js';
-import { ATTENTION_MASK, attentionMaskFeed } from './contract.js';
+import { ATTENTION_MASK, attentionMaskFeed, ringMaskLength } from './contract.js';
 import { Session } from './session.js';
 import { evaluateTokens } from './evaluate.js';
 
@@ -56,7 +56,10 @@ export class Model {
     const feeds = { input_ids: new this.ort.Tensor('int64', data, [batch, T]) };
     this.contract.state.forEach((s, i) => { feeds[s.input] = state.tensors[i]; });
     let mask = null;
-    if (this.contract.maskLen) {
+    if (this.contract.ringLen) {
+      const L = ringMaskLength(state.length, this.contract.ringLen) + T;
+      feeds[ATTENTION_MASK] = new this.ort.Tensor('int64', new BigInt64Array(batch * L).fill(1n), [batch, L]);
+    } else if (this.contract.maskLen) {
       const m = attentionMaskFeed(state.mask, batch, this.contract.maskLen, T);
       feeds[ATTENTION_MASK] = new this.ort.Tensor('int64', m.full, m.dims);
       mask = m.next;
@@ -112,10 +115,12 @@ export class Model {
  * of the state are tensors made here, given to onnxruntime as feeds and preallocated fetches:
  * one run reads state A and writes state B, the next the reverse. onnxruntime writes the outputs
  * into those buffers (onnxruntime-node does), so this code never copies the state between
- * tokens. A backend that does not write preallocated outputs (onnxruntime-web copies them into
- * its heap and back out never; seen on the first step, as the logits buffer starts as NaN) runs
- * that step again without them, and from then on the returned tensors are passed straight back
- * as the next call's inputs (no copy by this code either).
+ * tokens. A version-3 graph's attention memory is one tensor, fed as past and fetched as present:
+ * the graph writes the new token's key and value into it in place. A backend that does not write
+ * preallocated outputs (onnxruntime-web copies them into its heap and back out never; seen on the
+ * first step, as the logits buffer starts as NaN) runs that step again without them, and from
+ * then on the returned tensors are passed straight back as the next call's inputs (no copy by
+ * this code either).
  */
 export class Stepper {
   constructor(model, state) {
@@ -123,14 +128,19 @@ export class Stepper {
     this.model = model;
     this.ids = new BigInt64Array(1);
     this.logits = new ort.Tensor('float32', new Float32Array(model.vocabSize).fill(NaN), [1, 1, model.vocabSize]);
+    this.ringLen = contract.ringLen ?? 0;
     const make = () => contract.state.map((s) => new ort.Tensor('float32', new Float32Array(s.size), [1, ...s.shape]));
-    this.buffers = [make(), make()];
+    const first = make(), second = make();
+    // Version 3: the memory's key/value tensors are shared by both copies (written in place).
+    if (this.ringLen) contract.state.forEach((s, i) => { if (/\.(key|value)$/.test(s.input)) second[i] = first[i]; });
+    this.buffers = [first, second];
     const idsTensor = new ort.Tensor('int64', this.ids, [1, 1]);
     // Version 2: one [1, maskLen + 1] attention_mask, [occupancy, 1], shifted after each step
     // while the memory fills; once full it stays all ones and a step touches nothing.
+    // Version 3: a [1, length + 1] view of one buffer of ones (ringMaskLength), made per step.
     this.maskLen = contract.maskLen ?? 0;
-    this.mask = new BigInt64Array(this.maskLen + 1).fill(1n);
-    const maskTensor = new ort.Tensor('int64', this.mask, [1, this.maskLen + 1]);
+    this.mask = new BigInt64Array(this.ringLen ? 2 * this.ringLen : this.maskLen + 1).fill(1n);
+    const maskTensor = new ort.Tensor('int64', this.mask.subarray(0, this.maskLen + 1), [1, this.maskLen + 1]);
     this.runs = [[0, 1], [1, 0]].map(([src, dst]) => {
       const feeds = { input_ids: idsTensor }, fetches = { logits: this.logits };
       if (this.maskLen) feeds[ATTENTION_MASK] = maskTensor;
@@ -173,6 +183,10 @@ export class Stepper {
   async step(token) {
     this.ids[0] = BigInt(token);
     const { feeds, fetches } = this.runs[this.turn];
+    if (this.ringLen) {
+      const L = ringMaskLength(this.length, this.ringLen) + 1;
+      feeds[ATTENTION_MASK] = new this.model.ort.Tensor('int64', this.mask.subarray(0, L), [1, L]);
+    }
     let out = await this.run(feeds, fetches);
     if (this.inPlace === null) {
       this.inPlace = !Number.isNaN(this.logits.data[0]);

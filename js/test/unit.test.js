@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng, StopFilter, checkSampling, filteredProbs, sample, readConfig, HybridError, WordTokenizer } from '../src/index.js';
-import { attentionMaskFeed, checkFileName } from '../src/contract.js';
+import { attentionMaskFeed, checkFileName, ringMaskLength } from '../src/contract.js';
 import { externalLocations } from '../src/onnxfile.js';
 
 const logits = Float32Array.from({ length: 50 }, (_, i) => Math.sin(i * 1.7) * 3);
@@ -71,7 +71,7 @@ const CONFIG = { format: 'hybrid-onnx', format_version: 1, model: { vocab_size: 
 test('config.json checks: format, format_version, files inside the directory', () => {
   assert.equal(readConfig(CONFIG, 'c').state[0].size, 4);
   const bad = (over, re) => assert.throws(() => readConfig({ ...CONFIG, ...over }, 'dir/config.json'), (e) => e instanceof HybridError && re.test(e.message));
-  bad({ format_version: 9 }, /dir\/config.json: format_version 9 is not supported \(this reader reads hybrid-onnx version 1, 2\)/);
+  bad({ format_version: 9 }, /dir\/config.json: format_version 9 is not supported \(this reader reads hybrid-onnx version 1, 2, 3\)/);
   bad({ format_version: '1' }, /format_version "1" is not supported/);
   bad({ inputs: { attention_mask: { dtype: 'int64' } } }, /"attention_mask" is an input of version 2 graphs, this is version 1/);
   bad({ format_version: 2, inputs: { attention_mask: { dtype: 'float32' } }, model: { vocab_size: 256, mem_len: 4 } }, /must be int64/);
@@ -80,7 +80,13 @@ test('config.json checks: format, format_version, files inside the directory', (
     inputs: { attention_mask: { dtype: 'int64' } } }, 'c');
   assert.equal(v2.maskLen, 4);
   bad({ format_version: 2, model: { vocab_size: 256, mem_len: 4 }, inputs: { attention_mask: { dtype: 'int64' } },
-    state: [{ input: 'past_key_values.2.key', output: 'present.2.key', shape: ['batch', 2, 8, 16] }] }, /must hold model.mem_len = 4 slots/);
+    state: [{ input: 'past_key_values.2.key', output: 'present.2.key', shape: ['batch', 2, 8, 16] }] }, /must hold 4 slots \(model.mem_len = 4\)/);
+  const v3 = readConfig({ ...CONFIG, format_version: 3, model: { vocab_size: 256, mem_len: 4 }, inputs: { attention_mask: { dtype: 'int64' } },
+    state: [{ input: 'past_key_values.2.key', output: 'present.2.key', shape: ['batch', 2, 5, 16] }] }, 'c');
+  assert.equal(v3.ringLen, 5);
+  assert.equal(v3.maskLen, null);
+  bad({ format_version: 3, model: { vocab_size: 256, mem_len: 4 }, inputs: { attention_mask: { dtype: 'int64' } },
+    state: [{ input: 'past_key_values.2.key', output: 'present.2.key', shape: ['batch', 2, 4, 16] }] }, /must hold 5 slots \(model.mem_len = 4\)/);
   bad({ format_version: undefined }, /format_version undefined is not supported/);
   bad({ format: 'onnx' }, /unknown format "onnx"/);
   bad({ format: 'hybrid-run' }, /is a training run, not an exported model/);
@@ -107,6 +113,10 @@ test('the ONNX walker finds external data and refuses garbage', () => {
 test('word tokenizer: vocabulary checks', () => {
   assert.throws(() => new WordTokenizer(['a', '<eos>']), /must contain "<unk>" and "<eos>"/);
   assert.throws(() => new WordTokenizer(['<unk>', '<eos>', 'a', 'a']), /duplicate/);
+});
+
+test('version 3 attention_mask length: the stream length below the ring, then ring + length mod ring', () => {
+  assert.deepEqual([0, 1, 4, 5, 6, 9, 10, 11, 1e12].map((n) => ringMaskLength(n, 5)), [0, 1, 4, 5, 6, 9, 5, 6, 5]);
 });
 
 test('version 2 attention_mask: [occupancy, ones] and the last maskLen entries after the call', () => {
