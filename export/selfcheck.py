@@ -70,8 +70,8 @@ class TorchModel:
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
         return self.stepper.zero_state(batch)
 
-    def forward(self, ids: np.ndarray, state: dict[str, np.ndarray]):
-        return self.stepper.step(ids, state)
+    def forward(self, ids: np.ndarray, state: dict[str, np.ndarray], in_place: bool = False):
+        return self.stepper.step(ids, state)  # new tensors each call: in_place changes nothing here
 
 
 def run_chunks(stepper, ids: np.ndarray, sizes) -> np.ndarray:

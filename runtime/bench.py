@@ -95,7 +95,7 @@ class OnnxBackend:
             state = m.initial_state(ids.shape[0])
             if kind == "ev":  # mid-text: the state already holds a full memory
                 _, state = m.forward(ids, state)
-            return lambda: m.forward(ids, state)
+            return lambda: m.forward(ids, state, in_place=True)  # as evaluation and a session's feed do
         T = ids.shape[1]
         if kind == "tg":
 

@@ -175,10 +175,10 @@ def _check_memory(model, base, n, streams, segment, ctx) -> None:
 def _run_streams(model, base, source, n, streams, segment, tally, progress, name) -> dict:
     def step(x, y, states):
         state, bstate = states
-        logits, state = model.forward(x, state)
+        logits, state = model.forward(x, state, in_place=True)
         blogits = None
         if base is not None:
-            blogits, bstate = base.forward(x, bstate)
+            blogits, bstate = base.forward(x, bstate, in_place=True)
             blogits = _rows(blogits)
         tally.add(_rows(logits), y.reshape(-1), blogits)
         return state, bstate
@@ -207,9 +207,9 @@ def _run_ctx(model, base, source, n, streams, segment, N, tally, progress, name)
         bstate = base.initial_state(len(group)) if base is not None else None
         for p in range(0, N, T):
             x = x_all[:, p : p + T]
-            logits, state = model.forward(x, state)
+            logits, state = model.forward(x, state, in_place=True)
             if base is not None:
-                blogits, bstate = base.forward(x, bstate)
+                blogits, bstate = base.forward(x, bstate, in_place=True)
             # Positions j in [max(p, first), min(p + T, N - 1)) predict token j + 1.
             lo, hi = max(p, first), min(p + x.shape[1], N - 1)
             if lo < hi:

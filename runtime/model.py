@@ -201,19 +201,49 @@ class Model:
             state[PAST_MASK] = np.zeros((batch, self.mask_len), dtype=np.float32)
         return state
 
-    def forward(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def forward(self, ids: np.ndarray, state: State, in_place: bool = False) -> tuple[np.ndarray, State]:
         """logits [B, T, vocab] and the state after these T tokens; `ids` is [B, T] integers in
-        [0, vocab_size), `state` as initial_state(B) gives it."""
+        [0, vocab_size), `state` as initial_state(B) gives it. `in_place`: a version-3 graph may
+        write the attention memory into `state`'s own arrays (no copy of it; `state` is then
+        spent: keep only the returned one), as the evaluation and a session's feeding do."""
         ids = self._checked_ids(ids, state)
         feed, kept = self.graph_inputs(ids, state)
         try:
-            outs = self.ort.run(self.output_names, feed)
+            if in_place and self.ring_len:
+                outs = self._run_in_place(feed)
+            else:
+                outs = self.ort.run(self.output_names, feed)
         except Exception as e:  # onnxruntime's own exception types: one line, as at load
             raise HybridError(f"{self.path}: onnxruntime failed to run the model ({first_line(e)})") from None
         new_state = {s.input: o for s, o in zip(self.state_specs, outs[1:])}
         if kept is not None:
             new_state[self.runtime_state] = kept
         return outs[0], new_state
+
+    def _run_in_place(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One run with each attention key/value array bound as both past and present (the graph
+        writes the call's keys and values into it), the other outputs new."""
+        io, memory = self.ort.io_binding(), {}
+        io.bind_output("logits")
+        for name, value in feed.items():
+            if name.endswith((".key", ".value")):
+                memory[name] = np.ascontiguousarray(value, dtype=np.float32)
+                io.bind_cpu_input(name, memory[name])
+            else:
+                io.bind_cpu_input(name, value)
+        for spec in self.state_specs:
+            if spec.input in memory:
+                io.bind_output(
+                    spec.output, "cpu", 0, np.float32, memory[spec.input].shape, memory[spec.input].ctypes.data
+                )
+            else:
+                io.bind_output(spec.output)
+        self.ort.run_with_iobinding(io)
+        outs = io.get_outputs()
+        return [outs[0].numpy()] + [
+            memory[spec.input] if spec.input in memory else value.numpy()
+            for spec, value in zip(self.state_specs, outs[1:])
+        ]
 
     def graph_inputs(self, ids: np.ndarray, state: State) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """(the graph's inputs for int64 `ids` [B, T] from `state`, with the attention_mask the
@@ -249,11 +279,14 @@ class Model:
         check_token_range(arr, self.vocab_size)
         return np.ascontiguousarray(arr, dtype=np.int64)
 
-    def forward_segments(self, ids: np.ndarray, state: State, segment: int = 128) -> Iterator[tuple[np.ndarray, State]]:
+    def forward_segments(
+        self, ids: np.ndarray, state: State, segment: int = 128, in_place: bool = False
+    ) -> Iterator[tuple[np.ndarray, State]]:
         """forward() over [B, T] ids in segments of at most `segment` tokens, carrying state,
-        so memory stays bounded however long T is. Yields (logits of the segment, state after it)."""
+        so memory stays bounded however long T is. Yields (logits of the segment, state after it).
+        `in_place` as forward()'s: every yielded state is then spent by the next segment."""
         for p in range(0, ids.shape[1], segment):
-            logits, state = self.forward(ids[:, p : p + segment], state)
+            logits, state = self.forward(ids[:, p : p + segment], state, in_place=in_place)
             yield logits, state
 
     # -- the fast path for generation ----------------------------------------------------------------

@@ -12,6 +12,9 @@ the next feed() or generation (it may be the first half of a word), and so is a 
 prompt starts generation from a line break (byte models) or `<eos>` (word models): the start of
 a line, which is where a text stream naturally begins.
 
+`s.state` is the stream's own and changes as it goes (feeding writes the attention memory into
+its arrays in place): copy it (`{k: v.copy() for k, v in s.state.items()}`) to keep a snapshot.
+
 Generated text comes out whole: a UTF-8 character whose bytes end one stream() call and begin
 the next is held back and yielded by the next call. feed() and reset() drop such a held partial
 character (the text fed next breaks it).
@@ -75,7 +78,8 @@ class Session:
         ids = _token_ids(ids, self.model.vocab_size)
         if ids.size == 0:
             return 0
-        for logits, self.state in self.model.forward_segments(ids, self.state, self.segment):
+        # The stream's state is its own: feeding writes the attention memory into it in place.
+        for logits, self.state in self.model.forward_segments(ids, self.state, self.segment, in_place=True):
             pass
         self.logits = logits[0, -1].copy()
         self.n_tokens += ids.shape[1]

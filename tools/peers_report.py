@@ -136,8 +136,8 @@ def report(backends, results, cfg, command: str, minutes: float) -> str:
         "",
         f"Command: `{command}` ({minutes:.1f} min end to end). Medians of {cfg['rounds']} interleaved round(s) after one "
         f"untimed warm-up; the same token ids for every backend; each backend in a process of its own (peak RSS: "
-        f"that whole process, interpreter and libraries included; idle OpenMP threads sleep, "
-        f"OMP_WAIT_POLICY=PASSIVE, so a waiting backend takes no CPU from the running one). Generation: {cfg['gen_tokens']} greedy tokens after prompts of "
+        f"that whole process, interpreter and libraries included; OpenMP's default wait policy, and 50 ms between "
+        f"turns so that a waiting backend's threads are asleep). Generation: {cfg['gen_tokens']} greedy tokens after prompts of "
         f"{', '.join(f'{c:,}' for c in cfg['contexts'])} tokens. The Llama: hidden {L['hidden']}, {L['layers']} "
         f"layers, {L['heads']} heads, intermediate {L['intermediate']}, vocabulary {L['vocab']}, random weights "
         f"(seed {cfg['seed']}): speed only.",

@@ -43,17 +43,22 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return torch.tensor([2.0 ** (-8.0 * (i + 1) / n_heads) for i in range(n_heads)])
 
 
-def ring_attention_bias(slopes: torch.Tensor, T: int, M: int, n) -> torch.Tensor:
-    """attention_bias for the ring layout: [1, H, T, R+T] over [R = M+1 ring slots; T keys] after
-    `n` tokens of the stream (an int, or a symbolic one when exporting). Slot s holds the latest
-    position p < n with p = s mod R, `age` = n - p tokens before this call; a slot is visible while
-    its token is one of the last M (age <= min(n, M)), which hides the spare slot and empty ones."""
+def ring_attention_bias(slopes: torch.Tensor, T: int, M: int, n) -> tuple[torch.Tensor, torch.Tensor]:
+    """attention_bias for the ring layout, in two parts: [1, H, T, R] over the R = M+1 ring slots
+    and [1, H, T, T] over this call's keys, after `n` tokens of the stream (an int, or a symbolic
+    one when exporting). Slot s holds the latest position p < n with p = s mod R, `age` = n - p
+    tokens before this call; a slot is visible while its token is one of the last M
+    (age <= min(n, M)), which hides the spare slot and the empty ones."""
     R = M + 1
     age = (n - 1 - torch.arange(R, device=slopes.device)) % R + 1  # [R], in 1..R
     t = torch.arange(T, device=slopes.device)
-    dist = torch.cat([t[:, None] + age[None, :], t[:, None] - t[None, :]], dim=1).to(slopes.dtype)  # [T, R+T]
-    hidden = torch.cat([((age > M) | (age > n)).expand(T, R), t[None, :] > t[:, None]], dim=1)
-    return (-slopes[:, None, None] * dist).masked_fill(hidden, float("-inf"))[None]
+    ring = (-slopes[:, None, None] * (t[:, None] + age[None, :]).to(slopes.dtype)).masked_fill(
+        ((age > M) | (age > n))[None, None, :], float("-inf")
+    )
+    own = (-slopes[:, None, None] * (t[:, None] - t[None, :]).to(slopes.dtype)).masked_fill(
+        t[None, :] > t[:, None], float("-inf")
+    )
+    return ring[None], own[None]
 
 
 def ring_slots(T: int, M: int, n) -> torch.Tensor:
@@ -115,14 +120,18 @@ class Attention(nn.Module):
         return x + self.dropout(self.proj(y))
 
     def _ring(self, q, k, v, state: State, attn: "AttentionInputs", new_state: State) -> torch.Tensor:
-        """Attention over [ring; this call's keys] without joining them (no copy of the memory),
+        """Attention over [ring; this call's keys] without joining either the keys or the scores
+        (a softmax in two parts: no copy of the memory, nor of scores as long as it, at any length),
         then this call's last keys and values written into their ring slots (ScatterND)."""
         past_k, past_v = state[self.key_name].to(k.dtype), state[self.value_name].to(v.dtype)
-        R, T = past_k.shape[2], k.shape[2]
+        T = k.shape[2]
         q = q * self.d_head**-0.5
-        scores = torch.cat([q @ past_k.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) + attn.bias
-        p = scores.softmax(dim=-1)
-        y = p[..., :R] @ past_v + p[..., R:] @ v
+        ring_bias, own_bias = attn.bias
+        s_ring = q @ past_k.transpose(-1, -2) + ring_bias  # [B, H, T, R]
+        s_own = q @ k.transpose(-1, -2) + own_bias  # [B, H, T, T]; the diagonal is never masked
+        top = torch.maximum(s_ring.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True))
+        e_ring, e_own = (s_ring - top).exp(), (s_own - top).exp()
+        y = (e_ring @ past_v + e_own @ v) / (e_ring.sum(-1, keepdim=True) + e_own.sum(-1, keepdim=True))
         # A reader may give past and present one buffer: the writes wait for every read of the
         # memory (a data dependency on y, adding zero), so in-place writing is safe at any T.
         after_reads = (y.sum() * 0).to(k.dtype)
@@ -187,10 +196,11 @@ BLOCK_TYPES = {"A": Attention, "F": FeedForward, "Q": QRNN}
 
 
 class AttentionInputs(NamedTuple):
-    """What every attention block of one call shares: the bias, and in the ring layout the slots
-    this call writes (None: the sliding layout, memory joined with the new keys and cut)."""
+    """What every attention block of one call shares: the bias (in the ring layout its ring and
+    own parts), and in the ring layout the slots this call writes (None: the sliding layout,
+    memory joined with the new keys and cut)."""
 
-    bias: torch.Tensor | None
+    bias: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
     slots: torch.Tensor | None = None
 
 
