@@ -221,27 +221,27 @@ class Model:
         return outs[0], new_state
 
     def _run_in_place(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One run with each attention key/value array bound as both past and present (the graph
-        writes the call's keys and values into it), the other outputs new."""
+        """One run with each attention key/value array bound as both past and present (one
+        OrtValue over the array's memory: the graph writes the call's keys and values into it),
+        the other outputs new."""
         io, memory = self.ort.io_binding(), {}
         io.bind_output("logits")
         for name, value in feed.items():
             if name.endswith((".key", ".value")):
-                memory[name] = np.ascontiguousarray(value, dtype=np.float32)
-                io.bind_cpu_input(name, memory[name])
+                array = np.ascontiguousarray(value, dtype=np.float32)
+                memory[name] = (array, ort.OrtValue.ortvalue_from_numpy(array))
+                io.bind_ortvalue_input(name, memory[name][1])
             else:
                 io.bind_cpu_input(name, value)
         for spec in self.state_specs:
             if spec.input in memory:
-                io.bind_output(
-                    spec.output, "cpu", 0, np.float32, memory[spec.input].shape, memory[spec.input].ctypes.data
-                )
+                io.bind_ortvalue_output(spec.output, memory[spec.input][1])
             else:
                 io.bind_output(spec.output)
         self.ort.run_with_iobinding(io)
         outs = io.get_outputs()
         return [outs[0].numpy()] + [
-            memory[spec.input] if spec.input in memory else value.numpy()
+            memory[spec.input][0] if spec.input in memory else value.numpy()
             for spec, value in zip(self.state_specs, outs[1:])
         ]
 

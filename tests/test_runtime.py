@@ -682,6 +682,23 @@ def test_graph_and_config_state_shapes_must_agree(byte_model, tmp_path):
     assert ".key' is ['batch'," in line and "in the graph but" in line
 
 
+def test_forward_in_place_writes_the_memory_into_the_given_arrays_and_agrees(byte_model):
+    """in_place=True (evaluation, a session's feeding) binds each attention memory as past and
+    present: the same logits and state as the plain path, in the caller's own arrays."""
+    m = load(byte_model[1], "int8")
+    ids = np.random.default_rng(0).integers(0, 256, (3, 150))
+    plain, own = m.initial_state(3), m.initial_state(3)
+    key = next(k for k in own if k.endswith(".key"))
+    for p in range(0, 150, 40):  # 40-token calls: the 17-slot ring wraps within and across calls
+        a, plain = m.forward(ids[:, p : p + 40], plain)
+        memory = own[key]
+        b, own = m.forward(ids[:, p : p + 40], own, in_place=True)
+        assert own[key] is memory
+        np.testing.assert_array_equal(a, b)
+    for k in plain:
+        np.testing.assert_array_equal(plain[k], own[k])
+
+
 def test_kl_in_blocks_equals_kl_at_once(byte_model, monkeypatch):
     import hybrid.runtime.evaluate as ev
 
