@@ -15,10 +15,11 @@ ONNX and the runtime speak about it the same way:
   past_key_values.<i>.conv_state       [B, k-1, d_model]               QRNN block i: last k-1 inputs
   past_mask                            [B, mem_len]  1.0 where a memory slot holds a real token
 
-The exported graph keeps the attention memory as a ring instead (`ring=True`): mem_len + 1 slots,
-the token at stream position p in slot p mod (mem_len + 1), written in place (ONNX ScatterND) so
-that a generation step copies no memory; the slot about to be overwritten lies beyond the
-window and is masked, so readers may share one buffer between past and present. Same logits.
+The exported graph keeps the attention memory as a ring instead (forward's `past_len`, the
+state from `initial_state(B, ring=True)`): mem_len + 1 slots, the token at stream position p in
+slot p mod (mem_len + 1), written in place (ONNX ScatterND) so that a generation step copies no
+memory; the slot about to be overwritten lies beyond the window and is masked, so readers may
+share one buffer between past and present. Same logits.
 """
 
 from __future__ import annotations
