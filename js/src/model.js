@@ -10,6 +10,12 @@ import { evaluateTokens } from './evaluate.js';
 /** @typedef {{tensors: any[], length: number, mask: Uint8Array|null}} State  tensors in config.json's state order;
  * length: tokens seen; mask: the attention memory's occupancy [batch, maskLen] (version 2 graphs) */
 
+/** A state's stream length, which places a version-3 call in the attention memory's ring. */
+function streamLength(state) {
+  if (!Number.isSafeInteger(state.length) || state.length < 0) throw new HybridError(`state.length must be the stream's token count (an integer >= 0), got ${state.length}`);
+  return state.length;
+}
+
 /** One line for an onnxruntime failure. */
 export function ortError(e, where) {
   const first = String(e?.message ?? e).trim().split('\n')[0] || e?.name || 'error';
@@ -57,7 +63,7 @@ export class Model {
     this.contract.state.forEach((s, i) => { feeds[s.input] = state.tensors[i]; });
     let mask = null;
     if (this.contract.ringLen) {
-      const L = ringMaskLength(state.length, this.contract.ringLen) + T;
+      const L = ringMaskLength(streamLength(state), this.contract.ringLen) + T;
       feeds[ATTENTION_MASK] = new this.ort.Tensor('int64', new BigInt64Array(batch * L).fill(1n), [batch, L]);
     } else if (this.contract.maskLen) {
       const m = attentionMaskFeed(state.mask, batch, this.contract.maskLen, T);
@@ -168,7 +174,7 @@ export class Stepper {
       this.mask[this.maskLen] = 1n;
       this.maskFull = state.mask.every((x) => x);
     }
-    this.length = state.length;
+    this.length = this.ringLen ? streamLength(state) : state.length;
   }
 
   async run(feeds, fetches) {
