@@ -376,6 +376,14 @@ def test_bad_directories_are_one_clear_line(node, byte_model, tmp_path):
         assert got["error"].startswith(str(path)), got
 
 
+def test_a_forged_stream_length_is_one_error_line(node, byte_model):
+    """A version-3 state's length sizes the attention_mask JavaScript makes: checked first."""
+    for bad in (-1, 2.5, 1e300, "3"):
+        got = node_job(node, op="forward", dir=byte_model, length=bad)
+        assert not got["ok"] and "state.length must be the stream's token count" in got["error"], (bad, got)
+    assert node_job(node, op="forward", dir=byte_model, length=10**15) == {"ok": True, "out": 10**15 + 1}
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_node_reads_version_1_and_2_directories(node, byte_model, version):
     """The earlier formats' fixtures (tests/test_format_versions.py) give in Node the text and bpc

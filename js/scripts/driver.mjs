@@ -4,6 +4,7 @@
 //   {"op": "evaluate", "dir": ..., "variant": ..., "text": ..., "streams": 16, "segment": 128, "ctx": 0}
 //   {"op": "session", "dir": ..., "steps": [["feed", "text"], ["generate", {...}], ["logprobs"], ...]}
 //   {"op": "load", "dir": ..., ...options}: loads and reports, or prints the error line
+//   {"op": "forward", "dir": ..., "length": n}: one token on a fresh state claiming n tokens seen
 import { loadModel, HybridError } from '../src/node.js';
 
 const job = JSON.parse(process.argv[2]);
@@ -18,6 +19,7 @@ try {
     for await (const piece of model.stream(prompt, opts)) pieces.push(piece);
     out = { text: pieces.join(''), pieces };
   } else if (op === 'evaluate') out = await model.evaluate(rest.text, rest.evaluate ?? {});
+  else if (op === 'forward') out = (await model.forward([10], 1, { ...model.initialState(1), length: rest.length })).state.length;
   else if (op === 'session') {
     const s = model.session(rest.sessionOptions ?? {});
     out = [];
