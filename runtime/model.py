@@ -226,15 +226,15 @@ class Model:
         the other outputs new."""
         io, memory = self.ort.io_binding(), {}
         io.bind_output("logits")
-        for name, value in feed.items():
-            if name.endswith((".key", ".value")):
-                array = np.ascontiguousarray(value, dtype=np.float32)
-                memory[name] = (array, ort.OrtValue.ortvalue_from_numpy(array))
-                io.bind_ortvalue_input(name, memory[name][1])
-            else:
+        in_place = {spec.input for spec in self.state_specs if spec.memory}
+        for name, value in feed.items():  # input_ids, attention_mask and the rest of the state
+            if name not in in_place:
                 io.bind_cpu_input(name, value)
         for spec in self.state_specs:
-            if spec.input in memory:
+            if spec.memory:
+                array = np.ascontiguousarray(feed[spec.input], dtype=np.float32)
+                memory[spec.input] = (array, ort.OrtValue.ortvalue_from_numpy(array))
+                io.bind_ortvalue_input(spec.input, memory[spec.input][1])
                 io.bind_ortvalue_output(spec.output, memory[spec.input][1])
             else:
                 io.bind_output(spec.output)

@@ -48,6 +48,11 @@ class StateSpec:
     shape: tuple  # ("batch", d1, d2, ...)
     dtype: str = "float32"
 
+    @property
+    def memory(self) -> bool:
+        """An attention block's key or value memory (the ring a version-3 graph writes in place)."""
+        return self.input.endswith((".key", ".value"))
+
 
 @dataclass
 class ModelDir:
@@ -273,7 +278,7 @@ def _state_specs(cfg: dict, cfg_path: Path) -> list[StateSpec]:
     if ATTENTION_MASK in cfg.get("inputs", {}):  # version 2: mem_len slots; version 3: a ring of mem_len + 1
         slots = cfg["model"]["mem_len"] + (cfg["format_version"] >= 3)
         _need(
-            all(len(s.shape) == 4 and s.shape[2] == slots for s in specs if s.input.endswith((".key", ".value"))),
+            all(len(s.shape) == 4 and s.shape[2] == slots for s in specs if s.memory),
             cfg_path,
             f"the attention memory's key/value state must hold {slots} slots (model.mem_len = {cfg['model']['mem_len']})",
         )

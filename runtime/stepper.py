@@ -35,10 +35,15 @@ class Stepper:
         first = model.initial_state(1) if state is None else state
         model._checked_ids(self.ids, first)  # this model's state, batch 1 (the stepper runs one stream)
         one = {k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in first.items()}
-        in_place = {s.input for s in model.state_specs if model.ring_len and s.input.endswith((".key", ".value"))}
+        in_place = {s.input for s in model.state_specs if model.ring_len and s.memory}
         self.buffers = [one, {k: v if k in in_place else np.empty_like(v) for k, v in one.items()}]
         values: dict[int, ort.OrtValue] = {}  # one OrtValue an array: a shared buffer is bound twice
-        ov = lambda a: values.setdefault(id(a), ort.OrtValue.ortvalue_from_numpy(a))  # noqa: E731
+
+        def ov(a: np.ndarray) -> ort.OrtValue:
+            if id(a) not in values:
+                values[id(a)] = ort.OrtValue.ortvalue_from_numpy(a)
+            return values[id(a)]
+
         ids_v, logits_v = ov(self.ids), ov(self.logits)
         self.bindings = []
         for src, dst in ((self.buffers[0], self.buffers[1]), (self.buffers[1], self.buffers[0])):

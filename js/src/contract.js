@@ -76,7 +76,7 @@ export function readConfig(cfg, where) {
   });
   // Versions 2 and 3: the memory holds mem_len slots (2) or a ring of mem_len + 1 (3).
   const slots = maskLen ?? ringLen;
-  need(!slots || state.every((s) => !/\.(key|value)$/.test(s.input) || (s.shape.length === 3 && s.shape[1] === slots)),
+  need(!slots || state.every((s) => !isMemory(s) || (s.shape.length === 3 && s.shape[1] === slots)),
     where, `the attention memory's key/value state must hold ${slots} slots (model.mem_len = ${mem})`);
   return { version, model, metric: cfg.metric, files: { ...files }, tokenizer, state, maskLen, ringLen };
 }
@@ -92,6 +92,11 @@ function attentionMask(cfg, version, where) {
   need(spec && spec.dtype === 'int64', where, `inputs.${ATTENTION_MASK} must be int64`);
   need(Number.isSafeInteger(mem) && mem > 0, where, `a graph with an ${ATTENTION_MASK} needs model.mem_len > 0, got ${show(mem)}`);
   return mem;
+}
+
+/** An attention block's key or value memory (the ring a version-3 graph writes in place). */
+export function isMemory(spec) {
+  return /\.(key|value)$/.test(spec.input);
 }
 
 /** The graph inputs a call feeds besides input_ids and the carried state. */

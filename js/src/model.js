@@ -3,7 +3,7 @@
 // everything else is the same code in both.
 
 import { HybridError } from './errors.js';
-import { ATTENTION_MASK, attentionMaskFeed, ringMaskLength } from './contract.js';
+import { ATTENTION_MASK, attentionMaskFeed, isMemory, ringMaskLength } from './contract.js';
 import { Session } from './session.js';
 import { evaluateTokens } from './evaluate.js';
 
@@ -138,7 +138,7 @@ export class Stepper {
     const make = () => contract.state.map((s) => new ort.Tensor('float32', new Float32Array(s.size), [1, ...s.shape]));
     const first = make(), second = make();
     // Version 3: the memory's key/value tensors are shared by both copies (written in place).
-    if (this.ringLen) contract.state.forEach((s, i) => { if (/\.(key|value)$/.test(s.input)) second[i] = first[i]; });
+    if (this.ringLen) contract.state.forEach((s, i) => { if (isMemory(s)) second[i] = first[i]; });
     this.buffers = [first, second];
     const idsTensor = new ort.Tensor('int64', this.ids, [1, 1]);
     // Version 2: one [1, maskLen + 1] attention_mask, [occupancy, 1], shifted after each step
