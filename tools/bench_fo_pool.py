@@ -81,7 +81,8 @@ def copy_bandwidth(device: torch.device, measure) -> float:
 
 def rel_err(pairs) -> float:
     return max(
-        ((x.double() - y.double()).abs().max() / y.double().abs().max().clamp_min(1e-30)).item() for x, y in pairs
+        ((x.detach().cpu().double() - y).abs().max() / y.abs().max().clamp_min(1e-30)).item()
+        for x, y in ((x, y.detach().cpu().double()) for x, y in pairs)
     )
 
 
@@ -199,6 +200,12 @@ def parse_args():
     )
     ap.add_argument("--max-loop-t", type=int, default=4096, help="GPU: measure the Python loops only up to this T")
     ap.add_argument("--sweep", action="store_true", help="GPU: time Triton launch plans per shape")
+    ap.add_argument(
+        "--plans",
+        default="32,64,4;32,32,2;64,64,8;16,64,4;32,128,4",
+        help="with --sweep: block_t,block_d,num_warps;... each tried unchunked and at --chunks (the default plan too)",
+    )
+    ap.add_argument("--chunks", default="", help="with --sweep: time steps per program to try, e.g. 256,512,1024")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
     ap.add_argument(
         "--threads",
@@ -304,7 +311,7 @@ def main():
     copy = copy_bandwidth(device, measure)
     print(f"device: {device_name(device)}; torch {torch.__version__}; copy bandwidth {copy:.1f} GB/s")
     if args.sweep:
-        return sweep(shapes, device, measure, copy)
+        return sweep(shapes, device, measure, copy, args)
 
     rows = []
     for shape in shapes:
@@ -314,36 +321,42 @@ def main():
         print_markdown(rows)
 
 
-def sweep(shapes, device, measure, copy):
+def sweep(shapes, device, measure, copy, args):
+    """Time the default launch plan and each plan of --plans (unchunked and at each of --chunks)."""
     from hybrid.train.ops.fo_pool import triton as tk
 
+    grid = [tuple(int(v) for v in p.split(",")) for p in args.plans.split(";") if p.strip()]
+    chunks = [0] + [int(c) for c in args.chunks.split(",") if c.strip()]
     for T, B, H in shapes:
-        for dtype in (torch.float32, torch.bfloat16):
-            size = 2 if dtype == torch.bfloat16 else 4
-            n = T * B * H
+        for dtype in [getattr(torch, d.strip()) for d in args.dtypes.split(",")]:
             z, f, o, gh = inputs(T, B, H, dtype, device)
-            print(
-                f"T={T} B={B} H={H} {dtype}: default fwd {tk.plan_for(B, T, H, device)}, "
-                f"bwd {tk.plan_for(B, T, H, device, backward=True)}"
-            )
-            default = tk.plan_for(B, T, H, device).chunk
-            for bt in (8, 16, 32):
-                for bd in (64, 128, 256):
-                    for nw in (4, 8):
-                        for chunk in sorted({0, default}):
-                            plan = tk.Plan(bt, bd, chunk, nw)
-                            fwd, fb, _ = paths(device, plan)["triton"]
-                            try:
-                                tf = measure(lambda: fwd(z, f, o))
-                                tfb = measure(lambda: fb(z, f, o, gh))
-                            except Exception as e:  # out of registers/shared memory for this plan
-                                print(f"  {plan}: {type(e).__name__}")
-                                continue
-                            print(
-                                f"  {plan}: fwd {100 * 3 * size * n / tf / 1e9 / copy:.0f}% fwd+bwd "
-                                f"{100 * 9 * size * n / tfb / 1e9 / copy:.0f}% of copy",
-                                flush=True,
-                            )
+            half = dtype != torch.float32
+            fwd_plan = tk.plan_for(B, T, H, device, half=half)
+            bwd_plan = tk.plan_for(B, T, H, device, backward=True, half=half)
+            print(f"T={T} B={B} H={H} {dtype}: default fwd {fwd_plan}, bwd {bwd_plan}")
+            sweep_one("default", None, (T, B, H), dtype, (z, f, o, gh), device, measure, copy)
+            for bt, bd, nw in grid:
+                for chunk in chunks:
+                    if chunk < T:
+                        plan = tk.Plan(bt, bd, chunk, nw)
+                        sweep_one(str(plan), plan, (T, B, H), dtype, (z, f, o, gh), device, measure, copy)
+
+
+def sweep_one(label, plan, shape, dtype, tensors, device, measure, copy):
+    """One plan's line: forward and forward + backward as % of copy bandwidth."""
+    fwd, fb, _ = paths(device, plan)["triton"]
+    z, f, o, gh = tensors
+    try:
+        tf = measure(lambda: fwd(z, f, o))
+        tfb = measure(lambda: fb(z, f, o, gh))
+    except Exception as e:  # out of registers/shared memory for this plan
+        print(f"  {label}: {type(e).__name__}")
+        return
+    n = shape[0] * shape[1] * shape[2] * (2 if dtype == torch.bfloat16 else 4)
+    print(
+        f"  {label}: fwd {100 * 3 * n / tf / 1e9 / copy:.0f}% fwd+bwd {100 * 9 * n / tfb / 1e9 / copy:.0f}% of copy",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # The checks only a GPU can make, as one script for a lent GPU machine (BENCHMARKS.md says where
 # the figures go): the Triton fo_pool kernels' correctness on CUDA, their speed against the copy
 # bandwidth and cuDNN's LSTM, and paper-scale training speed (tokens/s, step time, peak memory) of
-# the Hybrid Transformer next to the Transformer baseline.
+# the four architectures side by side (Hybrid Transformer, Transformer, PAR, Attn-QRNN), then the
+# launch-plan sweeps that tune the kernels (each cut off after SWEEP_SECONDS, default 150).
 #
 #   bash tools/device_checks.sh [OUT_DIR]      # logs and tables there (default: $OUT, else ./device-out)
 #
@@ -29,6 +30,12 @@ step() {  # step LOG CMD...: run, keep the output in $OUT_DIR/LOG, remember a fa
 step gpu.txt nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 step versions.txt "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 step triton_tests.txt "$PY" -m pytest -q -p no:cacheprovider tests/test_fo_pool_triton.py
-step bench_fo_pool_cuda.md "$PY" tools/bench_fo_pool.py --device cuda --markdown
-step bench_train.md "$PY" tools/bench_train.py --device cuda --steps 40 --json "$OUT_DIR/bench_train.json"
+step bench_fo_pool_cuda.md timeout 240 "$PY" tools/bench_fo_pool.py --device cuda --markdown
+step bench_train.md "$PY" tools/bench_train.py --device cuda --steps 40 --models hybrid,transformer,par,attn-qrnn \
+    --json "$OUT_DIR/bench_train.json"
+# Many rows: tile shapes unchunked. One row per channel block: chunk lengths as well.
+step sweep_fo_pool.txt timeout "${SWEEP_SECONDS:-150}" "$PY" tools/bench_fo_pool.py --device cuda --sweep \
+    --shapes "1024,32,1024;1024,8,4096"
+step sweep_fo_pool_chunks.txt timeout "${SWEEP_SECONDS:-150}" "$PY" tools/bench_fo_pool.py --device cuda --sweep \
+    --shapes "4096,1,4096;16384,1,1024" --plans "32,64,4;32,32,2;64,64,8" --chunks 256,512,1024
 exit $status

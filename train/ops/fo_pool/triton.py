@@ -326,29 +326,29 @@ class Plan:
     num_warps: int = 4
 
 
+CHUNK_STEPS = 256  # time steps per program when the time axis is chunked
+
+
 @functools.lru_cache(maxsize=None)
 def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def plan_for(B: int, T: int, D: int, device: torch.device, backward: bool = False) -> Plan:
-    """Default launch plan: narrower channel blocks, then chunks of time, until there are enough
-    programs to keep every SM's memory pipe busy. Not yet tuned on a GPU (tools/bench_fo_pool.py
-    --sweep does that); the tile sizes keep registers below ~128 with no spills on sm_90."""
-    block_t = 8 if backward else 16  # the backward holds about twice as many live tiles
+def plan_for(B: int, T: int, D: int, device: torch.device, backward: bool = False, half: bool = False) -> Plan:
+    """Default launch plan (half: 2-byte inputs), tuned on an H200 with `tools/bench_fo_pool.py
+    --sweep` (BENCHMARKS.md): tiles of 32 steps, forward and backward alike; 64 channels on 4 warps
+    for float32 (79% / 79% of copy bandwidth forward / forward + backward at T=1024, B=32, H=1024;
+    16-step tiles 67%, 8 warps 56-62%), 32 channels on 2 warps for bfloat16 (46% / 51% against
+    38% / 46%). With fewer channel blocks than SMs, the time axis is cut into chunks of 256 steps
+    (at B=1 they beat 512 and 1024, and 2-4x no chunks). No register spills on sm_90."""
     if INTERPRET or device.type != "cuda":
-        return Plan(block_t, min(64, triton.next_power_of_2(max(D, 16))), 0, 4)
-    want = 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    block_d = 128
-    while block_d > 32 and B * triton.cdiv(D, block_d) < want:
-        block_d //= 2
-    num_warps = max(1, min(4, block_t * block_d // 256))
-    programs = B * triton.cdiv(D, block_d)
-    if programs >= want or T < 8 * block_t:
-        return Plan(block_t, block_d, 0, num_warps)
-    n_chunks = min(triton.cdiv(want, programs), triton.cdiv(T, 4 * block_t))
-    chunk = triton.cdiv(triton.cdiv(T, n_chunks), block_t) * block_t
-    return Plan(block_t, block_d, chunk, num_warps)
+        return Plan(8 if backward else 16, min(64, triton.next_power_of_2(max(D, 16))), 0, 4)
+    block_d, num_warps = (32, 2) if half else (64, 4)
+    block_d = min(block_d, triton.next_power_of_2(max(D, 16)))
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    if B * triton.cdiv(D, block_d) >= sms or T < 2 * CHUNK_STEPS:
+        return Plan(32, block_d, 0, num_warps)
+    return Plan(32, block_d, CHUNK_STEPS, num_warps)
 
 
 def _gate_views(z, f, o):
@@ -399,7 +399,7 @@ def _fwd(z, f, o, c0, keep, keep_scale, preact, save_cells, plan):
     z, f, o = _gate_views(z, f, o)
     zmode, keep_t, k_b, k_t = _zoneout(keep, keep_scale, z)
     c0 = None if c0 is None else c0.contiguous()
-    p = plan or plan_for(B, T, D, z.device)
+    p = plan or plan_for(B, T, D, z.device, half=z.element_size() < 4)
     h = torch.empty(B, T, D, dtype=z.dtype, device=z.device)
     c_last = torch.empty(B, D, dtype=z.dtype, device=z.device)
     save = save_cells and o is not None
@@ -460,7 +460,7 @@ def _bwd(z, f, o, c0, keep, keep_scale, preact, cells, grad_h, grad_c, plan):
     c0 = None if c0 is None else c0.contiguous()
     grad_h = grad_h if grad_h.stride(2) == 1 else grad_h.contiguous()
     grad_c = grad_c.contiguous()
-    p = plan or plan_for(B, T, D, z.device, backward=True)
+    p = plan or plan_for(B, T, D, z.device, backward=True, half=z.element_size() < 4)
     dz = torch.empty(B, T, D, dtype=z.dtype, device=z.device)
     df = torch.empty(B, T, D, dtype=f.dtype, device=z.device)
     do = torch.empty(B, T, D, dtype=o.dtype, device=z.device) if o is not None else None
