@@ -33,8 +33,20 @@ def test_the_int8_session_computes_the_product():
     np.testing.assert_allclose(y, a @ w, rtol=0.05, atol=0.05 * np.abs(a @ w).max())
 
 
+def test_the_int4_session_computes_the_product():
+    """MatMulNBits' layout: per output column, blocks of 32 inputs, two per byte (low nibble first),
+    value (nibble - 8) x the block's scale."""
+    sess = tool.int4_session(64, 32, threads=1)
+    a = np.random.default_rng(2).standard_normal((8, 64), dtype=np.float32)
+    y = sess.run(None, {"a": a})[0]
+    packed = np.random.default_rng(0).integers(0, 256, (32, 2, 16), dtype=np.uint8)
+    nibbles = np.stack([packed & 15, packed >> 4], axis=-1).reshape(32, 64)  # [n, k]
+    w = (nibbles.astype(np.float32) - 8) * 0.01
+    np.testing.assert_allclose(y, a @ w.T, rtol=0.05, atol=0.05 * np.abs(a @ w.T).max())
+
+
 def test_runs_and_prints_the_weighted_total(capsys):
     rows = tool.main(["--preset", "hybrid-tiny", "--rows", "16", "--reps", "1"])
     assert {(r["k"], r["n"]) for r in rows} == set(tool.weight_shapes(preset("hybrid-tiny")))
-    assert all(r["int8_s"] > 0 and r["fp32_s"] > 0 for r in rows)
+    assert all(r["int8_s"] > 0 and r["fp32_s"] > 0 and r["int4_s"] > 0 for r in rows)
     assert "all, weighted by count" in capsys.readouterr().out

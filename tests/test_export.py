@@ -284,6 +284,27 @@ def test_one_call_and_many_calls_agree_and_match_pytorch(exported, run_dir):
         np.testing.assert_allclose(whole_state[k], ref_state[k].numpy(), atol=1e-4, rtol=1e-4)
 
 
+def test_one_token_steps_match_pytorch_as_the_ring_fills_and_wraps(exported, run_dir):
+    """The graph reads only the ring's filled prefix while it is at most half full (an If per
+    attention block) and the whole ring after that: token by token through both branches, the
+    switch and two wraps, the same logits and state as the eager ring."""
+    out, _ = exported
+    model = load_torch(run_dir)
+    graph = onnx.load(str(out / "model.onnx"))
+    assert count_ops(graph.graph).get("If") == SMALL["pattern"].count("A")
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    R = SMALL["mem_len"] + 1
+    ids = np.random.default_rng(3).integers(0, 256, (1, 2 * R + 3), dtype=np.int64)
+    state, ref_state = zero_state(model, 1), model.initial_state(1, ring=True)
+    for p in range(ids.shape[1]):
+        logits, state = ort_run(sess, model, ids[:, p : p + 1], state, past_len=p)
+        with torch.no_grad():
+            ref, ref_state = model(torch.from_numpy(ids[:, p : p + 1]), ref_state, past_len=p)
+        np.testing.assert_allclose(logits, ref.numpy(), atol=1e-4, rtol=1e-4, err_msg=f"after {p} tokens")
+    for k in state:
+        np.testing.assert_allclose(state[k], ref_state[k].numpy(), atol=1e-4, rtol=1e-4)
+
+
 def test_past_and_present_may_share_one_buffer_at_any_length(exported, run_dir):
     """As onnxruntime-genai runs the graph (and the runtime's stepper at one token): each attention
     memory bound as both past and present, written in place, chunks of 1 to 3 ring lengths."""

@@ -64,6 +64,32 @@ def int8_session(k: int, n: int, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def int4_session(k: int, n: int, threads: int) -> ort.InferenceSession:
+    """MatMulNBits as the int4 export has it: [n, k / 32, 16] packed nibbles, one scale a block."""
+    rng, blocks = np.random.default_rng(0), (k + 31) // 32
+    inits = [
+        numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 16), dtype=np.uint8), "w"),
+        numpy_helper.from_array(np.full(n * blocks, 0.01, np.float32), "w_scale"),
+    ]
+    node = helper.make_node(
+        "MatMulNBits", ["a", "w", "w_scale"], ["y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=32
+    )
+    node.attribute.append(helper.make_attribute("accuracy_level", 4))
+    graph = helper.make_graph(
+        [node],
+        "gemm4",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)]
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
 def timed(fn, reps: int) -> float:
     """Median seconds of `reps` calls after two warm-up calls."""
     fn(), fn()
@@ -86,27 +112,31 @@ def main(argv=None) -> list[dict]:
     shapes = weight_shapes(cfg)
     rows = []
     print(f"{args.preset}: {args.rows} rows, onnxruntime {ort.__version__}, torch {torch.__version__}")
-    print("| threads | in x out | count | int8 ms | int8 GOPS | fp32 ms | fp32 GFLOPS | int8 speed-up |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| threads | in x out | count | int8 ms | int8 GOPS | fp32 ms | fp32 GFLOPS | int8 speed-up | int4 ms | int4 / int8 |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
-        total8 = total32 = 0.0
+        total8 = total32 = total4 = 0.0
         for (k, n), count in sorted(shapes.items()):
             a = np.random.default_rng(1).standard_normal((args.rows, k), dtype=np.float32)
             sess, x, w = int8_session(k, n, threads), torch.from_numpy(a), torch.randn(k, n)
             t8 = timed(lambda: sess.run(None, {"a": a}), args.reps)
+            sess4 = int4_session(k, n, threads)
+            t4 = timed(lambda: sess4.run(None, {"a": a}), args.reps)
             with torch.inference_mode():
                 t32 = timed(lambda: torch.matmul(x, w), args.reps)
             ops = 2 * args.rows * k * n
-            total8, total32 = total8 + count * t8, total32 + count * t32
-            rows.append({"threads": threads, "k": k, "n": n, "count": count, "int8_s": t8, "fp32_s": t32})
+            total8, total32, total4 = total8 + count * t8, total32 + count * t32, total4 + count * t4
+            rows.append({"threads": threads, "k": k, "n": n, "count": count, "int8_s": t8, "fp32_s": t32, "int4_s": t4})
             print(
                 f"| {threads} | {k} x {n} | {count} | {t8 * 1e3:.3f} | {ops / t8 / 1e9:,.0f} | {t32 * 1e3:.3f} | "
-                f"{ops / t32 / 1e9:,.0f} | {t32 / t8:.1f}x |"
+                f"{ops / t32 / 1e9:,.0f} | {t32 / t8:.1f}x | {t4 * 1e3:.3f} | {t4 / t8:.2f}x |"
             )
         print(
             f"| {threads} | all, weighted by count | | {total8 * 1e3:.2f} | | {total32 * 1e3:.2f} | | "
-            f"**{total32 / total8:.1f}x** |"
+            f"**{total32 / total8:.1f}x** | {total4 * 1e3:.2f} | **{total4 / total8:.2f}x** |"
         )
     return rows
 

@@ -69,6 +69,15 @@ def ring_slots(T: int, M: int, n) -> torch.Tensor:
     return (torch.arange(m) + (n + T - m)) % R
 
 
+def ring_used(M: int, n) -> int:
+    """How many leading ring slots can hold a token after `n` tokens: the ring fills in slot order,
+    so min(n, M + 1), and at least one (an empty ring's slot 0, masked by the bias, keeps every
+    shape non-empty)."""
+    if isinstance(n, int):
+        return max(min(n, M + 1), 1)
+    return torch.sym_max(torch.sym_min(n, M + 1), 1)
+
+
 def attention_bias(slopes: torch.Tensor, T: int, M: int, past_mask: torch.Tensor | None) -> torch.Tensor:
     """Additive attention bias [B or 1, H, T, M+T] for T queries over [M memory slots; T keys]:
     ALiBi distance penalties, -inf for the future and for empty memory slots. The same for every
@@ -121,18 +130,27 @@ class Attention(nn.Module):
         return x + self.dropout(self.proj(y))
 
     def _ring(self, q, k, v, state: State, attn: "AttentionInputs", new_state: State) -> torch.Tensor:
-        """Attention over [ring; this call's keys] without joining either the keys or the scores
-        (a softmax in two parts: no copy of the memory, nor of scores as long as it, at any length),
+        """Attention over [ring; this call's keys], over only the slots that can hold a token yet,
         then this call's last keys and values written into their ring slots (ScatterND)."""
         past_k, past_v = state[self.key_name].to(k.dtype), state[self.value_name].to(v.dtype)
-        T = k.shape[2]
+        T, R, used = k.shape[2], past_k.shape[2], attn.used
         q = q * self.d_head**-0.5
         ring_bias, own_bias = attn.bias
-        s_ring = q @ past_k.transpose(-1, -2) + ring_bias  # [B, H, T, R]
-        s_own = q @ k.transpose(-1, -2) + own_bias  # [B, H, T, T]; the diagonal is never masked
-        top = torch.maximum(s_ring.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True))
-        e_ring, e_own = (s_ring - top).exp(), (s_own - top).exp()
-        y = (e_ring @ past_v + e_own @ v) / (e_ring.sum(-1, keepdim=True) + e_own.sum(-1, keepdim=True))
+        if torch.compiler.is_exporting():
+            # While the ring is at most half full, read its filled prefix only (at 128 tokens of
+            # a 512-token memory, a quarter of the slots); past that, the whole buffer: an ONNX
+            # Slice copies what it cuts, and at more than about half the ring copying the prefix
+            # costs more than reading the empty slots (measured). One ONNX If per block.
+            def prefix(q, k, v, past_k, past_v, ring_bias, own_bias):
+                u = used
+                return ring_attend(q, k, v, past_k[:, :, :u], past_v[:, :, :u], ring_bias[..., :u], own_bias)
+
+            # torch.cond wants operands that alias nothing (split's views, .to's input, ...): the
+            # clones are ONNX Identity nodes, which the exporter's optimiser drops.
+            operands = tuple(t.clone() for t in (q, k, v, past_k, past_v, ring_bias, own_bias))
+            y = torch.cond(2 * used <= R, prefix, ring_attend, operands)
+        else:  # eager: slices are views
+            y = ring_attend(q, k, v, past_k[:, :, :used], past_v[:, :, :used], ring_bias[..., :used], own_bias)
         # A reader may give past and present one buffer: the writes wait for every read of the
         # memory (a data dependency on y, adding zero), so in-place writing is safe at any T.
         after_reads = (y.sum() * 0).to(k.dtype)
@@ -142,6 +160,17 @@ class Attention(nn.Module):
         new_state[self.key_name] = torch.index_put(past_k, where, k[:, :, T - m :] + after_reads)
         new_state[self.value_name] = torch.index_put(past_v, where, v[:, :, T - m :] + after_reads)
         return y
+
+
+def ring_attend(q, k, v, past_k, past_v, ring_bias, own_bias) -> torch.Tensor:
+    """softmax([q past_k^T + ring_bias, q k^T + own_bias]) [past_v; v] (q already scaled), as a
+    softmax in two parts: neither the keys nor the scores are joined (no copy of the memory, nor
+    of scores as long as it, at any length)."""
+    s_ring = q @ past_k.transpose(-1, -2) + ring_bias  # [B, H, T, used slots]
+    s_own = q @ k.transpose(-1, -2) + own_bias  # [B, H, T, T]; the diagonal is never masked
+    top = torch.maximum(s_ring.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True))
+    e_ring, e_own = (s_ring - top).exp(), (s_own - top).exp()
+    return (e_ring @ past_v + e_own @ v) / (e_ring.sum(-1, keepdim=True) + e_own.sum(-1, keepdim=True))
 
 
 class FeedForward(nn.Module):
@@ -203,6 +232,7 @@ class AttentionInputs(NamedTuple):
 
     bias: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
     slots: torch.Tensor | None = None
+    used: int | None = None  # ring layout: the slots that can hold a token yet, min(n, R), at least 1
 
 
 class HybridLM(nn.Module):
@@ -298,7 +328,9 @@ class HybridLM(nn.Module):
         attn = None
         if ring:
             M = self.cfg.mem_len
-            attn = AttentionInputs(ring_attention_bias(self.slopes, T, M, past_len), ring_slots(T, M, past_len))
+            attn = AttentionInputs(
+                ring_attention_bias(self.slopes, T, M, past_len), ring_slots(T, M, past_len), ring_used(M, past_len)
+            )
         elif "A" in self.cfg.pattern:
             attn = AttentionInputs(attention_bias(self.slopes, T, self.cfg.mem_len, past_mask))
         x = self.drop(self.embed(input_ids))
