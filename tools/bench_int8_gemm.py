@@ -49,19 +49,7 @@ def int8_session(k: int, n: int, threads: int) -> ort.InferenceSession:
         numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
     ]
     node = helper.make_node("DynamicQuantizeMatMul", ["a", "w", "w_scale", "w_zero"], ["y"], domain="com.microsoft")
-    graph = helper.make_graph(
-        [node],
-        "gemm",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
-        inits,
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)]
-    )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return product_session(node, inits, k, n, threads)
 
 
 def int4_session(k: int, n: int, threads: int) -> ort.InferenceSession:
@@ -75,9 +63,14 @@ def int4_session(k: int, n: int, threads: int) -> ort.InferenceSession:
         "MatMulNBits", ["a", "w", "w_scale"], ["y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=32
     )
     node.attribute.append(helper.make_attribute("accuracy_level", 4))
+    return product_session(node, inits, k, n, threads)
+
+
+def product_session(node, inits, k: int, n: int, threads: int) -> ort.InferenceSession:
+    """A one-node graph y [m, n] = node(a [m, k]) over its weight initializers, on `threads` threads."""
     graph = helper.make_graph(
         [node],
-        "gemm4",
+        "gemm",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
         inits,
