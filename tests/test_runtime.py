@@ -756,3 +756,10 @@ def test_profile_tool_sums_time_by_operator(byte_model):
     assert ops["Scan"]["nodes"] == open_model_dir(byte_model[1]).model["pattern"].count("Q")
     assert "DynamicQuantizeMatMul" in ops and all(o["ms"] >= 0 for o in res["ops"])
     assert res["ms_per_call"] > 0 and sum(o["ms"] for o in res["ops"]) > 0
+    # One token at a time after a context, as the runtime's stepper runs it (memory in place).
+    step = tool.profile(byte_model[1], variant="int8", batch=1, seq=1, runs=2, warmup=1, context=20)
+    assert step["seq"] == 1 and step["ms_per_call"] > 0
+    for bad in (["--context", "-3"], ["--batch", "0"], ["--seq", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main([str(byte_model[1]), *bad])
+        assert exit_info.value.code == 2  # argparse's one-line usage error, no traceback

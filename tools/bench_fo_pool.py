@@ -213,7 +213,15 @@ def parse_args():
         default=0,
         help="torch CPU threads (default: torch's choice); 1 gives steady figures on a machine shared with other jobs",
     )
-    return ap.parse_args()
+    args = ap.parse_args()
+    try:  # --plans and --chunks as numbers, or one line naming the bad value
+        args.plans = [tuple(int(v) for v in p.split(",")) for p in args.plans.split(";") if p.strip()]
+        args.chunks = [int(c) for c in args.chunks.split(",") if c.strip()]
+    except ValueError as e:
+        ap.error(f"--plans / --chunks: {e}")
+    if any(len(p) != 3 or min(p) < 1 for p in args.plans) or any(c < 1 for c in args.chunks):
+        ap.error("--plans takes block_t,block_d,num_warps;... and --chunks step counts, all positive")
+    return args
 
 
 HEADER = [
@@ -325,8 +333,7 @@ def sweep(shapes, device, measure, copy, args):
     """Time the default launch plan and each plan of --plans (unchunked and at each of --chunks)."""
     from hybrid.train.ops.fo_pool import triton as tk
 
-    grid = [tuple(int(v) for v in p.split(",")) for p in args.plans.split(";") if p.strip()]
-    chunks = [0] + [int(c) for c in args.chunks.split(",") if c.strip()]
+    grid, chunks = args.plans, [0] + args.chunks
     for T, B, H in shapes:
         for dtype in [getattr(torch, d.strip()) for d in args.dtypes.split(",")]:
             z, f, o, gh = inputs(T, B, H, dtype, device)

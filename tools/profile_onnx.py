@@ -88,16 +88,28 @@ def _profile(model, opts, folder, variant, batch, seq, threads, runs, warmup, co
     }
 
 
+def count(least: int):
+    """argparse type: an integer of at least `least` (anything else: argparse's one-line error)."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # a ValueError is reported by argparse as "invalid parse value"
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model_dir")
     p.add_argument("--variant", default="int8")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--top", type=int, default=20)
-    p.add_argument("--context", type=int, default=0, help="tokens fed before the profiled calls (default: --seq)")
+    p.add_argument("--batch", type=count(1), default=16)
+    p.add_argument("--seq", type=count(1), default=128)
+    p.add_argument("--threads", type=count(1), default=1)
+    p.add_argument("--runs", type=count(1), default=5)
+    p.add_argument("--top", type=count(1), default=20)
+    p.add_argument("--context", type=count(0), default=0, help="tokens fed before the profiled calls (default: --seq)")
     a = p.parse_args(argv)
     res = profile(a.model_dir, a.variant, a.batch, a.seq, a.threads, a.runs, context=a.context)
     print(
