@@ -12,6 +12,9 @@ export interface LoadOptions {
   /** the onnxruntime module (default: onnxruntime-node in Node, onnxruntime-web in the browser) */
   ort?: unknown;
   executionProviders?: string[];
+  /** Node: generation steps on onnxruntime's C API with IOBinding (default true; the stepper that
+   * ran is model.stepperKind). false: onnxruntime-node's session.run, the reference. */
+  ioBinding?: boolean;
 }
 
 export interface SamplingOptions {
@@ -85,10 +88,13 @@ export class Model {
   readonly vocabSize: number;
   readonly metric: 'bpc' | 'ppl';
   readonly tokenizer: Tokenizer;
+  /** 'capi' (Node, onnxruntime's C API with IOBinding) or 'binding' (the ort module's session.run) */
+  readonly stepperKind: 'capi' | 'binding';
   session(opts?: { segment?: number }): Session;
   generate(prompt?: string, opts?: SamplingOptions): Promise<string>;
   stream(prompt?: string, opts?: SamplingOptions): AsyncGenerator<string, void, undefined>;
   evaluate(text: string, opts?: EvaluateOptions): Promise<EvaluateResult>;
+  /** Frees the sessions, and the bindings of every C API stepper (a later step is one error line). */
   release(): Promise<void>;
 }
 

@@ -139,22 +139,30 @@ def test_node_unit_tests(node):
     assert "# fail 0" in proc.stdout
 
 
+STEPPERS = {"capi": {}, "binding": {"ioBinding": False}}  # Node's default and its reference
+
+
+@pytest.mark.parametrize("stepper", list(STEPPERS))
 @pytest.mark.parametrize("variant", ["fp32", "int8", "int4"])
-def test_node_greedy_text_equals_python(node, byte_model, variant):
+def test_node_greedy_text_equals_python(node, byte_model, variant, stepper):
+    """Both Node steppers: the C API one with IOBinding (the default) and the binding's session.run."""
     want = python_model(byte_model, variant).generate("ROMEO:", max_tokens=GREEDY, temperature=0)
     got = node_job(
         node,
         op="generate",
         dir=byte_model,
         variant=variant,
+        options=STEPPERS[stepper],
         generate={"prompt": "ROMEO:", "maxTokens": GREEDY, "temperature": 0},
     )
     assert got["ok"], got
+    assert got["out"]["stepper"] == stepper  # never a silent fallback to the other
     assert len(want.encode()) == GREEDY and len(set(want)) > 3  # words, not one repeated byte
     assert got["out"]["text"] == want
 
 
-def test_node_state_after_300_tokens_equals_python(node, byte_model):
+@pytest.mark.parametrize("stepper", list(STEPPERS))
+def test_node_state_after_300_tokens_equals_python(node, byte_model, stepper):
     """The state the stepper carries through 300 generated tokens gives the same distribution."""
     m = python_model(byte_model, "fp32")
     s = m.session()
@@ -166,9 +174,11 @@ def test_node_state_after_300_tokens_equals_python(node, byte_model):
         op="session",
         dir=byte_model,
         variant="fp32",
-        steps=[["feed", "JULIET:\n"], ["generate", {"maxTokens": GREEDY, "temperature": 0}], ["logprobs"]],
+        options=STEPPERS[stepper],
+        steps=[["feed", "JULIET:\n"], ["generate", {"maxTokens": GREEDY, "temperature": 0}], ["logprobs"], ["stepper"]],
     )
     assert got["ok"], got
+    assert got["out"][3] == stepper
     assert got["out"][1] == text
     assert max(abs(a - b) for a, b in zip(got["out"][2], want.tolist())) < 1e-4
 
@@ -322,6 +332,7 @@ BAD_OPTIONS = [
     ({"variant": "fp16"}, 'unknown variant "fp16"'),
     ({"options": {"threads": -1}}, "threads must be 0"),
     ({"options": {"thread": 1}}, 'unknown option "thread"'),
+    ({"options": {"ioBinding": "yes"}}, 'ioBinding must be true or false, got "yes"'),
     ({"generate": {"maxTokens": 0}}, "maxTokens must be a positive integer, got 0"),
     ({"generate": {"temperature": -1}}, "temperature must be >= 0"),
     ({"generate": {"topP": 2}}, "topP must be in (0, 1]"),
@@ -384,8 +395,17 @@ def test_a_forged_stream_length_is_one_error_line(node, byte_model):
     assert node_job(node, op="forward", dir=byte_model, length=10**15) == {"ok": True, "out": 10**15 + 1}
 
 
+@pytest.mark.parametrize("what", ["stepper", "model"])
+def test_a_step_after_release_is_one_error_line(node, byte_model, what):
+    """The C API stepper's bindings are freed by its release() or its model's: a later step is refused
+    in one line, never a call into freed memory."""
+    got = node_job(node, op="released", dir=byte_model, what=what)
+    assert got == {"ok": False, "error": f"{byte_model}: this stepper was released (or its model was)"}
+
+
+@pytest.mark.parametrize("stepper", list(STEPPERS))
 @pytest.mark.parametrize("version", [1, 2])
-def test_node_reads_version_1_and_2_directories(node, byte_model, version):
+def test_node_reads_version_1_and_2_directories(node, byte_model, version, stepper):
     """The earlier formats' fixtures (tests/test_format_versions.py) give in Node the text and bpc
     recorded when they were written: version 1's past_mask state, version 2's sliding memory."""
     d = ROOT / "tests" / "data" / f"v{version}-model"
@@ -395,9 +415,11 @@ def test_node_reads_version_1_and_2_directories(node, byte_model, version):
         op="generate",
         dir=d,
         variant="fp32",
+        options=STEPPERS[stepper],
         generate={"prompt": expected["prompt"], "maxTokens": expected["max_tokens"], "temperature": 0},
     )
     assert got["ok"], got
+    assert got["out"]["stepper"] == stepper
     assert got["out"]["text"] == expected["text"]
     text = TEXT[-3000:]
     got = node_job(

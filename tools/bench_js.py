@@ -2,8 +2,10 @@
 
     .venv/bin/python tools/bench_js.py MODEL_DIR [--variant int8] [--tokens 128] [--rounds 7] [--no-wasm]
 
-One model, one variant, one thread each: the Python runtime (IOBinding stepper), Node
-(onnxruntime-node, js/) and, unless --no-wasm, onnxruntime-web (wasm, one thread) in headless
+One model, one variant, one thread each: the Python runtime (IOBinding stepper), Node (js/) with
+its default stepper (onnxruntime's C API with IOBinding, on onnxruntime-node's library) and with
+its reference stepper (onnxruntime-node's session.run) and, unless --no-wasm, onnxruntime-web
+(wasm, one thread) in headless
 Chromium on the demo page. Each round is a fresh session that is fed the prompt and generates
 --tokens greedy tokens; the backends take turns round by round (the Node and page sides stay
 loaded in one node process between rounds), so a busy machine slows all of them alike. Prints
@@ -36,7 +38,8 @@ def python_round(model, prompt: str, tokens: int) -> tuple[float, float]:
 
 
 def node_round(node: subprocess.Popen, backend: str) -> tuple[float, float | None]:
-    """(wall ms/token, CPU ms/token or None) of one round of the node process's backend ("node" or "wasm")."""
+    """(wall ms/token, CPU ms/token or None) of one round of the node process's backend
+    ("node", "node-binding" or "wasm")."""
     node.stdin.write(backend + "\n")
     node.stdin.flush()
     line = node.stdout.readline()
@@ -119,7 +122,8 @@ def print_report(args, model, backends: list[str], times: dict, cpu: dict) -> No
     print("| --- | ---: | ---: | ---: | ---: |")
     names = {
         "python": "Python runtime (onnxruntime, IOBinding)",
-        "node": "Node (onnxruntime-node)",
+        "node": "Node (C API stepper, IOBinding)",
+        "node-binding": "Node (onnxruntime-node session.run)",
         "wasm": "Chromium (onnxruntime-web, wasm)",
     }
     for b in backends:
@@ -127,6 +131,7 @@ def print_report(args, model, backends: list[str], times: dict, cpu: dict) -> No
         print(f"| {names[b]} | {med[b]:.3f} | {min(times[b]):.3f} | {max(times[b]):.3f} | {c} |")
     cpu_ratio = statistics.median(cpu["node"]) / statistics.median(cpu["python"])
     print(f"node / python: {med['node'] / med['python']:.2f}x wall, {cpu_ratio:.2f}x CPU time (bar 1.3x)")
+    print(f"node-binding / python: {med['node-binding'] / med['python']:.2f}x wall (the reference stepper)")
     if "wasm" in med:
         print(
             f"wasm / python: {med['wasm'] / med['python']:.2f}x, wasm / node: {med['wasm'] / med['node']:.2f}x (bar 3x)"
@@ -142,7 +147,7 @@ def main() -> None:
         model = load_model(args.model_dir, variant=args.variant, threads=1)
     except HybridError as e:
         sys.exit(f"error: {e}")
-    backends = ["python", "node"] + ([] if args.no_wasm else ["wasm"])
+    backends = ["python", "node", "node-binding"] + ([] if args.no_wasm else ["wasm"])
     server, node = start_node_side(args, model)
     try:
         times, cpu = interleaved_rounds(args, model, node, backends)

@@ -1,6 +1,8 @@
 // Generation timing rounds for tools/bench_js.py, which interleaves them with the Python
 // runtime's: `node scripts/bench.mjs JOB_JSON`, then one command per stdin line:
-//   node -> one round in onnxruntime-node;  wasm -> one round in the page (onnxruntime-web)
+//   node -> one round in Node with the default stepper (onnxruntime's C API, IOBinding);
+//   node-binding -> the same on onnxruntime-node's session.run (ioBinding: false);
+//   wasm -> one round in the page (onnxruntime-web)
 // each answered by one JSON line {"ms_per_token", "cpu_ms_per_token" (Node only)}. JOB: {"dir", "variant", "threads",
 // "prompt", "tokens", "pageUrl" and "modelUrl" (the wasm side; omit for Node only), "chromium"}.
 // A round: a fresh session, the prompt fed, `tokens` greedy tokens through the stepper.
@@ -9,6 +11,8 @@ import { loadModel } from '../src/node.js';
 
 const job = JSON.parse(process.argv[2]);
 const model = await loadModel(job.dir, { variant: job.variant, threads: job.threads });
+const viaBinding = await loadModel(job.dir, { variant: job.variant, threads: job.threads, ioBinding: false });
+if (model.stepperKind !== 'capi') throw new Error(`the C API stepper did not load (stepper: ${model.stepperKind})`);
 const round = async (m, prompt, tokens) => {
   const s = m.session();
   await s.feed(prompt);
@@ -38,6 +42,7 @@ for await (const line of rl) {
   if (cmd === 'quit') break;
   let r = { ms: null, cpu: null };
   if (cmd === 'node') r = await round(model, job.prompt, job.tokens);
+  else if (cmd === 'node-binding') r = await round(viaBinding, job.prompt, job.tokens);
   else if (cmd === 'wasm' && page) r = await page.evaluate(({ prompt, tokens }) => window.benchRound(window.benchModel, prompt, tokens), { prompt: job.prompt, tokens: job.tokens });
   console.log(JSON.stringify({ backend: cmd, ms_per_token: r.ms, cpu_ms_per_token: r.cpu }));
 }

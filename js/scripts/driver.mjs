@@ -5,6 +5,8 @@
 //   {"op": "session", "dir": ..., "steps": [["feed", "text"], ["generate", {...}], ["logprobs"], ...]}
 //   {"op": "load", "dir": ..., ...options}: loads and reports, or prints the error line
 //   {"op": "forward", "dir": ..., "length": n}: one token on a fresh state claiming n tokens seen
+//   {"op": "released", "dir": ..., "what": "stepper"|"model"}: a step after that was released
+// "options" are loadModel's; "generate" and "session" report the stepper that ran (model.stepperKind).
 import { loadModel, HybridError } from '../src/node.js';
 
 const job = JSON.parse(process.argv[2]);
@@ -17,10 +19,16 @@ try {
     const pieces = [];
     const { prompt = '', ...opts } = rest.generate;
     for await (const piece of model.stream(prompt, opts)) pieces.push(piece);
-    out = { text: pieces.join(''), pieces };
+    out = { text: pieces.join(''), pieces, stepper: model.stepperKind };
   } else if (op === 'evaluate') out = await model.evaluate(rest.text, rest.evaluate ?? {});
   else if (op === 'forward') out = (await model.forward([10], 1, { ...model.initialState(1), length: rest.length })).state.length;
-  else if (op === 'session') {
+  else if (op === 'released') {
+    const stepper = model.stepper();
+    stepper.step(10);
+    if (rest.what === 'model') await model.release();
+    else stepper.release();
+    out = await stepper.step(10);
+  } else if (op === 'session') {
     const s = model.session(rest.sessionOptions ?? {});
     out = [];
     for (const [what, arg] of rest.steps) {
@@ -31,6 +39,7 @@ try {
       else if (what === 'logprobs') out.push(Array.from(await s.nextTokenLogprobs()));
       else if (what === 'reset') out.push(s.reset() ?? null);
       else if (what === 'nTokens') out.push(s.nTokens);
+      else if (what === 'stepper') out.push(model.stepperKind);
       else if (what === 'partialStream') { // read n pieces, then stop early
         const got = [];
         for await (const p of s.stream(arg.opts)) { got.push(p); if (got.length >= arg.n) break; }

@@ -16,7 +16,7 @@ import { Model } from './model.js';
  * @property {(file: string) => Promise<Uint8Array>} bytes
  */
 
-const OPTIONS = ['variant', 'threads', 'ort', 'executionProviders', 'reader'];
+const OPTIONS = ['variant', 'threads', 'ort', 'executionProviders', 'reader', 'attach'];
 
 function parseJson(text, where) {
   try {
@@ -77,5 +77,8 @@ export async function loadWithReader(reader, ort, opts = {}) {
     throw new HybridError(`${where}: onnxruntime cannot load this model (${first.slice(0, 200)})`);
   }
   checkGraph(contract, session, where);
-  return new Model({ ort, session, contract, tokenizer, variant: chosen, name: reader.name });
+  const model = new Model({ ort, session, contract, tokenizer, variant: chosen, name: reader.name });
+  // `attach` (node.js) gives the model a second engine over the same bytes: the C API stepper.
+  if (opts.attach) await opts.attach(model, bytes, threads, where);
+  return model;
 }

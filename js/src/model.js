@@ -34,6 +34,10 @@ export class Model {
     this.variant = variant;
     this.name = name; // the directory or URL, for messages
     this.outputNames = ['logits', ...contract.state.map((s) => s.output)];
+    // Node (node.js) attaches a stepper on onnxruntime's C API with IOBinding; elsewhere, and
+    // with ioBinding: false, generation runs on the binding's session.run (Stepper below).
+    this.makeStepper = null;
+    this.stepperKind = 'binding';
   }
 
   get vocabSize() {
@@ -82,7 +86,8 @@ export class Model {
 
   /** A stepper for token-by-token generation from `state` (copied in). */
   stepper(state) {
-    return new Stepper(this, state ?? this.initialState(1));
+    state ??= this.initialState(1);
+    return this.makeStepper ? this.makeStepper(this, state) : new Stepper(this, state);
   }
 
   /** A stateful stream: feed text, read next-token log-probabilities, generate. */
@@ -112,6 +117,7 @@ export class Model {
   }
 
   async release() {
+    this.releaseNative?.();
     await this.session_.release();
   }
 }

@@ -126,3 +126,16 @@ test('version 2 attention_mask: [occupancy, ones] and the last maskLen entries a
   assert.deepEqual(Array.from(next), [1, 1, 1, 1, 1, 1]);
   assert.deepEqual(Array.from(attentionMaskFeed(new Uint8Array(4), 1, 4, 1).next), [0, 0, 0, 1]);
 });
+
+test('the C API: onnxruntime errors are one HybridError line; buffers must be shared', async () => {
+  const { loadCapi, createSession, sharedArray, tensorValue } = await import('../src/ort-capi.js');
+  const capi = await loadCapi();
+  assert.equal(await loadCapi(), capi); // bound once per process
+  assert.throws(() => createSession(capi, new Uint8Array(16).fill(7), 1), (e) => e instanceof HybridError
+    && e.message.startsWith('onnxruntime failed in CreateSessionFromArray (') && !e.message.includes('\n'));
+  assert.throws(() => tensorValue(capi, new Float32Array(4), [1, 4]), /SharedArrayBuffer/);
+  const a = sharedArray(Float32Array, 4);
+  assert.ok(a.buffer instanceof SharedArrayBuffer && a.length === 4);
+  capi.fns.ReleaseValue(tensorValue(capi, a, [1, 4]));
+  assert.equal(sharedArray(BigInt64Array, 0).length, 0);
+});
