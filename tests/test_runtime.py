@@ -763,3 +763,10 @@ def test_profile_tool_sums_time_by_operator(byte_model):
         with pytest.raises(SystemExit) as exit_info:
             tool.main([str(byte_model[1]), *bad])
         assert exit_info.value.code == 2  # argparse's one-line usage error, no traceback
+    for bad_dir, variant, needle in (
+        (byte_model[1] / "nope", "int8", "model directory not found"),
+        (byte_model[1], "fp16", "fp16"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main([str(bad_dir), "--variant", variant])
+        assert str(exit_info.value.code).startswith("error: ") and needle in str(exit_info.value.code)

@@ -25,6 +25,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from hybrid.runtime.errors import HybridError
 from hybrid.runtime.model import Model
 
 
@@ -111,7 +112,10 @@ def main(argv=None) -> dict:
     p.add_argument("--top", type=count(1), default=20)
     p.add_argument("--context", type=count(0), default=0, help="tokens fed before the profiled calls (default: --seq)")
     a = p.parse_args(argv)
-    res = profile(a.model_dir, a.variant, a.batch, a.seq, a.threads, a.runs, context=a.context)
+    try:
+        res = profile(a.model_dir, a.variant, a.batch, a.seq, a.threads, a.runs, context=a.context)
+    except HybridError as e:  # a missing or broken model directory, an unknown variant: one line
+        raise SystemExit(f"error: {e}") from None
     print(
         f"{res['model']} ({a.variant}), {a.batch} x {a.seq} tokens, {a.threads} thread(s): "
         f"{res['ms_per_call']:.2f} ms per call (profiler on)"
