@@ -108,7 +108,7 @@ def word_model(tmp_path_factory):
 
 def js(node, script: str, job: dict, stdin: str | None = None, timeout: int = 300) -> dict:
     proc = subprocess.run(
-        [node, str(JS / "scripts" / script), json.dumps(job)],
+        [node, "--expose-gc", str(JS / "scripts" / script), json.dumps(job)],
         capture_output=True,
         text=True,
         input=stdin,
@@ -401,6 +401,17 @@ def test_a_step_after_release_is_one_error_line(node, byte_model, what):
     in one line, never a call into freed memory."""
     got = node_job(node, op="released", dir=byte_model, what=what)
     assert got == {"ok": False, "error": f"{byte_model}: this stepper was released (or its model was)"}
+
+
+def test_dropped_steppers_are_freed_by_the_collector(node, byte_model):
+    """C API steppers dropped without release() are freed when collected (the model keeps fewer than
+    it made), the model still generates the Python runtime's text, and releasing the model with a
+    stepper alive exits cleanly."""
+    got = node_job(node, op="dropped", dir=byte_model, variant="int8")
+    assert got["ok"] and got["out"]["gc"], got
+    assert got["out"]["left"] < 50
+    want = python_model(byte_model, "int8").generate("ROMEO:", max_tokens=40, temperature=0)
+    assert got["out"]["text"] == want
 
 
 @pytest.mark.parametrize("stepper", list(STEPPERS))

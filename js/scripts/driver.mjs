@@ -6,6 +6,8 @@
 //   {"op": "load", "dir": ..., ...options}: loads and reports, or prints the error line
 //   {"op": "forward", "dir": ..., "length": n}: one token on a fresh state claiming n tokens seen
 //   {"op": "released", "dir": ..., "what": "stepper"|"model"}: a step after that was released
+//   {"op": "dropped", "dir": ...}: steppers dropped unreleased and collected (node --expose-gc),
+//     then greedy text from a fresh one; the model released with a stepper still alive
 // "options" are loadModel's; "generate" and "session" report the stepper that ran (model.stepperKind).
 import { loadModel, HybridError } from '../src/node.js';
 
@@ -28,6 +30,18 @@ try {
     if (rest.what === 'model') await model.release();
     else stepper.release();
     out = await stepper.step(10);
+  } else if (op === 'dropped') {
+    const wait = () => new Promise((resolve) => setTimeout(resolve, 20));
+    for (let i = 0; i < 50; i++) model.stepper().step(10); // never released
+    for (let i = 0; i < 3; i++) { globalThis.gc?.(); await wait(); } // their finalizers free them
+    const left = model.nativeHandles?.size ?? 0;
+    const text = await model.generate('ROMEO:', { maxTokens: 40, temperature: 0 });
+    const alive = model.stepper();
+    alive.step(10);
+    await model.release(); // frees the live stepper's bindings before the session
+    globalThis.gc?.();
+    await wait();
+    out = { left, text, gc: typeof globalThis.gc === 'function' };
   } else if (op === 'session') {
     const s = model.session(rest.sessionOptions ?? {});
     out = [];
