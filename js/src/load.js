@@ -79,6 +79,13 @@ export async function loadWithReader(reader, ort, opts = {}) {
   checkGraph(contract, session, where);
   const model = new Model({ ort, session, contract, tokenizer, variant: chosen, name: reader.name });
   // `attach` (node.js) gives the model a second engine over the same bytes: the C API stepper.
-  if (opts.attach) await opts.attach(model, bytes, threads, where);
+  if (opts.attach) {
+    try {
+      await opts.attach(model, bytes, threads, where);
+    } catch (e) {
+      await session.release().catch(() => {});
+      throw e;
+    }
+  }
   return model;
 }
