@@ -10,7 +10,7 @@ export * from './index.js';
 
 /**
  * Load an exported model directory served at `url`.
- * @param {string|URL} url @param {{variant?: string, threads?: number, ort?: any, executionProviders?: string[]}} [opts]
+ * @param {string|URL} url @param {{variant?: string, threads?: number, ort?: any, executionProviders?: string[], ioBinding?: boolean}} [opts]  ioBinding: accepted, no effect here (Node only)
  */
 export async function loadModel(url, opts = {}) {
   const { ort = ortWeb, executionProviders = ['wasm'], ...rest } = opts ?? {};

@@ -16,7 +16,14 @@ import { Model } from './model.js';
  * @property {(file: string) => Promise<Uint8Array>} bytes
  */
 
-const OPTIONS = ['variant', 'threads', 'ort', 'executionProviders', 'reader', 'attach'];
+const OPTIONS = ['variant', 'threads', 'ort', 'executionProviders', 'reader', 'attach', 'ioBinding'];
+
+/** The `ioBinding` option: Node's C API stepper (node.js) or not; accepted everywhere, so that one
+ * call serves Node and the browser (where generation always runs on session.run). */
+export function ioBindingOption(value = true) {
+  if (typeof value !== 'boolean') throw new HybridError(`ioBinding must be true or false, got ${show(value)}`);
+  return value;
+}
 
 function parseJson(text, where) {
   try {
@@ -40,8 +47,9 @@ const utf8 = (bytes, where) => {
  */
 export async function loadWithReader(reader, ort, opts = {}) {
   const unknown = Object.keys(opts).filter((k) => !OPTIONS.includes(k));
-  if (unknown.length) throw new HybridError(`unknown option ${show(unknown[0])} (options: variant, threads, executionProviders)`);
+  if (unknown.length) throw new HybridError(`unknown option ${show(unknown[0])} (options: variant, threads, executionProviders, ioBinding)`);
   const { variant = 'auto', threads = 0, executionProviders } = opts;
+  ioBindingOption(opts.ioBinding);
   if (!isInteger(threads) || threads < 0) throw new HybridError(`threads must be 0 (onnxruntime's default) or a positive integer, got ${show(threads)}`);
   const cfgWhere = reader.where('config.json');
   const contract = readConfig(parseJson(await reader.config(), cfgWhere), cfgWhere);

@@ -3,8 +3,8 @@
 //   const model = await loadModel('models/hybrid-tiny', { variant: 'int8', threads: 1 });
 
 import * as ortNode from 'onnxruntime-node';
-import { HybridError, show } from './errors.js';
-import { loadWithReader } from './load.js';
+import { HybridError } from './errors.js';
+import { ioBindingOption, loadWithReader } from './load.js';
 import { dirReader } from './dir-reader.js';
 import { createSession, loadCapi } from './ort-capi.js';
 import { CapiStepper } from './capi-stepper.js';
@@ -21,8 +21,8 @@ export { dirReader } from './dir-reader.js';
  * @param {{variant?: string, threads?: number, ort?: any, executionProviders?: string[], ioBinding?: boolean}} [opts]
  */
 export async function loadModel(dir, opts = {}) {
-  const { ort = ortNode, executionProviders = ['cpu'], ioBinding = true, ...rest } = opts ?? {};
-  if (typeof ioBinding !== 'boolean') throw new HybridError(`ioBinding must be true or false, got ${show(ioBinding)}`);
+  const { ort = ortNode, executionProviders = ['cpu'], ...rest } = opts ?? {};
+  const ioBinding = ioBindingOption(rest.ioBinding);
   const cpuOnly = Array.isArray(executionProviders) && executionProviders.length === 1 && executionProviders[0] === 'cpu';
   const capi = ioBinding && ort === ortNode && cpuOnly ? await loadCapi().catch(() => null) : null;
   const attach = capi ? (model, bytes, threads, where) => attachCapi(capi, model, bytes, threads, where) : undefined;
