@@ -7,7 +7,8 @@
 // OrtValue per length) and runs. Nothing is copied or allocated per token.
 
 import { HybridError } from './errors.js';
-import { ATTENTION_MASK, isMemory, ringMaskLength } from './contract.js';
+import { ATTENTION_MASK, isMemory, loadStepMask, ringMaskLength, shiftStepMask, stepMaskOccupancy } from './contract.js';
+import { streamLength } from './model.js';
 import { bind, createBinding, runBinding, sharedArray, tensorValue } from './ort-capi.js';
 
 /** The native objects of one stepper, released once: by release(), the model's release() or the GC. */
@@ -92,14 +93,8 @@ export class CapiStepper {
       if (t.data.length !== cur[i].length) throw new HybridError(`state ${this.model.contract.state[i].input} has ${t.data.length} values, the stepper holds ${cur[i].length} (batch must be 1)`);
       if (t.data !== cur[i]) cur[i].set(t.data);
     });
-    if (this.maskLen) {
-      for (let j = 0; j < this.maskLen; j++) this.mask[j] = state.mask[j] ? 1n : 0n;
-      this.mask[this.maskLen] = 1n;
-      this.maskFull = state.mask.every((x) => x);
-    }
-    const n = state.length;
-    if (!Number.isSafeInteger(n) || n < 0) throw new HybridError(`state.length must be the stream's token count (an integer >= 0), got ${n}`);
-    this.length = n;
+    if (this.maskLen) this.maskFull = loadStepMask(this.mask, this.maskLen, state.mask);
+    this.length = streamLength(state);
   }
 
   live() {
@@ -120,10 +115,7 @@ export class CapiStepper {
       throw new HybridError(`${name}: ${e.message}`);
     }
     this.length += 1;
-    if (this.maskLen && !this.maskFull) {
-      this.mask.copyWithin(0, 1); // the memory after this token: the last maskLen of [mask, 1]
-      this.maskFull = this.mask.every((x) => x === 1n);
-    }
+    if (this.maskLen && !this.maskFull) this.maskFull = shiftStepMask(this.mask);
     this.turn ^= 1;
     return this.logits;
   }
@@ -138,7 +130,7 @@ export class CapiStepper {
   }
 
   occupancy() {
-    return this.maskLen ? Uint8Array.from(this.mask.subarray(0, this.maskLen), Number) : null;
+    return this.maskLen ? stepMaskOccupancy(this.mask, this.maskLen) : null;
   }
 
   /** A copy of the current state that later steps leave alone. */

@@ -129,6 +129,25 @@ export function attentionMaskFeed(mask, batch, maskLen, T) {
   return { full, next, dims: [batch, L] };
 }
 
+/** Version 2's one-token attention_mask [occupancy, 1] (a BigInt64Array of maskLen + 1), loaded
+ * from a state's occupancy (maskLen of 0/1); returns whether the memory is full. */
+export function loadStepMask(mask, maskLen, occupancy) {
+  for (let j = 0; j < maskLen; j++) mask[j] = occupancy[j] ? 1n : 0n;
+  mask[maskLen] = 1n;
+  return occupancy.every((x) => x);
+}
+
+/** The step mask after one token: the memory is the last maskLen of [mask, 1]; returns whether full. */
+export function shiftStepMask(mask) {
+  mask.copyWithin(0, 1);
+  return mask.every((x) => x === 1n);
+}
+
+/** The occupancy (Uint8Array of maskLen) that a step mask holds, as a state carries it. */
+export function stepMaskOccupancy(mask, maskLen) {
+  return Uint8Array.from(mask.subarray(0, maskLen), Number);
+}
+
 /**
  * Pick a variant among `have` (those whose file exists) as the Python runtime does.
  * @param {ReturnType<typeof readConfig>} contract @param {string[]} have @param {unknown} variant @param {string} where

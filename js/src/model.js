@@ -3,7 +3,7 @@
 // everything else is the same code in both.
 
 import { HybridError } from './errors.js';
-import { ATTENTION_MASK, attentionMaskFeed, isMemory, ringMaskLength } from './contract.js';
+import { ATTENTION_MASK, attentionMaskFeed, isMemory, loadStepMask, ringMaskLength, shiftStepMask, stepMaskOccupancy } from './contract.js';
 import { Session } from './session.js';
 import { evaluateTokens } from './evaluate.js';
 
@@ -11,7 +11,7 @@ import { evaluateTokens } from './evaluate.js';
  * length: tokens seen; mask: the attention memory's occupancy [batch, maskLen] (version 2 graphs) */
 
 /** A state's stream length, which places a version-3 call in the attention memory's ring. */
-function streamLength(state) {
+export function streamLength(state) {
   if (!Number.isSafeInteger(state.length) || state.length < 0) throw new HybridError(`state.length must be the stream's token count (an integer >= 0), got ${state.length}`);
   return state.length;
 }
@@ -175,11 +175,7 @@ export class Stepper {
       if (t.data.length !== cur[i].data.length) throw new HybridError(`state ${this.model.contract.state[i].input} has ${t.data.length} values, the stepper holds ${cur[i].data.length} (batch must be 1)`);
       if (t !== cur[i]) cur[i].data.set(t.data);
     });
-    if (this.maskLen) {
-      for (let j = 0; j < this.maskLen; j++) this.mask[j] = state.mask[j] ? 1n : 0n;
-      this.mask[this.maskLen] = 1n;
-      this.maskFull = state.mask.every((x) => x);
-    }
+    if (this.maskLen) this.maskFull = loadStepMask(this.mask, this.maskLen, state.mask);
     this.length = this.ringLen ? streamLength(state) : state.length;
   }
 
@@ -208,10 +204,7 @@ export class Stepper {
       }
     }
     this.length += 1;
-    if (this.maskLen && !this.maskFull) {
-      this.mask.copyWithin(0, 1); // the memory after this token: the last maskLen of [mask, 1]
-      this.maskFull = this.mask.every((x) => x === 1n);
-    }
+    if (this.maskLen && !this.maskFull) this.maskFull = shiftStepMask(this.mask);
     const next = this.turn ^ 1;
     if (!this.inPlace) {
       this.model.contract.state.forEach((s, i) => {
@@ -229,7 +222,7 @@ export class Stepper {
   }
 
   occupancy() {
-    return this.maskLen ? Uint8Array.from(this.mask.subarray(0, this.maskLen), Number) : null;
+    return this.maskLen ? stepMaskOccupancy(this.mask, this.maskLen) : null;
   }
 
   /** A copy of the current state that later steps leave alone. */

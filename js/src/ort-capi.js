@@ -30,7 +30,6 @@ const FUNCTIONS = {
   CreateTensorWithDataAsOrtValue: [49, 'void *(void *info, void *data, size_t len, const int64_t *shape, size_t rank, int type, _Out_ void **out)'],
   CreateCpuMemoryInfo: [69, 'void *(int allocator, int memType, _Out_ void **out)'],
   ReleaseStatus: [93, 'void (void *status)'],
-  ReleaseMemoryInfo: [94, 'void (void *info)'],
   ReleaseSession: [95, 'void (void *session)'],
   ReleaseValue: [96, 'void (void *value)'],
   ReleaseSessionOptions: [100, 'void (void *options)'],
