@@ -1,4 +1,4 @@
-"""tools/probe_gqa.py: GroupQueryAttention inside an If writes a buffer shared by past and present in place."""
+"""tools/probe_gqa.py: GroupQueryAttention inside an If writes into a buffer bound as both past and present."""
 
 import importlib.util
 from pathlib import Path
@@ -14,7 +14,7 @@ spec.loader.exec_module(tool)
 @pytest.mark.parametrize("past", [1, 5, 30])
 def test_the_new_key_and_value_land_in_the_shared_buffer_and_the_output_matches_numpy(past):
     res = tool.probe(heads=4, d_head=16, slots=33, past=past)
-    assert res["write_error"] == 0.0  # the very values, at slot `past`: written in place, not into a copy
+    assert res["write_error"] == 0.0  # the very values, at slot `past` of the shared buffer
     assert res["output_error"] < 1e-5
 
 

@@ -9,7 +9,8 @@ and writes the new key and value at slot `past`, inside the `If` that keeps the 
 branch for later tokens. That only pays if the If's outputs, bound (IOBinding) to the same
 buffers as the past inputs, reach the contrib op as its own present outputs. This builds that
 graph on its own, runs one step with past and present sharing each buffer, and checks the write
-and the output against a numpy reference. Needs onnxruntime only.
+and the output against a numpy reference; the timing against present in buffers of its own
+tells an in-place write from a copy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
+
+from hybrid.train.model import alibi_slopes
 
 
 def _value(name, shape, elem=TensorProto.FLOAT):
@@ -74,7 +77,7 @@ def probe(heads: int = 8, d_head: int = 64, slots: int = 513, past: int = 128, c
     keys[:, :, :past] = rng.standard_normal((1, heads, past, d_head))
     values[:, :, :past] = rng.standard_normal((1, heads, past, d_head))
     q, k, v = (rng.standard_normal((1, 1, heads * d_head)).astype(np.float32) for _ in range(3))
-    slopes = 2.0 ** (-8.0 * np.arange(1, heads + 1) / heads)  # ALiBi, as train/model.py
+    slopes = alibi_slopes(heads).numpy()  # the model's own ALiBi slopes
     bias = (-slopes[:, None] * np.arange(past, -1, -1)[None, :]).astype(np.float32)[None, :, None, :]
     feeds = {"cond": np.array(True), "q": q, "k": k, "v": v, "bias": bias}
     feeds |= {"seqlens_k": np.array([past], np.int32), "total_len": np.array(past + 1, np.int32)}
