@@ -25,6 +25,11 @@ def export(
     ort: bool = typer.Option(
         False, "--ort", help="Also write ORT-format files (.ort) for onnxruntime-mobile (Android, iOS)."
     ),
+    fused_attention: bool = typer.Option(
+        True,
+        help="Attention memory's first pass as onnxruntime's GroupQueryAttention (com.microsoft); "
+        "--no-fused-attention: plain ONNX only, for runtimes other than onnxruntime.",
+    ),
     progress: bool = typer.Option(True, help="Print progress."),
 ):
     """Export a trained run to a self-checked ONNX model directory (fp32, int8, int4)."""
@@ -45,6 +50,7 @@ def export(
         progress=progress,
         overwrite=overwrite,
         ort=ort,
+        fused_attention=fused_attention,
     )
     typer.echo(summary(report))
 

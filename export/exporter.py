@@ -120,16 +120,23 @@ def export_run(
     *,
     overwrite: bool = False,
     ort: bool = False,
+    fused_attention: bool = True,
 ) -> dict:
     """Export a run directory to a model directory; returns the report (also export_report.json).
     The destination is locked for the whole export (one writer per directory, also while it does
     not exist yet): a second export to it stops at once with one line. `ort`: also write
-    ORT-format files (onnxruntime-mobile), checked against the .onnx ones."""
+    ORT-format files (onnxruntime-mobile), checked against the .onnx ones. `fused_attention`:
+    onnxruntime's GroupQueryAttention for the attention memory's first pass (False: plain ONNX
+    only, for a runtime other than onnxruntime)."""
     with DirLock(out_dir):
-        return _export(Path(run_dir), Path(out_dir), quantize, opset, probe_text, check, progress, overwrite, ort)
+        return _export(
+            Path(run_dir), Path(out_dir), quantize, opset, probe_text, check, progress, overwrite, ort, fused_attention
+        )
 
 
-def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, progress, overwrite, ort) -> dict:
+def _export(
+    run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, progress, overwrite, ort, fused_attention
+) -> dict:
     variants = parse_quantize(quantize)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
 
@@ -162,6 +169,7 @@ def _export(run_dir: Path, out_dir: Path, quantize, opset, probe_text, check, pr
             metric_name(tokenizer.kind),
             log,
             ort,
+            fused_attention,
         )
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if check and not report["ok"]:
@@ -225,9 +233,10 @@ def _build(
     metric,
     log,
     ort=False,
+    fused_attention=True,
 ) -> dict:
     t0 = time.perf_counter()
-    files, graph = _write_graphs(tmp, run_dir, model, model_cfg, variants, opset, log)
+    files, graph = _write_graphs(tmp, run_dir, model, model_cfg, variants, opset, log, fused_attention)
     extra = _write_model_files(tmp, model, model_cfg, tokenizer, files, metric, opset, ort, log)
     report = _report_head(tmp, run_dir, opset, metric, graph, files, checked=probe_tokens is not None)
     if probe_tokens is None:
@@ -303,7 +312,9 @@ def _report_head(tmp: Path, run_dir: Path, opset, metric, graph, files, checked:
     }
 
 
-def _write_graphs(tmp: Path, run_dir: Path, model, model_cfg, variants, opset, log) -> tuple[dict, dict]:
+def _write_graphs(
+    tmp: Path, run_dir: Path, model, model_cfg, variants, opset, log, fused_attention=True
+) -> tuple[dict, dict]:
     """Trace the fp32 graph, check its structure, quantize it: ({variant: file name}, graph facts)."""
     import onnx
 
@@ -317,7 +328,7 @@ def _write_graphs(tmp: Path, run_dir: Path, model, model_cfg, variants, opset, l
     )
 
     log(f"tracing {run_dir} (pattern {model_cfg.pattern}) to ONNX opset {opset}...")
-    proto = export_onnx(model, opset=opset)
+    proto = export_onnx(model, opset=opset, fused_attention=fused_attention)
     ops = count_ops(proto.graph)
     n_qrnn = model_cfg.pattern.count("Q")
     if ops.get("Scan", 0) != n_qrnn:
@@ -329,6 +340,7 @@ def _write_graphs(tmp: Path, run_dir: Path, model, model_cfg, variants, opset, l
     graph = {
         "nodes": count_nodes(proto.graph),
         "scan_nodes": ops.get("Scan", 0),
+        "group_query_attention_nodes": count_ops(proto.graph, nested=True).get("GroupQueryAttention", 0),
         "weight_matmuls_in_scan": len(weight_matmuls_in_loops(proto)),
     }
     if not variants:

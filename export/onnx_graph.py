@@ -23,6 +23,7 @@ import onnx
 import torch
 
 from hybrid.runtime.errors import HybridError
+from hybrid.export.fused_attention import translation_table
 from hybrid.export.signature import ATTENTION_MASK, GraphSignature, io_names, output_name  # noqa: F401 (re-exported)
 from hybrid.train.model import HybridLM
 
@@ -56,9 +57,11 @@ def root_cause(e: BaseException) -> str:
 
 
 def export_onnx(
-    model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7, trace_batch: int = 2
+    model: HybridLM, opset: int = DEFAULT_OPSET, trace_len: int = 7, trace_batch: int = 2, fused_attention: bool = True
 ) -> onnx.ModelProto:
-    """The fp32 graph of `model` (eval mode), traced with a [trace_batch, trace_len] example.
+    """The fp32 graph of `model` (eval mode), traced with a [trace_batch, trace_len] example;
+    `fused_attention`: the ring's first pass as onnxruntime's GroupQueryAttention (a com.microsoft
+    op: onnxruntime only), else plain ONNX throughout.
 
     The example sizes must differ from 1 (torch.export specialises size-1 dimensions) and say
     nothing about the graph: batch and sequence are dynamic.
@@ -66,7 +69,7 @@ def export_onnx(
     if trace_len < 2 or trace_batch < 2:
         raise ValueError("trace sizes must be at least 2 (size-1 dimensions get specialised)")
     model = model.float().eval()
-    wrapped = GraphSignature(model).eval()
+    wrapped = GraphSignature(model, fused_attention).eval()
     args = wrapped.example_inputs(trace_batch, trace_len, past_len=trace_len + 3)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     inputs, outputs = io_names(model)
@@ -91,6 +94,7 @@ def export_onnx(
                 opset_version=opset,
                 optimize=True,
                 verbose=False,
+                custom_translation_table=translation_table() if fused_attention else None,
             )
     except Exception as e:  # the exporter raises many types; the user needs one line
         raise HybridError(f"torch.onnx.export failed at opset {opset}: {root_cause(e)}") from e
@@ -194,11 +198,14 @@ def _subgraphs(node: onnx.NodeProto):
             yield from attr.graphs
 
 
-def count_ops(graph: onnx.GraphProto) -> dict[str, int]:
-    """Op type -> count, at the top level of the graph (subgraph bodies not included)."""
+def count_ops(graph: onnx.GraphProto, nested: bool = False) -> dict[str, int]:
+    """Op type -> count, at the top level of the graph (`nested`: subgraph bodies included)."""
     out: dict[str, int] = {}
     for n in graph.node:
         out[n.op_type] = out.get(n.op_type, 0) + 1
+        for body in _subgraphs(n) if nested else ():
+            for op, c in count_ops(body, True).items():
+                out[op] = out.get(op, 0) + c
     return out
 
 

@@ -52,9 +52,9 @@ def io_names(model: HybridLM) -> tuple[list[str], list[str]]:
 class GraphSignature(torch.nn.Module):
     """HybridLM with the graph's positional tensors in and out, in io_names order."""
 
-    def __init__(self, model: HybridLM):
+    def __init__(self, model: HybridLM, fused_attention: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.fused_attention = model, fused_attention
         self.state_names = list(graph_state_shapes(model, 1))
         self.model_names = set(model.state_shapes(1, ring=True))
         self.with_mask = uses_attention_mask(model)
@@ -66,7 +66,7 @@ class GraphSignature(torch.nn.Module):
             past_len = attention_mask.shape[1] - input_ids.shape[1]
         given = dict(zip(self.state_names, rest))
         state = {k: v for k, v in given.items() if k in self.model_names}
-        logits, new_state = self.model(input_ids, state, past_len=past_len)
+        logits, new_state = self.model(input_ids, state, past_len=past_len, fused_attention=self.fused_attention)
         # A pass-through conv_state (window-1 QRNN) leaves the graph as an Identity of its input.
         return (logits, *(new_state[n] if n in new_state else given[n].clone() for n in self.state_names))
 

@@ -121,6 +121,12 @@ def zero_state(model, batch):
     return {k: np.zeros(s, np.float32) for k, s in graph_state_shapes(model, batch).items()}
 
 
+def defined(name, value, past_len):
+    """The part of a state tensor the contract defines after `past_len` tokens: a ring's slots the
+    stream has reached (with past and present apart, GroupQueryAttention leaves later ones unset)."""
+    return value[:, :, :past_len] if name.endswith((".key", ".value")) else value
+
+
 # -- the recurrence as a scan ------------------------------------------------------------------
 
 
@@ -142,7 +148,9 @@ def test_graph_has_one_scan_per_qrnn_and_does_not_grow_with_trace_length(exporte
     out, _ = exported
     graph = onnx.load(str(out / "model.onnx"))
     assert count_ops(graph.graph).get("Scan") == SMALL["pattern"].count("Q")
-    assert not any(n.domain not in ("", "ai.onnx") for n in graph.graph.node), "custom-domain op in fp32 graph"
+    assert not any(n.domain not in ("", "ai.onnx") for n in graph.graph.node), (
+        "custom-domain op at the fp32 graph's top level (GroupQueryAttention sits inside the attention Ifs)"
+    )
     other = export_onnx(load_torch(run_dir), trace_len=23, trace_batch=3)
     assert count_nodes(other.graph) == count_nodes(graph.graph)
     onnx.checker.check_model(graph, full_check=True)
@@ -274,14 +282,21 @@ def test_one_call_and_many_calls_agree_and_match_pytorch(exported, run_dir):
         p += n
     np.testing.assert_allclose(np.concatenate(pieces, 1), whole, atol=1e-5)
     for k in whole_state:
-        np.testing.assert_allclose(state[k], whole_state[k], atol=1e-5)
+        np.testing.assert_allclose(
+            defined(k, state[k], ids.shape[1]), defined(k, whole_state[k], ids.shape[1]), atol=1e-5
+        )
     with torch.no_grad():
         ref, _ = model(torch.from_numpy(ids))  # the sliding memory, as trained
         _, ref_state = model(torch.from_numpy(ids), model.initial_state(1, ring=True), past_len=0)  # the graph's ring
     np.testing.assert_allclose(whole, ref.numpy(), atol=1e-4, rtol=1e-4)
     assert set(whole_state) == set(ref_state)  # the graph takes the stream's length as attention_mask
     for k in whole_state:
-        np.testing.assert_allclose(whole_state[k], ref_state[k].numpy(), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(
+            defined(k, whole_state[k], ids.shape[1]),
+            defined(k, ref_state[k].numpy(), ids.shape[1]),
+            atol=1e-4,
+            rtol=1e-4,
+        )
 
 
 def test_one_token_steps_match_pytorch_as_the_ring_fills_and_wraps(exported, run_dir):
@@ -301,7 +316,7 @@ def test_one_token_steps_match_pytorch_as_the_ring_fills_and_wraps(exported, run
         with torch.no_grad():
             ref, ref_state = model(torch.from_numpy(ids[:, p : p + 1]), ref_state, past_len=p)
         np.testing.assert_allclose(logits, ref.numpy(), atol=1e-4, rtol=1e-4, err_msg=f"after {p} tokens")
-    for k in state:
+    for k in state:  # the stream is past the ring: every slot defined
         np.testing.assert_allclose(state[k], ref_state[k].numpy(), atol=1e-4, rtol=1e-4)
 
 
@@ -335,9 +350,9 @@ def test_past_and_present_may_share_one_buffer_at_any_length(exported, run_dir):
         sess.run_with_iobinding(io)
         shared.update(fresh)
         np.testing.assert_array_equal(io.copy_outputs_to_cpu()[0], logits)
-        for k in names:
-            np.testing.assert_array_equal(shared[k], state[k])
         p += n
+        for k in names:
+            np.testing.assert_array_equal(defined(k, shared[k], p), defined(k, state[k], p))
 
 
 def test_dynamic_batch_one_and_four_in_one_session(exported, run_dir):

@@ -365,8 +365,9 @@ def test_stepper_equals_plain_forward(byte_model):
         assert np.array_equal(stepped, np.stack(plain))  # same graph, same inputs: bit-identical
         if variant == "fp32":  # int8 quantizes activations per call: scales differ by call shape
             np.testing.assert_allclose(stepped[:M], whole[0, :M], atol=1e-4)
-        for k, v in st.state.items():
-            np.testing.assert_array_equal(v, state[k])
+        for k, v in st.state.items():  # a ring's slots past the stream are unset with past and present apart
+            n = len(ids) if k.endswith((".key", ".value")) else None
+            np.testing.assert_array_equal(v[..., :n, :] if n else v, state[k][..., :n, :] if n else state[k])
 
 
 def test_seeded_generation_is_reproducible(byte_model):

@@ -3,10 +3,10 @@
     python tools/probe_gqa.py                      # the paper's block size: 8 heads of 64, 513 slots
     python tools/probe_gqa.py --past 128 --calls 2000
 
-The planned attention step for the ring's first pass (BENCHMARKS.md, issue 14): while the ring
-has not wrapped, one com.microsoft GroupQueryAttention per block reads the filled slots in place
-and writes the new key and value at slot `past`, inside the `If` that keeps the plain full-ring
-branch for later tokens. That only pays if the If's outputs, bound (IOBinding) to the same
+The exported attention step for the ring's first pass (train/ops/kv_attention, BENCHMARKS.md):
+while the ring has not wrapped, one com.microsoft GroupQueryAttention per block reads the filled
+slots in place and writes the new key and value at slot `past`, inside the `If` that keeps the
+plain branch for later tokens. That only pays if the If's outputs, bound (IOBinding) to the same
 buffers as the past inputs, reach the contrib op as its own present outputs. This builds that
 graph on its own, runs one step with past and present sharing each buffer, and checks the write
 and the output against a numpy reference; the timing against present in buffers of its own

@@ -15,11 +15,13 @@ ONNX and the runtime speak about it the same way:
   past_key_values.<i>.conv_state       [B, k-1, d_model]               QRNN block i: last k-1 inputs
   past_mask                            [B, mem_len]  1.0 where a memory slot holds a real token
 
-The exported graph keeps the attention memory as a ring instead (forward's `past_len`, the
+The exported graph keeps the attention memory as a ring instead (ring_memory.py; forward's `past_len`, the
 state from `initial_state(B, ring=True)`): mem_len + 1 slots, the token at stream position p in
 slot p mod (mem_len + 1), written in place (ONNX ScatterND) so that a generation step copies no
 memory; the slot about to be overwritten lies beyond the window and is masked, so readers may
-share one buffer between past and present. Same logits.
+share one buffer between past and present. Same logits. Exported with fused attention, a call
+that fits the ring unwrapped is one onnxruntime GroupQueryAttention a block instead
+(`ops.kv_attention`, `Attention._fused_ring`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ import torch.nn.functional as F
 from hybrid.train.adaptive import AdaptiveInput, AdaptiveLogSoftmax
 from hybrid.train.config import ModelConfig
 from hybrid.train.ops.fo_pool import fo_pool_preact
+from hybrid.train.ops.kv_attention import kv_attention
+from hybrid.train.ring_memory import (  # noqa: F401 (ring_attention_bias and ring_attend are re-exported)
+    FusedInputs,
+    fused_inputs,
+    ring_attend,
+    ring_attention_bias,
+    ring_slots,
+    ring_used,
+    ring_write,
+)
 from hybrid.train.preflight import check_model_fits
 
 State = dict[str, torch.Tensor]
@@ -42,40 +54,6 @@ State = dict[str, torch.Tensor]
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """Per-head distance penalties 2^(-8i/n) (Press et al. 2022), geometric across heads."""
     return torch.tensor([2.0 ** (-8.0 * (i + 1) / n_heads) for i in range(n_heads)])
-
-
-def ring_attention_bias(slopes: torch.Tensor, T: int, M: int, n) -> tuple[torch.Tensor, torch.Tensor]:
-    """attention_bias for the ring layout, in two parts: [1, H, T, R] over the R = M+1 ring slots
-    and [1, H, T, T] over this call's keys, after `n` tokens of the stream (an int, or a symbolic
-    one when exporting). Slot s holds the latest position p < n with p = s mod R, `age` = n - p
-    tokens before this call; a slot is visible while its token is one of the last M
-    (age <= min(n, M)), which hides the spare slot and the empty ones."""
-    R = M + 1
-    age = (n - 1 - torch.arange(R, device=slopes.device)) % R + 1  # [R], in 1..R
-    t = torch.arange(T, device=slopes.device)
-    ring = (-slopes[:, None, None] * (t[:, None] + age[None, :]).to(slopes.dtype)).masked_fill(
-        ((age > M) | (age > n))[None, None, :], float("-inf")
-    )
-    own = (-slopes[:, None, None] * (t[:, None] - t[None, :]).to(slopes.dtype)).masked_fill(
-        t[None, :] > t[:, None], float("-inf")
-    )
-    return ring[None], own[None]
-
-
-def ring_slots(T: int, M: int, n) -> torch.Tensor:
-    """The ring slots [min(T, R)] that this call's last min(T, R) tokens are written to."""
-    R = M + 1
-    m = torch.sym_min(T, R) if not isinstance(T, int) else min(T, R)
-    return (torch.arange(m) + (n + T - m)) % R
-
-
-def ring_used(M: int, n) -> int:
-    """How many leading ring slots can hold a token after `n` tokens: the ring fills in slot order,
-    so min(n, M + 1), and at least one (an empty ring's slot 0, masked by the bias, keeps every
-    shape non-empty)."""
-    if isinstance(n, int):
-        return max(min(n, M + 1), 1)
-    return torch.sym_max(torch.sym_min(n, M + 1), 1)
 
 
 def attention_bias(slopes: torch.Tensor, T: int, M: int, past_mask: torch.Tensor | None) -> torch.Tensor:
@@ -110,8 +88,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, state: State, attn: "AttentionInputs", new_state: State):
         B, T, D = x.shape
         M, H = self.mem_len, self.n_heads
+        qkv = self.qkv(self.norm(x))  # [B, T, 3D]: queries, keys, values, head-major
+        if attn.slots is not None and attn.fused is not None and torch.compiler.is_exporting():
+            return x + self.dropout(self.proj(self._fused_ring(qkv, state, attn, new_state)))
         # [B, T, 3D] -> [B, 3H, T, d_head] -> q, k, v: three ONNX nodes once exported.
-        q, k, v = self.qkv(self.norm(x)).unflatten(-1, (3 * H, self.d_head)).transpose(1, 2).split(H, dim=1)
+        q, k, v = qkv.unflatten(-1, (3 * H, self.d_head)).transpose(1, 2).split(H, dim=1)
         if attn.slots is not None:
             y = self._ring(q, k, v, state, attn, new_state)
         else:
@@ -133,7 +114,7 @@ class Attention(nn.Module):
         """Attention over [ring; this call's keys], over only the slots that can hold a token yet,
         then this call's last keys and values written into their ring slots (ScatterND)."""
         past_k, past_v = state[self.key_name].to(k.dtype), state[self.value_name].to(v.dtype)
-        T, R, used = k.shape[2], past_k.shape[2], attn.used
+        R, used = past_k.shape[2], attn.used
         q = q * self.d_head**-0.5
         ring_bias, own_bias = attn.bias
         if torch.compiler.is_exporting():
@@ -151,26 +132,43 @@ class Attention(nn.Module):
             y = torch.cond(2 * used <= R, prefix, ring_attend, operands)
         else:  # eager: slices are views
             y = ring_attend(q, k, v, past_k[:, :, :used], past_v[:, :, :used], ring_bias[..., :used], own_bias)
-        # A reader may give past and present one buffer: the writes wait for every read of the
-        # memory (a data dependency on y, adding zero), so in-place writing is safe at any T.
-        after_reads = (y.sum() * 0).to(k.dtype)
-        m = attn.slots.shape[0]
-        rows, heads = torch.arange(k.shape[0])[:, None, None], torch.arange(k.shape[1])[None, :, None]
-        where = (rows, heads, attn.slots[None, None])  # [B, H, m] index triples: one ScatterND, no transposes
-        new_state[self.key_name] = torch.index_put(past_k, where, k[:, :, T - m :] + after_reads)
-        new_state[self.value_name] = torch.index_put(past_v, where, v[:, :, T - m :] + after_reads)
+        new_state[self.key_name], new_state[self.value_name] = ring_write(past_k, past_v, k, v, y, attn.slots)
         return y
 
+    def _fused_ring(self, qkv, state: State, attn: "AttentionInputs", new_state: State) -> torch.Tensor:
+        """The exported ring step with onnxruntime's fused attention (export/fused_attention.py):
+        while this call's tokens fit the ring unwrapped, one GroupQueryAttention (`kv_attention`)
+        reads the filled slots where they lie and appends the call's keys and values in place;
+        otherwise the plain step, which then reads the filled prefix only until the ring is
+        full (with past and present apart, GroupQueryAttention leaves the slots past its last
+        write unset). Returns y [B, T, D]; one ONNX If per block, the writes inside it."""
+        H, d, R, used = self.n_heads, self.d_head, attn.fused.slots, attn.used
+        past_k, past_v = state[self.key_name].to(qkv.dtype), state[self.value_name].to(qkv.dtype)
 
-def ring_attend(q, k, v, past_k, past_v, ring_bias, own_bias) -> torch.Tensor:
-    """softmax([q past_k^T + ring_bias, q k^T + own_bias]) [past_v; v] (q already scaled), as a
-    softmax in two parts: neither the keys nor the scores are joined (no copy of the memory, nor
-    of scores as long as it, at any length)."""
-    s_ring = q @ past_k.transpose(-1, -2) + ring_bias  # [B, H, T, used slots]
-    s_own = q @ k.transpose(-1, -2) + own_bias  # [B, H, T, T]; the diagonal is never masked
-    top = torch.maximum(s_ring.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True))
-    e_ring, e_own = (s_ring - top).exp(), (s_own - top).exp()
-    return (e_ring @ past_v + e_own @ v) / (e_ring.sum(-1, keepdim=True) + e_own.sum(-1, keepdim=True))
+        def first_pass(qkv, past_k, past_v, ring_bias, own_bias, slots, bias, seqlens_k, total_len):
+            return kv_attention(qkv, past_k, past_v, bias, seqlens_k, total_len, H)
+
+        def later(qkv, past_k, past_v, ring_bias, own_bias, slots, bias, seqlens_k, total_len):
+            B, T, D3 = qkv.shape
+            q, k, v = qkv.unflatten(-1, (3 * H, d)).transpose(1, 2).split(H, dim=1)
+            q = q * d**-0.5
+
+            def filled(q, k, v, past_k, past_v, ring_bias, own_bias):
+                u = used
+                return ring_attend(q, k, v, past_k[:, :, :u], past_v[:, :, :u], ring_bias[..., :u], own_bias)
+
+            operands = tuple(t.clone() for t in (q, k, v, past_k, past_v, ring_bias, own_bias))
+            y = torch.cond(used < R, filled, ring_attend, operands)
+            new_k, new_v = ring_write(past_k, past_v, k, v, y, slots)
+            return y.transpose(1, 2).reshape(B, T, D3 // 3), new_k, new_v
+
+        ring_bias, own_bias = attn.bias
+        f = attn.fused
+        operands = (qkv, past_k, past_v, ring_bias, own_bias, attn.slots, f.bias, f.seqlens_k, f.total_len)
+        y, new_state[self.key_name], new_state[self.value_name] = torch.cond(
+            attn.fused.first_pass, first_pass, later, tuple(t.clone() for t in operands)
+        )
+        return y
 
 
 class FeedForward(nn.Module):
@@ -233,6 +231,7 @@ class AttentionInputs(NamedTuple):
     bias: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
     slots: torch.Tensor | None = None
     used: int | None = None  # ring layout: the slots that can hold a token yet, min(n, R), at least 1
+    fused: "FusedInputs | None" = None  # ring layout, exported with fused attention
 
 
 class HybridLM(nn.Module):
@@ -311,6 +310,7 @@ class HybridLM(nn.Module):
         state: State | None = None,
         targets: torch.Tensor | None = None,
         past_len: int | None = None,
+        fused_attention: bool = False,
     ) -> tuple[torch.Tensor, State]:
         """logits [B, T, vocab] and the state after this segment (same keys as `state`); for an
         adaptive-softmax model the logits are normalised log-probabilities.
@@ -318,7 +318,8 @@ class HybridLM(nn.Module):
         With `targets` [B, T]: the NLL of each target [B, T] instead of logits, which for an
         adaptive softmax never builds the [B, T, vocab] tensor (the fast path for training).
         With `past_len` (the stream's tokens before this call): the ring layout (the exported
-        graph's; `state` as initial_state(B, ring=True) gives it)."""
+        graph's; `state` as initial_state(B, ring=True) gives it). `fused_attention`, while
+        torch.export traces the ring layout: onnxruntime's GroupQueryAttention where it fits."""
         B, T = input_ids.shape
         ring = past_len is not None and self.uses_memory
         if state is None:
@@ -328,9 +329,11 @@ class HybridLM(nn.Module):
         attn = None
         if ring:
             M = self.cfg.mem_len
-            attn = AttentionInputs(
-                ring_attention_bias(self.slopes, T, M, past_len), ring_slots(T, M, past_len), ring_used(M, past_len)
-            )
+            bias = ring_attention_bias(self.slopes, T, M, past_len)
+            fused = None
+            if fused_attention and torch.compiler.is_exporting():
+                fused = fused_inputs(*bias, B, T, M, past_len)
+            attn = AttentionInputs(bias, ring_slots(T, M, past_len), ring_used(M, past_len), fused)
         elif "A" in self.cfg.pattern:
             attn = AttentionInputs(attention_bias(self.slopes, T, self.cfg.mem_len, past_mask))
         x = self.drop(self.embed(input_ids))
