@@ -28,19 +28,14 @@ _INPUTS = (
     ("position_ids", "P"),
     ("attention_bias", "T"),
 )
-_OPTIONAL = OpSchema.FormalParameterOption.Optional
+_REQUIRED = {"query", "seqlens_k", "total_sequence_length"}
+_OPTION = OpSchema.FormalParameterOption
 _SCHEMA = OpSchema(
     "GroupQueryAttention",
     "com.microsoft",
     1,
     inputs=[
-        OpSchema.FormalParameter(
-            name,
-            kind,
-            param_option=_OPTIONAL
-            if name not in ("query", "seqlens_k", "total_sequence_length")
-            else OpSchema.FormalParameterOption.Single,
-        )
+        OpSchema.FormalParameter(name, kind, param_option=_OPTION.Single if name in _REQUIRED else _OPTION.Optional)
         for name, kind in _INPUTS
     ],
     outputs=[OpSchema.FormalParameter(name, "T") for name in ("output", "present_key", "present_value")],
