@@ -39,6 +39,7 @@ from hybrid.train.ops.fo_pool import fo_pool_preact
 from hybrid.train.ops.kv_attention import kv_attention
 from hybrid.train.ring_memory import (  # noqa: F401 (ring_attention_bias and ring_attend are re-exported)
     FusedInputs,
+    attend_filled,
     fused_inputs,
     ring_attend,
     ring_attention_bias,
@@ -87,12 +88,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State, attn: "AttentionInputs", new_state: State):
         B, T, D = x.shape
-        M, H = self.mem_len, self.n_heads
+        M = self.mem_len
         qkv = self.qkv(self.norm(x))  # [B, T, 3D]: queries, keys, values, head-major
-        if attn.slots is not None and attn.fused is not None and torch.compiler.is_exporting():
+        if attn.fused is not None:  # set only while torch.export traces the ring layout
             return x + self.dropout(self.proj(self._fused_ring(qkv, state, attn, new_state)))
-        # [B, T, 3D] -> [B, 3H, T, d_head] -> q, k, v: three ONNX nodes once exported.
-        q, k, v = qkv.unflatten(-1, (3 * H, self.d_head)).transpose(1, 2).split(H, dim=1)
+        q, k, v = self._heads(qkv)
         if attn.slots is not None:
             y = self._ring(q, k, v, state, attn, new_state)
         else:
@@ -110,6 +110,10 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, D)
         return x + self.dropout(self.proj(y))
 
+    def _heads(self, qkv):
+        """[B, T, 3D] -> [B, 3H, T, d_head] -> q, k, v: three ONNX nodes once exported."""
+        return qkv.unflatten(-1, (3 * self.n_heads, self.d_head)).transpose(1, 2).split(self.n_heads, dim=1)
+
     def _ring(self, q, k, v, state: State, attn: "AttentionInputs", new_state: State) -> torch.Tensor:
         """Attention over [ring; this call's keys], over only the slots that can hold a token yet,
         then this call's last keys and values written into their ring slots (ScatterND)."""
@@ -122,16 +126,12 @@ class Attention(nn.Module):
             # a 512-token memory, a quarter of the slots); past that, the whole buffer: an ONNX
             # Slice copies what it cuts, and at more than about half the ring copying the prefix
             # costs more than reading the empty slots (measured). One ONNX If per block.
-            def prefix(q, k, v, past_k, past_v, ring_bias, own_bias):
-                u = used
-                return ring_attend(q, k, v, past_k[:, :, :u], past_v[:, :, :u], ring_bias[..., :u], own_bias)
-
             # torch.cond wants operands that alias nothing (split's views, .to's input, ...): the
             # clones are ONNX Identity nodes, which the exporter's optimiser drops.
             operands = tuple(t.clone() for t in (q, k, v, past_k, past_v, ring_bias, own_bias))
-            y = torch.cond(2 * used <= R, prefix, ring_attend, operands)
+            y = torch.cond(2 * used <= R, attend_filled(used), ring_attend, operands)
         else:  # eager: slices are views
-            y = ring_attend(q, k, v, past_k[:, :, :used], past_v[:, :, :used], ring_bias[..., :used], own_bias)
+            y = attend_filled(used)(q, k, v, past_k, past_v, ring_bias, own_bias)
         new_state[self.key_name], new_state[self.value_name] = ring_write(past_k, past_v, k, v, y, attn.slots)
         return y
 
@@ -142,23 +142,19 @@ class Attention(nn.Module):
         otherwise the plain step, which then reads the filled prefix only until the ring is
         full (with past and present apart, GroupQueryAttention leaves the slots past its last
         write unset). Returns y [B, T, D]; one ONNX If per block, the writes inside it."""
-        H, d, R, used = self.n_heads, self.d_head, attn.fused.slots, attn.used
+        H, used = self.n_heads, attn.used
         past_k, past_v = state[self.key_name].to(qkv.dtype), state[self.value_name].to(qkv.dtype)
+        R = past_k.shape[2]
 
         def first_pass(qkv, past_k, past_v, ring_bias, own_bias, slots, bias, seqlens_k, total_len):
             return kv_attention(qkv, past_k, past_v, bias, seqlens_k, total_len, H)
 
         def later(qkv, past_k, past_v, ring_bias, own_bias, slots, bias, seqlens_k, total_len):
             B, T, D3 = qkv.shape
-            q, k, v = qkv.unflatten(-1, (3 * H, d)).transpose(1, 2).split(H, dim=1)
-            q = q * d**-0.5
-
-            def filled(q, k, v, past_k, past_v, ring_bias, own_bias):
-                u = used
-                return ring_attend(q, k, v, past_k[:, :, :u], past_v[:, :, :u], ring_bias[..., :u], own_bias)
-
+            q, k, v = self._heads(qkv)
+            q = q * self.d_head**-0.5
             operands = tuple(t.clone() for t in (q, k, v, past_k, past_v, ring_bias, own_bias))
-            y = torch.cond(used < R, filled, ring_attend, operands)
+            y = torch.cond(used < R, attend_filled(used), ring_attend, operands)
             new_k, new_v = ring_write(past_k, past_v, k, v, y, slots)
             return y.transpose(1, 2).reshape(B, T, D3 // 3), new_k, new_v
 
@@ -166,7 +162,7 @@ class Attention(nn.Module):
         f = attn.fused
         operands = (qkv, past_k, past_v, ring_bias, own_bias, attn.slots, f.bias, f.seqlens_k, f.total_len)
         y, new_state[self.key_name], new_state[self.value_name] = torch.cond(
-            attn.fused.first_pass, first_pass, later, tuple(t.clone() for t in operands)
+            f.first_pass, first_pass, later, tuple(t.clone() for t in operands)
         )
         return y
 

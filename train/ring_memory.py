@@ -58,6 +58,16 @@ def ring_write(past_k, past_v, k, v, y, slots):
     )
 
 
+def attend_filled(used):
+    """ring_attend over the ring's first `used` slots only (the ones that can hold a token yet):
+    a function of the seven operands, as a torch.cond branch wants one (`used` may be symbolic)."""
+
+    def attend(q, k, v, past_k, past_v, ring_bias, own_bias):
+        return ring_attend(q, k, v, past_k[:, :, :used], past_v[:, :, :used], ring_bias[..., :used], own_bias)
+
+    return attend
+
+
 def ring_attend(q, k, v, past_k, past_v, ring_bias, own_bias) -> torch.Tensor:
     """softmax([q past_k^T + ring_bias, q k^T + own_bias]) [past_v; v] (q already scaled), as a
     softmax in two parts: neither the keys nor the scores are joined (no copy of the memory, nor
@@ -74,7 +84,6 @@ class FusedInputs(NamedTuple):
     inputs), built once a call for every block."""
 
     first_pass: object  # (symbolic) bool: n + T <= R, and onnxruntime's limit (batch 1 if n > 0 and T > 1)
-    slots: int  # R, the ring's slots
     bias: torch.Tensor  # [1, H, T, min(n, R) + T]: the ring's filled slots, then the call's keys
     seqlens_k: torch.Tensor  # [B] int32, n + T - 1
     total_len: torch.Tensor  # [] int32, n + T
@@ -88,4 +97,4 @@ def fused_inputs(ring_bias: torch.Tensor, own_bias: torch.Tensor, B: int, T: int
     fits = torch.sym_max(n + T - R, 0) + n * (T - 1) * (B - 1) == 0
     bias = torch.cat([ring_bias[..., : torch.sym_min(n, R)], own_bias], dim=-1)
     seqlens_k = torch.full((B,), n + T - 1, dtype=torch.int32)
-    return FusedInputs(fits, R, bias, seqlens_k, torch.full((), n + T, dtype=torch.int32))
+    return FusedInputs(fits, bias, seqlens_k, torch.full((), n + T, dtype=torch.int32))
