@@ -31,7 +31,7 @@ def _case(B, n, T, seed=0):
         torch.randn(B, H, n, D_HEAD, generator=g),
     )
     ring_bias, own_bias = ring_attention_bias(alibi_slopes(H), T, M, n)
-    f = fused_inputs(ring_bias, own_bias, B, T, M, n)
+    f = fused_inputs(alibi_slopes(H), B, T, M, n)
     return qkv, past_k, past_v, ring_bias, own_bias, f
 
 

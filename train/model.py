@@ -328,7 +328,7 @@ class HybridLM(nn.Module):
             bias = ring_attention_bias(self.slopes, T, M, past_len)
             fused = None
             if fused_attention and torch.compiler.is_exporting():
-                fused = fused_inputs(*bias, B, T, M, past_len)
+                fused = fused_inputs(self.slopes, B, T, M, past_len)
             attn = AttentionInputs(bias, ring_slots(T, M, past_len), ring_used(M, past_len), fused)
         elif "A" in self.cfg.pattern:
             attn = AttentionInputs(attention_bias(self.slopes, T, self.cfg.mem_len, past_mask))

@@ -10,22 +10,32 @@ from typing import NamedTuple
 import torch
 
 
-def ring_attention_bias(slopes: torch.Tensor, T: int, M: int, n) -> tuple[torch.Tensor, torch.Tensor]:
-    """attention_bias for the ring layout, in two parts: [1, H, T, R] over the R = M+1 ring slots
-    and [1, H, T, T] over this call's keys, after `n` tokens of the stream (an int, or a symbolic
-    one when exporting). Slot s holds the latest position p < n with p = s mod R, `age` = n - p
-    tokens before this call; a slot is visible while its token is one of the last M
-    (age <= min(n, M)), which hides the spare slot and the empty ones."""
+def ring_distances(T: int, M: int, n, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far back each key is from each query, in two parts: [T, R] over the R = M+1 ring
+    slots and [T, T] over this call's keys, after `n` tokens of the stream (an int, or a symbolic
+    one when exporting); +inf where a key is hidden. Slot s holds the latest position p < n with
+    p = s mod R, `age` = n - p tokens before this call; a slot is visible while its token is one of
+    the last M (age <= min(n, M)), which hides the spare slot and the empty ones."""
     R = M + 1
-    age = (n - 1 - torch.arange(R, device=slopes.device)) % R + 1  # [R], in 1..R
-    t = torch.arange(T, device=slopes.device)
-    ring = (-slopes[:, None, None] * (t[:, None] + age[None, :]).to(slopes.dtype)).masked_fill(
-        ((age > M) | (age > n))[None, None, :], float("-inf")
-    )
-    own = (-slopes[:, None, None] * (t[:, None] - t[None, :]).to(slopes.dtype)).masked_fill(
-        t[None, :] > t[:, None], float("-inf")
-    )
-    return ring[None], own[None]
+    age = (n - 1 - torch.arange(R, device=device)) % R + 1  # [R], in 1..R
+    t = torch.arange(T, device=device)
+    hidden = torch.tensor(float("inf"), device=device)
+    ring = torch.where((age > M) | (age > n), hidden, (t[:, None] + age[None, :]).float())
+    own = torch.where(t[None, :] > t[:, None], hidden, (t[:, None] - t[None, :]).float())
+    return ring, own
+
+
+def alibi_bias(slopes: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+    """[1, H, T, keys]: -slope * distance, so a hidden key (+inf) gets -inf (ALiBi slopes are
+    positive). One product over the H-fold tensor, where a select after it would be a second pass."""
+    return (-slopes[:, None, None] * distance.to(slopes.dtype))[None]
+
+
+def ring_attention_bias(slopes: torch.Tensor, T: int, M: int, n) -> tuple[torch.Tensor, torch.Tensor]:
+    """attention_bias for the ring layout (ring_distances' two parts): [1, H, T, R] over the ring
+    slots and [1, H, T, T] over this call's keys."""
+    ring, own = ring_distances(T, M, n, slopes.device)
+    return alibi_bias(slopes, ring), alibi_bias(slopes, own)
 
 
 def ring_slots(T: int, M: int, n) -> torch.Tensor:
@@ -89,12 +99,13 @@ class FusedInputs(NamedTuple):
     total_len: torch.Tensor  # [] int32, n + T
 
 
-def fused_inputs(ring_bias: torch.Tensor, own_bias: torch.Tensor, B: int, T: int, M: int, n) -> FusedInputs:
+def fused_inputs(slopes: torch.Tensor, B: int, T: int, M: int, n) -> FusedInputs:
     """FusedInputs after `n` tokens (symbolic while exporting). While the ring is unwrapped slot s
-    holds position s, so the ring bias's first n slots followed by the call's own are the bias
-    over the n + T positions GroupQueryAttention sees."""
+    holds position s, so the ring's first n distances followed by the call's own are those of the
+    n + T positions GroupQueryAttention sees (joined before the H-fold product: no copy of a bias)."""
     R = M + 1
     fits = torch.sym_max(n + T - R, 0) + n * (T - 1) * (B - 1) == 0
-    bias = torch.cat([ring_bias[..., : torch.sym_min(n, R)], own_bias], dim=-1)
+    ring, own = ring_distances(T, M, n, slopes.device)
+    bias = alibi_bias(slopes, torch.cat([ring[:, : torch.sym_min(n, R)], own], dim=-1))
     seqlens_k = torch.full((B,), n + T - 1, dtype=torch.int32)
     return FusedInputs(fits, bias, seqlens_k, torch.full((), n + T, dtype=torch.int32))

@@ -2,8 +2,9 @@
 
 torch.onnx.export(dynamo=True) turns the scan operator into a single ONNX `Scan` whose body is
 one step, so the graph does not grow with the sequence length. Everything that can be computed
-for all time steps at once stays outside the body: the body is only  c = f * c + b  (two
-elementwise ops), with b = (1 - f) * z and the output gate applied before and after the scan.
+for all time steps at once stays outside the body: the body is only  m = f * c;  c = m + b  (two
+elementwise ops, m the step's output), with b = (1 - f) * z before the scan and h = m + b (the
+same sum, so the same bits) and the output gate after it.
 No weights live inside the body, which keeps every weight matrix product where onnxruntime's
 quantizers can reach it.
 
@@ -18,9 +19,10 @@ from torch._higher_order_ops.scan import scan
 
 def _step(c, xs):
     f_t, b_t = xs
-    c = f_t * c + b_t
-    # Returning the same tensor as carry and output trips the exporter's aliasing check.
-    return c, c.clone()
+    m = f_t * c
+    # Emitting the product rather than c: returning one tensor as both carry and output trips
+    # the exporter's aliasing check, and a copy of it is one more node per step.
+    return m + b_t, m
 
 
 def fo_pool_scan(z, f, o=None, initial_state=None, output_final_state=False):
@@ -29,8 +31,8 @@ def fo_pool_scan(z, f, o=None, initial_state=None, output_final_state=False):
     c0 = z.new_zeros(B, D) if initial_state is None else initial_state.to(z.dtype)
     b = (1 - f) * z
     # scan runs over dim 0: time first.
-    c_last, cells = scan(_step, c0, (f.transpose(0, 1), b.transpose(0, 1)))
-    h = cells.transpose(0, 1)
+    c_last, products = scan(_step, c0, (f.transpose(0, 1), b.transpose(0, 1)))
+    h = products.transpose(0, 1) + b
     if o is not None:
         h = o * h
     return h, (c_last if output_final_state else None)
