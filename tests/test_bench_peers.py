@@ -156,3 +156,17 @@ def test_gguf_file_holds_every_llama_tensor(tmp_path):
     assert sum(int(t.n_elements) for t in r.tensors) == params
     model = r.fields["tokenizer.ggml.model"]
     assert bytes(model.parts[model.data[0]]).decode() == "none"
+
+
+def test_our_export_is_rebuilt_when_the_model_or_exporter_code_changes(tmp_path):
+    (tmp_path / "train" / "ops").mkdir(parents=True)
+    (tmp_path / "export").mkdir()
+    (tmp_path / "train" / "model.py").write_text("x = 1\n")
+    (tmp_path / "train" / "ops" / "kernel.c").write_text("int f;\n")
+    (tmp_path / "export" / "exporter.py").write_text("y = 2\n")
+    before = peers_build.exporter_digest(tmp_path)
+    (tmp_path / "export" / "notes.md").write_text("docs do not change the graph\n")
+    assert peers_build.exporter_digest(tmp_path) == before
+    (tmp_path / "train" / "ops" / "kernel.c").write_text("int g;\n")
+    assert peers_build.exporter_digest(tmp_path) != before
+    assert peers_build.exporter_digest() == peers_build.exporter_digest()  # this repository's, stable

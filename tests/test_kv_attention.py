@@ -48,6 +48,27 @@ def test_the_reference_is_the_models_ring_step(B, n, T):
     assert torch.equal(new_k[:, :, :n], past_k[:, :, :n]) and torch.equal(new_v[:, :, n + T :], past_v[:, :, n + T :])
 
 
+@pytest.mark.parametrize("n", [0, 3, M, R, 2 * R + 5])
+def test_ring_bias_is_alibi_over_the_visible_slots_and_minus_inf_elsewhere(n):
+    """The bias is one product -slope * distance with +inf distances where a key is hidden; held
+    here to its definition, position by position (slot s holds the latest p < n with p = s mod R)."""
+    T, slopes = 4, alibi_slopes(H)
+    ring, own = ring_attention_bias(slopes, T, M, n)
+    want_ring = torch.full((1, H, T, R), float("-inf"))
+    for s in range(R):
+        held = [p for p in range(n) if p % R == s]
+        if held and n - held[-1] <= M:
+            for t in range(T):
+                want_ring[0, :, t, s] = -slopes * (n + t - held[-1])
+    want_own = torch.full((1, H, T, T), float("-inf"))
+    for t in range(T):
+        for j in range(t + 1):
+            want_own[0, :, t, j] = -slopes * (t - j)
+    assert torch.equal(ring, want_ring) and torch.equal(own, want_own)
+    if n + T <= R:  # the fused call's bias: the ring's first n slots, then the call's own keys
+        assert torch.equal(fused_inputs(slopes, 1, T, M, n).bias, torch.cat([ring[..., :n], own], dim=-1))
+
+
 def test_calls_that_do_not_fit_are_not_a_first_pass():
     assert not _case(1, 10, 4)[-1].first_pass  # would wrap the ring
     assert not _case(2, 3, 2)[-1].first_pass  # onnxruntime: batch 1 when T > 1 after earlier tokens

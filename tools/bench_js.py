@@ -10,8 +10,8 @@ Chromium on the demo page. Each round is a fresh session that is fed the prompt 
 --tokens greedy tokens; the backends take turns round by round (the Node and page sides stay
 loaded in one node process between rounds), so a busy machine slows all of them alike. Prints
 the median ms/token of each (wall time, and for Python and Node the CPU time of the process,
-which a shared machine disturbs less) and the ratios (the bars: Node within 1.3x of Python, wasm within 3x
-of native). Needs js/node_modules (tools/setup_js.sh) and, for wasm, /usr/bin/chromium.
+which a shared machine disturbs less) and the ratios, of the medians and round by round (the bars: Node
+within 1.3x of Python, wasm within 3x of native). Needs js/node_modules (tools/setup_js.sh) and, for wasm, /usr/bin/chromium.
 """
 
 from __future__ import annotations
@@ -130,12 +130,24 @@ def print_report(args, model, backends: list[str], times: dict, cpu: dict) -> No
         c = f"{statistics.median(cpu[b]):.3f}" if cpu[b] else "-"
         print(f"| {names[b]} | {med[b]:.3f} | {min(times[b]):.3f} | {max(times[b]):.3f} | {c} |")
     cpu_ratio = statistics.median(cpu["node"]) / statistics.median(cpu["python"])
-    print(f"node / python: {med['node'] / med['python']:.2f}x wall, {cpu_ratio:.2f}x CPU time (bar 1.3x)")
+    print(
+        f"node / python: {med['node'] / med['python']:.2f}x wall ({paired(times, 'node', 'python')}), "
+        f"{cpu_ratio:.2f}x CPU time (bar 1.3x)"
+    )
     print(f"node-binding / python: {med['node-binding'] / med['python']:.2f}x wall (the reference stepper)")
     if "wasm" in med:
         print(
-            f"wasm / python: {med['wasm'] / med['python']:.2f}x, wasm / node: {med['wasm'] / med['node']:.2f}x (bar 3x)"
+            f"wasm / python: {med['wasm'] / med['python']:.2f}x ({paired(times, 'wasm', 'python')}), "
+            f"wasm / node: {med['wasm'] / med['node']:.2f}x ({paired(times, 'wasm', 'node')}) (bar 3x)"
         )
+
+
+def paired(times: dict, a: str, b: str) -> str:
+    """The median and range of a's time over b's within each round. The backends of one round run
+    seconds apart, so where this VM's speed drifts between rounds (by 2x on a 2-vCPU guest) the
+    per-round ratio holds still while each backend's own median moves."""
+    r = sorted(x / y for x, y in zip(times[a], times[b]))
+    return f"per round {statistics.median(r):.2f}x, {r[0]:.2f}-{r[-1]:.2f}"
 
 
 def main() -> None:

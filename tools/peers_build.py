@@ -11,7 +11,8 @@ inputs are unchanged; every build lands atomically: written beside, renamed into
   tokenizer.ggml.model "none", token ids go in directly), then Q8_0 and Q4_0 by llama.cpp's own
   llama_model_quantize;
 - our exports: `hybrid train` for one step on a small generated corpus (speed does not depend
-  on the weights' values), then `hybrid export --no-check`.
+  on the weights' values), then `hybrid export --no-check`; rebuilt whenever the model's or the
+  exporter's sources change.
 
 Run as a script only for the quantize step (`peers_build.py quantize IN OUT FTYPE`), which
 loads llama.cpp in a process of its own.
@@ -19,6 +20,7 @@ loads llama.cpp in a process of its own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -255,9 +257,18 @@ def write_corpus(path: Path, n_words: int = 12000, seed: int = 0) -> None:
     path.write_text(" ".join(r.choice(words) for _ in range(n_words)) + "\n")
 
 
+def exporter_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """sha256 of the sources that decide what our exported graph is (the model, its ops, the
+    exporter): an export built by other code is rebuilt, not timed as if it were this one's."""
+    h = hashlib.sha256()
+    for f in sorted(p for d in ("train", "export") for p in (root / d).rglob("*") if p.suffix in (".py", ".c")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def build_ours(preset: str, out: Path, work: Path, log: Path) -> Path:
     """Model directory `out` (fp32, int8, int4) of `preset` after one training step."""
-    stamp = {"preset": preset}
+    stamp = {"preset": preset, "exporter": exporter_digest()}
     if _fresh(out, stamp):
         return out
     announce(f"building ours: {preset} (one training step, then hybrid export)")

@@ -90,11 +90,12 @@ def table(backends, results, cfg) -> list[str]:
 
 def ratios(backends, results, cfg) -> list[str]:
     """The issue's bars, as ratios from this run (> 1: ours is faster)."""
-    get = {}
+    get, raw = {}, {}
     for i, b in enumerate(backends):
         for t in cfg["threads"]:
             if (i, t) in results and not results[(i, t)]["error"]:
                 get[(b.name, b.variant, t)] = medians(results[(i, t)])
+                raw[(b.name, b.variant, t)] = results[(i, t)]["times"]
     hyb, tra = cfg["ours"]
     lo, hi, pp = cfg["contexts"][0], cfg["contexts"][-1], f"pp{cfg['pp']}"
     out = []
@@ -103,7 +104,10 @@ def ratios(backends, results, cfg) -> list[str]:
         for t in cfg["threads"]:
             x, y = get.get((*a, t), {}).get(test), get.get((*b, t), {}).get(test)
             if x and y:
-                out.append(f"- {what}, {t} thread(s): {y / x:.2f}x")
+                # Round by round too: the two ran seconds apart, so a drift of the VM's speed
+                # between rounds moves both (each median alone moves with it).
+                rounds = [q / p for p, q in zip(raw[(*a, t)][test], raw[(*b, t)][test])]
+                out.append(f"- {what}, {t} thread(s): {y / x:.2f}x (per round {statistics.median(rounds):.2f}x)")
 
     for c in cfg["contexts"]:
         ratio(f"{hyb} int8 vs llama.cpp Q8_0 generation @{c}", (hyb, "int8"), ("llama.cpp", "Q8_0"), f"tg@{c}")
@@ -148,8 +152,9 @@ def report(backends, results, cfg, command: str, minutes: float) -> str:
     if r:
         lines += [
             "",
-            'Ratios from this run ("vs": the peer\'s time over ours, above 1 = ours faster; '
-            '"/": our time per token at the longest prompt over the shortest, 1.00 = flat):',
+            'Ratios from this run ("vs": the peer\'s time over ours, above 1 = ours faster, of the medians '
+            'and the median of the rounds\' own ratios; "/": our time per token at the longest prompt over '
+            "the shortest, 1.00 = flat):",
             "",
         ] + r
     return "\n".join(lines) + "\n"
