@@ -36,7 +36,7 @@ def test_the_int8_session_computes_the_product():
 def test_the_int4_session_computes_the_product():
     """MatMulNBits' layout: per output column, blocks of 32 inputs, two per byte (low nibble first),
     value (nibble - 8) x the block's scale."""
-    sess = tool.int4_session(64, 32, threads=1)
+    sess = tool.nbits_session(64, 32, threads=1, bits=4)
     a = np.random.default_rng(2).standard_normal((8, 64), dtype=np.float32)
     y = sess.run(None, {"a": a})[0]
     packed = np.random.default_rng(0).integers(0, 256, (32, 2, 16), dtype=np.uint8)
@@ -45,8 +45,17 @@ def test_the_int4_session_computes_the_product():
     np.testing.assert_allclose(y, a @ w.T, rtol=0.05, atol=0.05 * np.abs(a @ w.T).max())
 
 
+def test_the_8_bit_nbits_session_computes_the_product():
+    """At 8 bits: one byte a weight, value (byte - 128) x the block's scale."""
+    sess = tool.nbits_session(64, 32, threads=1, bits=8)
+    a = np.random.default_rng(2).standard_normal((8, 64), dtype=np.float32)
+    y = sess.run(None, {"a": a})[0]
+    w = (np.random.default_rng(0).integers(0, 256, (32, 2, 32), dtype=np.uint8).reshape(32, 64) - 128.0) * 0.01
+    np.testing.assert_allclose(y, a @ w.T, rtol=0.05, atol=0.05 * np.abs(a @ w.T).max())
+
+
 def test_runs_and_prints_the_weighted_total(capsys):
     rows = tool.main(["--preset", "hybrid-tiny", "--rows", "16", "--reps", "1"])
     assert {(r["k"], r["n"]) for r in rows} == set(tool.weight_shapes(preset("hybrid-tiny")))
-    assert all(r["int8_s"] > 0 and r["fp32_s"] > 0 and r["int4_s"] > 0 for r in rows)
+    assert all(r["int8_s"] > 0 and r["fp32_s"] > 0 and r["int4_s"] > 0 and r["nbits8_s"] > 0 for r in rows)
     assert "all, weighted by count" in capsys.readouterr().out

@@ -7,7 +7,8 @@ model's own shapes? The ceiling on the runtime's int8-vs-eager evaluation ratio.
 
 For each weight matrix shape of the preset (QRNN gate projections, attention q/k/v and output,
 feed-forward in and out) it times, side by side in one run, onnxruntime's DynamicQuantizeMatMul
-(what `hybrid export`'s int8 variant runs: the activation quantized per call, int8 weights) and
+(what `hybrid export`'s int8 variant runs: the activation quantized per call, int8 weights),
+MatMulNBits at 4 bits (the int4 variant) and at 8 bits (onnxruntime-genai's int8 weights) and
 torch.matmul in fp32, on `--rows` rows (16 streams x 128 tokens by default, as `hybrid bench`'s
 ev16x128). The total weighs each shape by how often the model has it.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from functools import partial
 
 import numpy as np
 import onnxruntime as ort
@@ -52,15 +54,17 @@ def int8_session(k: int, n: int, threads: int) -> ort.InferenceSession:
     return product_session(node, inits, k, n, threads)
 
 
-def int4_session(k: int, n: int, threads: int) -> ort.InferenceSession:
-    """MatMulNBits as the int4 export has it: [n, k / 32, 16] packed nibbles, one scale a block."""
+def nbits_session(k: int, n: int, threads: int, bits: int = 4) -> ort.InferenceSession:
+    """MatMulNBits: [n, k / 32, 32 * bits / 8] packed weights, one scale a block of 32 inputs, the
+    default zero point 2^(bits-1). bits=4 is the int4 export; bits=8 is what onnxruntime-genai's
+    int8 Llama runs (tools/bench_peers.py)."""
     rng, blocks = np.random.default_rng(0), (k + 31) // 32
     inits = [
-        numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 16), dtype=np.uint8), "w"),
+        numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 32 * bits // 8), dtype=np.uint8), "w"),
         numpy_helper.from_array(np.full(n * blocks, 0.01, np.float32), "w_scale"),
     ]
     node = helper.make_node(
-        "MatMulNBits", ["a", "w", "w_scale"], ["y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=32
+        "MatMulNBits", ["a", "w", "w_scale"], ["y"], domain="com.microsoft", K=k, N=n, bits=bits, block_size=32
     )
     node.attribute.append(helper.make_attribute("accuracy_level", 4))
     return product_session(node, inits, k, n, threads)
@@ -106,30 +110,40 @@ def main(argv=None) -> list[dict]:
     rows = []
     print(f"{args.preset}: {args.rows} rows, onnxruntime {ort.__version__}, torch {torch.__version__}")
     print(
-        "| threads | in x out | count | int8 ms | int8 GOPS | fp32 ms | fp32 GFLOPS | int8 speed-up | int4 ms | int4 / int8 |"
+        "| threads | in x out | count | int8 ms | int8 GOPS | fp32 ms | fp32 GFLOPS | int8 speed-up "
+        "| int4 ms | int4 / int8 | 8-bit NBits ms | 8-bit NBits / int8 |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
-        total8 = total32 = total4 = 0.0
+        totals = Counter()
         for (k, n), count in sorted(shapes.items()):
             a = np.random.default_rng(1).standard_normal((args.rows, k), dtype=np.float32)
-            sess, x, w = int8_session(k, n, threads), torch.from_numpy(a), torch.randn(k, n)
-            t8 = timed(lambda: sess.run(None, {"a": a}), args.reps)
-            sess4 = int4_session(k, n, threads)
-            t4 = timed(lambda: sess4.run(None, {"a": a}), args.reps)
+            x, w = torch.from_numpy(a), torch.randn(k, n)
+            row = {"threads": threads, "k": k, "n": n, "count": count}
+            for key, sess in (
+                ("int8_s", int8_session(k, n, threads)),
+                ("int4_s", nbits_session(k, n, threads, bits=4)),
+                ("nbits8_s", nbits_session(k, n, threads, bits=8)),
+            ):
+                row[key] = timed(partial(sess.run, None, {"a": a}), args.reps)
             with torch.inference_mode():
-                t32 = timed(lambda: torch.matmul(x, w), args.reps)
-            ops = 2 * args.rows * k * n
-            total8, total32, total4 = total8 + count * t8, total32 + count * t32, total4 + count * t4
-            rows.append({"threads": threads, "k": k, "n": n, "count": count, "int8_s": t8, "fp32_s": t32, "int4_s": t4})
+                row["fp32_s"] = timed(lambda: torch.matmul(x, w), args.reps)
+            for key in ("int8_s", "int4_s", "nbits8_s", "fp32_s"):
+                totals[key] += count * row[key]
+            rows.append(row)
+            ops, t8 = 2 * args.rows * k * n, row["int8_s"]
             print(
-                f"| {threads} | {k} x {n} | {count} | {t8 * 1e3:.3f} | {ops / t8 / 1e9:,.0f} | {t32 * 1e3:.3f} | "
-                f"{ops / t32 / 1e9:,.0f} | {t32 / t8:.1f}x | {t4 * 1e3:.3f} | {t4 / t8:.2f}x |"
+                f"| {threads} | {k} x {n} | {count} | {t8 * 1e3:.3f} | {ops / t8 / 1e9:,.0f} | "
+                f"{row['fp32_s'] * 1e3:.3f} | {ops / row['fp32_s'] / 1e9:,.0f} | {row['fp32_s'] / t8:.1f}x | "
+                f"{row['int4_s'] * 1e3:.3f} | {row['int4_s'] / t8:.2f}x | "
+                f"{row['nbits8_s'] * 1e3:.3f} | {row['nbits8_s'] / t8:.2f}x |"
             )
+        t8 = totals["int8_s"]
         print(
-            f"| {threads} | all, weighted by count | | {total8 * 1e3:.2f} | | {total32 * 1e3:.2f} | | "
-            f"**{total32 / total8:.1f}x** | {total4 * 1e3:.2f} | **{total4 / total8:.2f}x** |"
+            f"| {threads} | all, weighted by count | | {t8 * 1e3:.2f} | | {totals['fp32_s'] * 1e3:.2f} | | "
+            f"**{totals['fp32_s'] / t8:.1f}x** | {totals['int4_s'] * 1e3:.2f} | **{totals['int4_s'] / t8:.2f}x** | "
+            f"{totals['nbits8_s'] * 1e3:.2f} | **{totals['nbits8_s'] / t8:.2f}x** |"
         )
     return rows
 
